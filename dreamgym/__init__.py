@@ -1,0 +1,40 @@
+"""dreamgym: learned world models of Gymnasium envs, as Gymnasium envs.
+
+Importing the package registers ``dreamgym/DreamCarRacing-v0`` and
+``dreamgym/RealCarRacing-v0``; ``gym.make("dreamgym:dreamgym/DreamCarRacing-v0")`` imports it
+for you.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from dreamgym.config import FORMAT_VERSION, ConfigError, WorldModelConfig
+from dreamgym.hub import load_world_model
+from dreamgym.models import WorldModel, WorldModelFormatError
+
+__version__ = "0.1.0"
+
+# The envs truncate through gym.make's TimeLimit (max_episode_steps below), so their own
+# step limit is switched off here; constructed directly they truncate at 1000 themselves.
+_ENVS = {
+    "dreamgym/DreamCarRacing-v0": "dreamgym.envs.dream:DreamCarRacingEnv",
+    "dreamgym/RealCarRacing-v0": "dreamgym.envs.real:RealCarRacingEnv",
+}
+for _env_id, _entry_point in _ENVS.items():
+    if _env_id not in registry:
+        register(
+            id=_env_id,
+            entry_point=_entry_point,
+            max_episode_steps=1000,
+            reward_threshold=900,
+            kwargs={"max_episode_steps": None},
+        )
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ConfigError",
+    "WorldModel",
+    "WorldModelConfig",
+    "WorldModelFormatError",
+    "__version__",
+    "load_world_model",
+]

@@ -1,0 +1,122 @@
+"""DreamCarRacing-v0: CarRacing dreamt by a world model's M."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamgym.envs.common import WorldModelEnv, upscale
+from dreamgym.envs.dynamics import LatentDream
+from dreamgym.hub import ModelSource
+
+
+class DreamCarRacingEnv(WorldModelEnv):
+    """
+    ## Description
+    CarRacing-v3 as dreamt by a learned world model (Ha & Schmidhuber, 2018). No physics
+    engine runs: each step, M (an LSTM with a mixture-of-Gaussians head) takes the current
+    latent ``z``, the action and its hidden state ``h``, and samples the next ``z``. M's
+    reward and termination heads give the reward and the end of the episode. V's decoder
+    turns ``z`` back into a frame only when pixels are asked for, so latent stepping is
+    cheap: this env exists to train agents far faster than the real car can drive.
+
+    ## Action Space
+    As CarRacing-v3. With ``continuous=True``: ``Box([-1, 0, 0], [1, 1, 1], float32)`` for
+    steer, gas and brake (out-of-range values are clipped). With ``continuous=False``:
+    ``Discrete(5)``: 0 do nothing, 1 steer right, 2 steer left, 3 gas, 4 brake, mapped to
+    the same continuous actions CarRacing-v3 uses.
+
+    ## Observation Space
+    - ``obs_mode="latent"`` (default): ``[z, h]``, float32 of size ``z_dim + rnn_hidden``
+      (288 by default). ``z`` is unbounded, ``h`` lies in [-1, 1].
+    - ``obs_mode="pixels"``: V's decoding of ``z``, a ``(64, 64, 3)`` uint8 frame.
+
+    The real env seen through the same model, ``dreamgym/RealCarRacing-v0``, has identical
+    spaces, so an agent trained here runs there unchanged.
+
+    ## Rewards
+    M's reward head: its prediction of CarRacing's reward for the step (-0.1 per frame plus
+    1000/N per newly visited tile, -100 for leaving the playfield).
+
+    ## Starting State
+    ``z`` is drawn from the world model's bank of latents of real first frames (with V's
+    posterior noise); ``h`` and the LSTM cell start at zero.
+
+    ## Episode End
+    - Termination: M's termination probability exceeds 0.5, or, with
+      ``sample_termination=True``, a Bernoulli draw with that probability succeeds.
+    - Truncation: ``max_episode_steps`` steps (1000, as CarRacing-v3; ``gym.make`` applies it
+      through ``TimeLimit``).
+
+    ## Arguments
+    - ``model``: a :class:`~dreamgym.WorldModel`, a folder written by ``save_pretrained``, or
+      a Hugging Face Hub repo id.
+    - ``revision``: branch, tag or commit of a Hub repo.
+    - ``temperature``: tau. Mixture logits are divided by tau and the Gaussian noise scaled
+      by sqrt(tau). Higher is a less predictable, harder-to-exploit dream (default 1.0).
+    - ``obs_mode``: ``"latent"`` or ``"pixels"``.
+    - ``continuous``: Box(3) or Discrete(5) actions.
+    - ``max_episode_steps``: truncation horizon, or None for none.
+    - ``sample_termination``: see Episode End.
+    - ``render_mode``: ``"rgb_array"`` (the decoded frame, upscaled 4x) or ``"human"``.
+    - ``device``: torch device for the model (default ``"cpu"``).
+
+    ``reset(seed=s)`` makes the dream reproducible: the same seed and actions give the same
+    trajectory.
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    def __init__(
+        self,
+        model: ModelSource = None,
+        revision: str | None = None,
+        temperature: float = 1.0,
+        obs_mode: str = "latent",
+        continuous: bool = True,
+        max_episode_steps: int | None = 1000,
+        sample_termination: bool = False,
+        render_mode: str | None = None,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(model, revision, obs_mode, continuous, max_episode_steps, render_mode, device)
+        self.dream = LatentDream(self.world_model, 1, temperature, sample_termination)
+        self._frame: np.ndarray | None = None
+
+    @property
+    def temperature(self) -> float:
+        return self.dream.temperature
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        key = self.np_random.integers(0, 2**64, dtype=np.uint64, size=1)
+        self.dream.reset(np.zeros(1, dtype=np.int64), key)
+        self._elapsed = 0
+        self._frame = None
+        return self._observation(self.dream.z, self.dream.h), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        action = self._begin_step(action)
+        out = self.dream.step(torch.from_numpy(action[None]).to(self.world_model.device))
+        self._frame = None
+        obs = self._observation(out.z, out.h)
+        info = {"termination_probability": float(out.termination_probability[0])}
+        if self.render_mode == "human":
+            self.render()
+        return obs, float(out.reward[0]), bool(out.terminated[0]), self._truncated(), info
+
+    def _observation(self, z: torch.Tensor, h: torch.Tensor) -> np.ndarray:
+        obs = super()._observation(z, h)
+        if self.obs_mode == "pixels":
+            self._frame = obs
+        return obs
+
+    def render(self) -> np.ndarray | None:
+        if self._elapsed is None:
+            return None
+        if self._frame is None:
+            self._frame = self.world_model.decode(self.dream.z)[0].cpu().numpy()
+        return self._show(upscale(self._frame))

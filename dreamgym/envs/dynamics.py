@@ -1,0 +1,100 @@
+"""The batched latent dream: M stepped for many episodes at once in one torch call.
+
+Both the single :class:`~dreamgym.envs.dream.DreamCarRacingEnv` and the batched vector env
+run on :class:`LatentDream`, so the two cannot drift apart. Randomness comes from a
+counter-based generator keyed per episode (:mod:`dreamgym.models.random`), so episode ``b``
+of a batch draws exactly what a single dream with the same key draws.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from dreamgym.models.mdnrnn import sample_mixture
+from dreamgym.models.random import counter_normal, counter_uniform
+from dreamgym.models.world_model import WorldModel
+
+
+class DreamStep(NamedTuple):
+    """The outcome of one batched dream step; tensors with a leading batch dim."""
+
+    z: torch.Tensor
+    h: torch.Tensor
+    reward: torch.Tensor
+    termination_probability: torch.Tensor
+    terminated: torch.Tensor
+
+
+def check_temperature(temperature: float) -> float:
+    temperature = float(temperature)
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return temperature
+
+
+class LatentDream:
+    """State and stepping of ``num_envs`` dream episodes.
+
+    Args:
+        world_model: the V + M bundle; only M and the start-latent bank are used here.
+        num_envs: batch size.
+        temperature: the paper's tau: mixture logits are divided by it, noise scaled by its root.
+        sample_termination: draw termination from M's probability instead of thresholding it at 0.5.
+    """
+
+    def __init__(
+        self, world_model: WorldModel, num_envs: int, temperature: float = 1.0, sample_termination: bool = False
+    ) -> None:
+        self.model = world_model
+        self.num_envs = num_envs
+        self.temperature = check_temperature(temperature)
+        self.sample_termination = sample_termination
+        cfg = world_model.config
+        self.z_dim, self.hidden = cfg.z_dim, cfg.rnn_hidden
+        self._normal_lanes = 2 * math.ceil(cfg.z_dim / 2)
+        self._lanes = cfg.z_dim + self._normal_lanes + 1
+        device = world_model.device
+        self.z = torch.zeros(num_envs, cfg.z_dim, device=device)
+        self.h = torch.zeros(num_envs, cfg.rnn_hidden, device=device)
+        self.c = torch.zeros(num_envs, cfg.rnn_hidden, device=device)
+        self.keys = np.zeros(num_envs, dtype=np.uint64)
+        self.counters = np.zeros(num_envs, dtype=np.uint64)
+
+    def _draw(self, index: np.ndarray, n: int) -> np.ndarray:
+        draws = counter_uniform(self.keys[index], self.counters[index], n)
+        self.counters[index] += np.uint64(n)
+        return draws
+
+    @torch.inference_mode()
+    def reset(self, index: np.ndarray, keys: np.ndarray) -> None:
+        """Start fresh episodes in slots ``index`` from random real start latents, with RNG ``keys``."""
+        index = np.asarray(index, dtype=np.int64)
+        self.keys[index] = keys
+        self.counters[index] = 0
+        draws = self._draw(index, 1 + self._normal_lanes)
+        bank_mu, bank_logvar = self.model.start_mu, self.model.start_logvar
+        start = np.minimum((draws[:, 0] * len(bank_mu)).astype(np.int64), len(bank_mu) - 1)
+        noise = torch.from_numpy(counter_normal(draws[:, 1:])[:, : self.z_dim]).to(self.z.device)
+        start_t = torch.from_numpy(start).to(self.z.device)
+        idx = torch.from_numpy(index).to(self.z.device)
+        self.z[idx] = bank_mu[start_t] + torch.exp(0.5 * bank_logvar[start_t]) * noise
+        self.h[idx] = 0.0
+        self.c[idx] = 0.0
+
+    @torch.inference_mode()
+    def step(self, actions: torch.Tensor) -> DreamStep:
+        """Advance every episode by one step under ``actions`` (num_envs, action_dim)."""
+        rnn = self.model.rnn
+        self.h, self.c = rnn.step(self.z, actions, self.h, self.c)
+        out = rnn.heads(self.h)
+        draws = self._draw(np.arange(self.num_envs), self._lanes)
+        uniform = torch.from_numpy(draws).to(self.z.device)
+        normal = torch.from_numpy(counter_normal(draws[:, self.z_dim : -1])[:, : self.z_dim]).to(self.z.device)
+        self.z = sample_mixture(out, uniform[:, : self.z_dim], normal, self.temperature)
+        probability = torch.sigmoid(out.termination_logit)
+        threshold = uniform[:, -1] if self.sample_termination else 0.5
+        return DreamStep(self.z, self.h, out.reward, probability, probability > threshold)

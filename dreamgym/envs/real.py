@@ -1,0 +1,113 @@
+"""RealCarRacing-v0: the real CarRacing-v3, seen through a world model's V and M."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.envs.box2d.car_racing import CarRacing
+
+from dreamgym.envs.common import WorldModelEnv
+from dreamgym.hub import ModelSource
+from dreamgym.preprocessing import preprocess_frames
+
+
+class RealCarRacingEnv(WorldModelEnv):
+    """
+    ## Description
+    The real CarRacing-v3 (Box2D physics), observed the way the dream is. Each frame is cut
+    to 64x64 by :func:`dreamgym.preprocessing.preprocess_frames` and encoded by V; M's hidden
+    state is stepped with every action taken. An agent trained in
+    ``dreamgym/DreamCarRacing-v0`` therefore runs here unchanged, and its score here is its
+    real score.
+
+    ## Action Space
+    As CarRacing-v3 and DreamCarRacing-v0: ``Box([-1, 0, 0], [1, 1, 1], float32)`` or, with
+    ``continuous=False``, ``Discrete(5)``.
+
+    ## Observation Space
+    - ``obs_mode="latent"`` (default): ``[z, h]``, float32, where ``z`` is V's posterior mean
+      for the current frame and ``h`` M's hidden state.
+    - ``obs_mode="pixels"``: V's reconstruction of the current frame, ``(64, 64, 3)`` uint8,
+      the same kind of image the dream shows. ``info["frame"]`` holds the real 64x64 frame.
+
+    ## Rewards
+    CarRacing-v3's: -0.1 per frame, +1000/N per newly visited tile, -100 for leaving the
+    playfield.
+
+    ## Starting State
+    CarRacing-v3's, with a random track per seed; M's state starts at zero.
+
+    ## Episode End
+    CarRacing-v3's: terminated when every tile is visited or the car leaves the playfield;
+    truncated after ``max_episode_steps`` (1000).
+
+    ## Arguments
+    - ``model``, ``revision``, ``obs_mode``, ``continuous``, ``max_episode_steps``, ``device``:
+      as DreamCarRacing-v0.
+    - ``render_mode``: ``"rgb_array"`` or ``"human"``, CarRacing's own rendering.
+    - ``lap_complete_percent``, ``domain_randomize``: passed to CarRacing-v3.
+
+    ## Version History
+    - v0: initial version, on CarRacing-v3.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 50}
+
+    def __init__(
+        self,
+        model: ModelSource = None,
+        revision: str | None = None,
+        obs_mode: str = "latent",
+        continuous: bool = True,
+        max_episode_steps: int | None = 1000,
+        render_mode: str | None = None,
+        lap_complete_percent: float = 0.95,
+        domain_randomize: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(model, revision, obs_mode, continuous, max_episode_steps, render_mode, device)
+        self.car = CarRacing(
+            render_mode=render_mode,
+            continuous=continuous,
+            lap_complete_percent=lap_complete_percent,
+            domain_randomize=domain_randomize,
+        )
+        cfg = self.world_model.config
+        self._z = torch.zeros(1, cfg.z_dim, device=self.world_model.device)
+        self._h = torch.zeros(1, cfg.rnn_hidden, device=self.world_model.device)
+        self._c = torch.zeros_like(self._h)
+
+    def _encode(self, frame: np.ndarray) -> tuple[np.ndarray, dict]:
+        cfg = self.world_model.config
+        small = preprocess_frames(frame, cfg.image_size, cfg.crop_dashboard)
+        self._z = self.world_model.encode(small[None])[0]
+        obs = self._observation(self._z, self._h)
+        return obs, ({"frame": small} if self.obs_mode == "pixels" else {})
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        frame, info = self.car.reset(seed=seed, options=options)
+        self._h = torch.zeros_like(self._h)
+        self._c = torch.zeros_like(self._c)
+        self._elapsed = 0
+        obs, extra = self._encode(frame)
+        return obs, {**info, **extra}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        continuous_action = self._begin_step(action)
+        raw = continuous_action if self.continuous else int(action)
+        frame, reward, terminated, truncated, info = self.car.step(raw)
+        with torch.inference_mode():
+            a = torch.from_numpy(continuous_action[None]).to(self.world_model.device)
+            self._h, self._c = self.world_model.rnn.step(self._z, a, self._h, self._c)
+        obs, extra = self._encode(frame)
+        return obs, float(reward), bool(terminated), bool(truncated) or self._truncated(), {**info, **extra}
+
+    def render(self) -> np.ndarray | None:
+        return self.car.render()
+
+    def close(self) -> None:
+        self.car.close()
+        super().close()

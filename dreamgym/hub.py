@@ -1,0 +1,83 @@
+"""Finding a world model: an instance, a local folder, or a Hugging Face Hub repo id."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from dreamgym.models.world_model import WorldModel
+
+ModelSource = WorldModel | str | os.PathLike | None
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "DreamCarRacing-v0"
+
+
+def default_model_path() -> Path | None:
+    """The world model shipped inside the package, or None if this install has none."""
+    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "model.safetensors").is_file() else None
+
+
+def _looks_like_path(source: str) -> bool:
+    # "org/name" is a Hub id; anything else with path syntax is meant as a folder.
+    return (
+        source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+        or os.sep != "/" and os.sep in source
+        or source.endswith("/")
+    )
+
+
+def load_world_model(model: ModelSource, revision: str | None = None, device: str = "cpu") -> WorldModel:
+    """Resolve ``model`` into a :class:`WorldModel` on ``device``.
+
+    Args:
+        model: a loaded :class:`WorldModel`, a folder written by ``save_pretrained``, a Hub
+            repo id such as ``"org/carracing-wm"``, or None for the default shipped in the package.
+        revision: for a Hub repo, a branch, tag or full commit sha.
+        device: torch device for the model.
+
+    Raises:
+        ValueError: ``model`` is None and no default world model is available.
+        FileNotFoundError: the folder or Hub repo (or its revision) does not exist.
+    """
+    if isinstance(model, WorldModel):
+        return model.to(device).eval()
+    if model is None:
+        model = default_model_path()
+    if model is None:
+        raise ValueError(
+            "no world model given: pass model= a WorldModel, a folder written by "
+            "WorldModel.save_pretrained, or a Hugging Face Hub repo id like 'org/name'"
+        )
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a WorldModel, a folder path or a Hub repo id, got {type(model).__name__}")
+    source = os.fspath(model)
+    expanded = os.path.expanduser(source)
+    if os.path.isdir(expanded):
+        return WorldModel.from_pretrained(Path(expanded), map_location=device)
+    if os.path.exists(expanded) or _looks_like_path(source):
+        raise FileNotFoundError(
+            f"world model folder {source!r} does not exist (expected a folder with config.json and model.safetensors)"
+        )
+    try:
+        return WorldModel.from_pretrained(source, revision=revision, map_location=device)
+    except RevisionNotFoundError as err:
+        raise FileNotFoundError(f"Hub repo {source!r} has no revision {revision!r}") from err
+    except RepositoryNotFoundError as err:
+        raise FileNotFoundError(
+            f"{source!r} is neither a local folder nor a Hub repo that can be reached (repository not found)"
+        ) from err
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
+        raise FileNotFoundError(
+            f"{source!r} is not a local folder, and the Hub repo could not be fetched or found in the cache: {err}"
+        ) from err
+    except HfHubHTTPError as err:
+        raise FileNotFoundError(f"could not fetch world model {source!r} from the Hub: {err}") from err

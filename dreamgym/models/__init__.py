@@ -1,0 +1,17 @@
+"""The networks of a world model: V (:class:`ConvVAE`) and M (:class:`MDNRNN`), bundled as :class:`WorldModel`."""
+
+from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll, sample_mixture
+from dreamgym.models.vae import ConvVAE, vae_loss
+from dreamgym.models.world_model import WorldModel, WorldModelFormatError, load_weights_strict
+
+__all__ = [
+    "MDNRNN",
+    "ConvVAE",
+    "MDNOutput",
+    "WorldModel",
+    "WorldModelFormatError",
+    "load_weights_strict",
+    "mixture_nll",
+    "sample_mixture",
+    "vae_loss",
+]

@@ -1,0 +1,110 @@
+"""M: the mixture-density recurrent network, with reward and termination heads."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class MDNOutput(NamedTuple):
+    """What M predicts after one step, each with leading dims (batch, [time])."""
+
+    log_pi: torch.Tensor  # (..., z_dim, K), normalised mixture log-weights
+    mu: torch.Tensor  # (..., z_dim, K)
+    log_sigma: torch.Tensor  # (..., z_dim, K)
+    reward: torch.Tensor  # (...,)
+    termination_logit: torch.Tensor  # (...,)
+
+
+class MDNRNN(nn.Module):
+    """An LSTM over ``[z, action]`` predicting the next ``z`` as a mixture of Gaussians.
+
+    The mixture has ``num_mixtures`` components per latent dimension, as in the paper. Two
+    heads the paper's CarRacing model lacked make the dream trainable: a reward regression
+    and a termination logit, both read from the same hidden state as the mixture.
+
+    Args:
+        z_dim: size of ``z``.
+        action_dim: size of the continuous action.
+        hidden: LSTM units.
+        num_mixtures: Gaussians per latent dimension.
+        dropout: dropout on the LSTM's input and output while training.
+    """
+
+    def __init__(
+        self, z_dim: int = 32, action_dim: int = 3, hidden: int = 256, num_mixtures: int = 5, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.action_dim, self.hidden, self.num_mixtures = z_dim, action_dim, hidden, num_mixtures
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(z_dim + action_dim, hidden, batch_first=True)
+        # One linear layer for the mixture, reward and termination: a single matmul per step.
+        self.head = nn.Linear(hidden, 3 * z_dim * num_mixtures + 2)
+
+    def heads(self, h: torch.Tensor) -> MDNOutput:
+        """Apply the output heads to hidden states of shape (..., hidden)."""
+        raw = self.head(self.dropout(h))
+        zk = self.z_dim * self.num_mixtures
+        shape = (*h.shape[:-1], self.z_dim, self.num_mixtures)
+        return MDNOutput(
+            log_pi=F.log_softmax(raw[..., :zk].reshape(shape), dim=-1),
+            mu=raw[..., zk : 2 * zk].reshape(shape),
+            log_sigma=raw[..., 2 * zk : 3 * zk].reshape(shape).clamp(-7.0, 5.0),
+            reward=raw[..., -2],
+            termination_logit=raw[..., -1],
+        )
+
+    def forward(
+        self, z: torch.Tensor, actions: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[MDNOutput, tuple[torch.Tensor, torch.Tensor]]:
+        """Run M over sequences: z (B, T, z_dim), actions (B, T, action_dim).
+
+        Output t predicts ``z[t+1]`` and the reward and termination of step t.
+        """
+        x = self.dropout(torch.cat([z, actions], dim=-1))
+        hs, (h, c) = self.lstm(x, state)
+        return self.heads(hs), (h, c)
+
+    def step(
+        self, z: torch.Tensor, action: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance the LSTM one step for a batch: z (B, z_dim), action (B, action_dim), h, c (B, hidden)."""
+        x = torch.cat([z, action], dim=-1)
+        return torch.lstm_cell(
+            x, (h, c), self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, self.lstm.bias_ih_l0, self.lstm.bias_hh_l0
+        )
+
+
+def sample_mixture(
+    out: MDNOutput, uniform: torch.Tensor, normal: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Draw ``z`` from M's mixture with the paper's temperature.
+
+    The mixture logits are divided by ``temperature`` and the Gaussian noise is scaled by
+    ``sqrt(temperature)``. The noise is passed in, not drawn here, so that a batched dream
+    and a single one given the same noise produce the same ``z``.
+
+    Args:
+        out: M's prediction with log_pi, mu, log_sigma of shape (B, z_dim, K).
+        uniform: (B, z_dim) uniforms in [0, 1) choosing the component of each dimension.
+        normal: (B, z_dim) standard normals.
+        temperature: tau > 0.
+    """
+    weights = torch.softmax(out.log_pi / temperature, dim=-1)
+    component = torch.searchsorted(weights.cumsum(-1), uniform.unsqueeze(-1)).clamp_(max=out.mu.shape[-1] - 1)
+    mu = out.mu.gather(-1, component).squeeze(-1)
+    sigma = out.log_sigma.gather(-1, component).squeeze(-1).exp_()
+    return torch.addcmul(mu, sigma, normal, value=math.sqrt(temperature))
+
+
+def mixture_nll(out: MDNOutput, target: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of ``target`` (..., z_dim) per element, shape (..., z_dim)."""
+    target = target.unsqueeze(-1)
+    log_prob = -0.5 * ((target - out.mu) / out.log_sigma.exp()).pow(2) - out.log_sigma - LOG_SQRT_2PI
+    return -torch.logsumexp(out.log_pi + log_prob, dim=-1)

@@ -1,0 +1,222 @@
+"""The world model bundle: V + M + config + the bank of real starting latents, saved as one folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download, list_repo_files
+from huggingface_hub.errors import EntryNotFoundError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dreamgym.config import FORMAT_VERSION, ConfigError, WorldModelConfig
+from dreamgym.models.mdnrnn import MDNRNN
+from dreamgym.models.vae import ConvVAE
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+class WorldModelFormatError(ValueError):
+    """A world model's files are missing, corrupt, or do not match its config."""
+
+
+class WorldModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="dreamgym",
+    tags=["world-model", "reinforcement-learning", "gymnasium"],
+    repo_url="https://github.com/dreamgym/dreamgym",
+    paper_url="https://arxiv.org/abs/1803.10122",
+):
+    """V (a :class:`ConvVAE`) and M (an :class:`MDNRNN`) with the states dream episodes start from.
+
+    Saved with :meth:`save_pretrained` as a folder holding ``config.json`` and
+    ``model.safetensors``; loaded with :meth:`from_pretrained` from such a folder or a Hub repo
+    id (with ``revision=``). Loading is strict: a missing, unexpected or wrongly shaped tensor,
+    a corrupt file, or an unknown ``format_version`` raises :class:`WorldModelFormatError` or
+    :class:`~dreamgym.config.ConfigError` naming the problem. Pickled weights are never read.
+
+    Args:
+        config: a :class:`WorldModelConfig`, or its dict form as stored in ``config.json``.
+    """
+
+    def __init__(self, config: dict | WorldModelConfig | None = None) -> None:
+        super().__init__()
+        if config is None:
+            config = WorldModelConfig()
+        elif isinstance(config, dict):
+            config = WorldModelConfig.from_dict(config)
+        self.config = config
+        self.vae = ConvVAE(config.z_dim, config.encoder_channels, config.decoder_channels, config.decoder_kernels)
+        self.rnn = MDNRNN(config.z_dim, config.action_dim, config.rnn_hidden, config.num_mixtures, config.dropout)
+        # Real episodes' first latents (mean and log-variance): dream episodes start here.
+        self.register_buffer("start_mu", torch.zeros(config.num_start_latents, config.z_dim))
+        self.register_buffer("start_logvar", torch.full((config.num_start_latents, config.z_dim), -4.0))
+
+    @property
+    def device(self) -> torch.device:
+        return self.start_mu.device
+
+    # ----------------------------------------------------------------- V helpers
+    @torch.inference_mode()
+    def encode(self, frames: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode uint8 frames of shape (N, 64, 64, 3) to V's (mu, logvar), each (N, z_dim)."""
+        frames = torch.as_tensor(frames, device=self.device)
+        size = self.config.image_size
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or tuple(frames.shape[1:]) != (size, size, 3):
+            raise ValueError(
+                f"expected uint8 frames of shape (N, {size}, {size}, 3), got {frames.dtype} {tuple(frames.shape)}"
+            )
+        images = frames.permute(0, 3, 1, 2).float().div_(255.0)
+        return self.vae.encode(images)
+
+    @torch.inference_mode()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode latents (N, z_dim) to uint8 frames (N, 64, 64, 3)."""
+        images = self.vae.decode(z.to(self.device, torch.float32))
+        return images.mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
+
+    def set_start_latents(self, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+        """Replace the bank of starting latents; both (num_start_latents, z_dim)."""
+        expected = tuple(self.start_mu.shape)
+        if tuple(mu.shape) != expected or tuple(logvar.shape) != expected:
+            raise ValueError(
+                f"start latents must have shape {expected}, got mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)}"
+            )
+        self.start_mu.copy_(mu)
+        self.start_logvar.copy_(logvar)
+
+    # ------------------------------------------------------------ persistence
+    def _save_pretrained(self, save_directory: Path) -> None:
+        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+        save_file(tensors, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt", "format_version": str(FORMAT_VERSION)})
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> WorldModel:
+        """Load a world model from a local folder or a Hub repo id.
+
+        Keyword arguments are huggingface_hub's (``revision``, ``cache_dir``,
+        ``local_files_only``, ``token``, ...) plus ``map_location`` (default ``"cpu"``).
+        """
+        source = str(pretrained_model_name_or_path)
+        if os.path.isdir(source):
+            _check_local_folder(Path(source))
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except json.JSONDecodeError as err:
+            raise WorldModelFormatError(f"{CONFIG_FILE} of world model {source!r} is not valid JSON: {err}") from err
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        config: dict | None = None,
+        **model_kwargs: Any,
+    ) -> WorldModel:
+        if config is None:
+            if not os.path.isdir(model_id):
+                try:  # re-fetch to surface why the mixin found no config: no repo, no revision, offline...
+                    hf_hub_download(
+                        repo_id=model_id, filename=CONFIG_FILE, revision=revision, cache_dir=cache_dir,
+                        token=token, local_files_only=local_files_only,
+                    )
+                except EntryNotFoundError as err:
+                    raise WorldModelFormatError(
+                        f"Hub repo {model_id!r} has no {CONFIG_FILE}: it is not a dreamgym world model"
+                    ) from err
+            raise WorldModelFormatError(
+                f"world model {model_id!r} has no readable {CONFIG_FILE}; a dreamgym world model holds "
+                f"{CONFIG_FILE} and {WEIGHTS_FILE}"
+            )
+        try:
+            model = cls(config)
+        except ConfigError as err:
+            raise ConfigError(f"world model {model_id!r}: {err}") from err
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, WEIGHTS_FILE)
+        else:
+            try:
+                weights = hf_hub_download(
+                    repo_id=model_id,
+                    filename=WEIGHTS_FILE,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    token=token,
+                    local_files_only=local_files_only,
+                )
+            except EntryNotFoundError as err:
+                files = list_repo_files(model_id, revision=revision, token=token)
+                raise WorldModelFormatError(_missing_weights_message(model_id, files)) from err
+        load_weights_strict(model, weights, source=model_id)
+        return model.to(map_location).eval()
+
+
+def _missing_weights_message(source: str, files: list[str]) -> str:
+    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        return (
+            f"world model {source!r} has no {WEIGHTS_FILE}, only pickle-format weights {pickles}. "
+            "dreamgym never unpickles downloaded files because unpickling can run arbitrary code; "
+            "ask the publisher for a safetensors export"
+        )
+    return f"world model {source!r} has no {WEIGHTS_FILE}; found only {sorted(files)}"
+
+
+def _check_local_folder(folder: Path) -> None:
+    files = sorted(p.name for p in folder.iterdir())
+    if WEIGHTS_FILE not in files:
+        raise WorldModelFormatError(_missing_weights_message(str(folder), files))
+    if CONFIG_FILE not in files:
+        raise WorldModelFormatError(
+            f"world model folder {str(folder)!r} has no {CONFIG_FILE}; a dreamgym world model holds "
+            f"{CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+
+
+def load_weights_strict(model: nn.Module, path: str | os.PathLike, source: str) -> None:
+    """Load ``model.safetensors`` into ``model``, refusing any mismatch with a message naming it.
+
+    Weights stored in a lower precision (the shipped default is fp16) are cast to the
+    model's dtype.
+    """
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WorldModelFormatError(f"{WEIGHTS_FILE} of world model {source!r} is corrupt or unreadable: {err}") from err
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = [
+        f"{name} has shape {tuple(tensors[name].shape)} but the config needs {tuple(expected[name].shape)}"
+        for name in sorted(set(expected) & set(tensors))
+        if tensors[name].shape != expected[name].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected}")
+    problems.extend(mismatched)
+    if problems:
+        raise WorldModelFormatError(f"{WEIGHTS_FILE} of world model {source!r} does not match its config: " + "; ".join(problems))
+    non_finite = sorted(name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if non_finite:
+        raise WorldModelFormatError(f"{WEIGHTS_FILE} of world model {source!r} holds NaN or inf in {non_finite}")
+    model.load_state_dict({name: t.to(expected[name].dtype) for name, t in tensors.items()}, strict=True)
