@@ -62,9 +62,113 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from dreamgym.data.collect import collect
+
+    store = collect(
+        env_id=args.env, episodes=args.episodes, out=args.out, workers=args.workers,
+        policy=args.policy, seed=args.seed, max_steps=args.max_steps,
+    )
+    print(f"{len(store)} episodes in {args.out}")
+    return 0
+
+
+def _cmd_train_vae(args: argparse.Namespace) -> int:
+    from dreamgym.training.vae import train_vae
+
+    train_vae(data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+              seed=args.seed, device=args.device, max_frames=args.max_frames)
+    return 0
+
+
+def _cmd_train_rnn(args: argparse.Namespace) -> int:
+    from dreamgym.training.rnn import train_rnn
+
+    train_rnn(data=args.data, vae=args.vae, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+              seq_len=args.seq_len, lr=args.lr, seed=args.seed, device=args.device)
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from dreamgym.training.build import build
+
+    out = build(args.config)
+    print(f"world model ready in {out}")
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from dreamgym.hub import load_world_model
+    from dreamgym.training.metrics import evaluate_world_model
+
+    model = load_world_model(args.model)
+    metrics = evaluate_world_model(model, args.data)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from dreamgym.card import make_model_card
+
+    card = make_model_card(args.model_dir, model_ref=args.ref)
+    for path in [Path(args.model_dir) / "README.md", *(Path(p) for p in args.copy_to)]:
+        card.save(path)
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collect", help="collect real rollouts into a resumable shard store")
+    p.add_argument("--env", default="CarRacing-v3")
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--policy", default="random", help="'random' (temporally correlated random actions)")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("train-vae", help="train V on collected frames (resumes from checkpoints)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=_cmd_train_vae)
+
+    p = sub.add_parser("train-rnn", help="train M on V's latents of the collected episodes (resumes)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--vae", required=True, help="folder with the trained V (written by train-vae)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_train_rnn)
+
+    p = sub.add_parser("build", help="collect, train V and M from one YAML config; skips finished stages")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("metrics", help="measure a world model on held-out episodes and print the metrics")
+    p.add_argument("model", help="world model folder or Hub repo id")
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("card", help="write a world model's model card from its metrics and build record")
+    p.add_argument("model_dir")
+    p.add_argument("--ref", required=True, help="how users name the model in gym.make(model=...)")
+    p.add_argument("--copy-to", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
+    p.set_defaults(func=_cmd_card)
+
 
     demo = sub.add_parser("demo", help="dream one CarRacing episode on the default world model and write a GIF")
     demo.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
@@ -79,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    try:
+        return func(args)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        # Bad input (a wrong path, a malformed config) deserves one clear line, not a traceback.
+        print(f"dreamgym {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""Model cards generated from a world model's own records: config, metrics and build log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+TEMPLATE = Path(__file__).parent / "assets" / "model_card_template.md"
+
+METRIC_LABELS = {
+    "vae_recon_mse": "V reconstruction MSE per pixel (pixels in [0, 1])",
+    "rnn_nll": "M mixture NLL per latent dimension",
+    "reward_mae": "reward MAE per step",
+    "reward_rmse": "reward RMSE per step",
+    "return_correlation": "correlation of predicted and real episode returns",
+    "return_mae": "episode return MAE",
+    "termination_precision": "termination precision (p > 0.5)",
+    "termination_recall": "termination recall (p > 0.5)",
+    "open_loop_latent_mse_k1": "open-loop latent MSE, k = 1",
+    "open_loop_latent_mse_k10": "open-loop latent MSE, k = 10",
+    "open_loop_latent_mse_k50": "open-loop latent MSE, k = 50",
+}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _describe_build(build: dict[str, Any], metrics: dict[str, Any]) -> str:
+    if not build.get("runs"):
+        return "No build record was found next to the model."
+    settings = build.get("settings", {})
+    collect = settings.get("collect", {})
+    seconds: dict[str, float] = {}
+    for run in build["runs"]:
+        for stage, value in run["stage_seconds"].items():
+            seconds[stage] = seconds.get(stage, 0.0) + value
+    hardware = build["runs"][-1]["hardware"]
+    device = hardware.get("cuda") or f"CPU only, {hardware.get('cpu_threads')} threads ({hardware.get('processor')})"
+    lines = [
+        f"- **Data:** {collect.get('episodes', '?')} episodes of `{collect.get('env_id', 'CarRacing-v3')}` "
+        f"(up to {collect.get('max_steps', 1000)} steps each) driven by the `{collect.get('policy', 'random')}` "
+        f"policy, seeds {collect.get('seed', 0)} onwards; "
+        f"{metrics.get('train_episodes', '?')} for training, {metrics.get('holdout_episodes', '?')} held out.",
+        f"- **V:** {json.dumps(settings.get('vae', {}))}",
+        f"- **M:** {json.dumps(settings.get('rnn', {}))}",
+        "- **Time:** " + ", ".join(f"{stage} {value / 60:.1f} min" for stage, value in seconds.items())
+        + f" (total {sum(seconds.values()) / 60:.1f} min, summed over {len(build['runs'])} run(s) of the build).",
+        f"- **Hardware:** {device}; {hardware.get('platform')}.",
+    ]
+    return "\n".join(lines)
+
+
+def make_model_card(model_dir: str | Path, model_ref: str, title: str = "DreamCarRacing-v0 world model") -> ModelCard:
+    """Build the card of the world model in ``model_dir`` from its config, metrics and build record.
+
+    Args:
+        model_dir: a folder written by ``dreamgym build`` (config.json, metrics.json, build.json).
+        model_ref: how users name the model in ``gym.make(..., model=...)``.
+        title: the card's heading.
+    """
+    model_dir = Path(model_dir)
+    config = _read_json(model_dir / "config.json")
+    metrics = _read_json(model_dir / "metrics.json")
+    build = _read_json(model_dir / "build.json")
+    env_id = config.get("env_id", "CarRacing-v3")
+    card_data = ModelCardData(
+        library_name="dreamgym",
+        license="mit",
+        tags=["world-model", "reinforcement-learning", "gymnasium", env_id, "dreamgym/DreamCarRacing-v0"],
+    )
+    rows = [(label, _format(metrics[key])) for key, label in METRIC_LABELS.items() if key in metrics]
+    config_path = build.get("config", "configs/carracing.yaml")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        title=title,
+        env_id=env_id,
+        config=config,
+        model_ref=model_ref,
+        build_command=f"dreamgym build --config {config_path}",
+        build_description=_describe_build(build, metrics),
+        metrics_command=f"dreamgym metrics {model_ref} --data {build.get('settings', {}).get('collect', {}).get('out', 'DATA')}",
+        holdout_percent=10,
+        metrics_rows=rows,
+    )

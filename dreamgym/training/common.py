@@ -1,0 +1,315 @@
+"""What both training stages share: device choice, the data split, episode access and checkpoints.
+
+Checkpoints hold tensors in a ``.safetensors`` file and everything else (epoch, optimizer
+step counts and hyper-parameters, the training curve) as JSON: nothing is ever pickled, so
+a checkpoint can be opened without trusting whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+CHECKPOINT_FORMAT = 1
+# The JSON state is also stored in the safetensors metadata under this key: the tensors and
+# the scalars then land on disk in one atomic rename, and the sidecar is a readable copy.
+_STATE_KEY = "dreamgym_state"
+
+
+class EpisodeLike(Protocol):
+    frames: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    seed: int
+
+
+class EpisodeStoreLike(Protocol):
+    """The part of :class:`dreamgym.data.storage.EpisodeStore` training reads."""
+
+    def seeds(self) -> set[int]: ...
+
+    def episodes(self, *, skip_corrupt: bool = True) -> Iterator[EpisodeLike]: ...
+
+    def load(self, seed: int) -> EpisodeLike: ...
+
+    def __len__(self) -> int: ...
+
+
+DataSource = str | os.PathLike | EpisodeStoreLike
+
+
+class CheckpointError(RuntimeError):
+    """A training checkpoint is unreadable or belongs to a different run."""
+
+
+# --------------------------------------------------------------------------- device
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device to train on: ``device`` if given, else CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int, *parts: int) -> np.random.Generator:
+    """Seed torch from ``(seed, *parts)`` and return a numpy generator keyed the same way.
+
+    Keying each epoch by ``(seed, epoch)`` makes a resumed run draw exactly what an
+    uninterrupted one would, without storing RNG states in the checkpoint.
+    """
+    key = np.random.SeedSequence([seed, *parts])
+    torch.manual_seed(int(key.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+    return np.random.default_rng(key)
+
+
+# ---------------------------------------------------------------------------- data
+def open_store(data: DataSource) -> EpisodeStoreLike:
+    """Open ``data`` (a folder written by ``dreamgym collect``, or a store) and check it has episodes.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no episodes.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        root = Path(data)
+        if not root.is_dir():
+            raise FileNotFoundError(f"no episodes found in {str(root)!r} (no such folder), run `dreamgym collect` first")
+        from dreamgym.data.storage import EpisodeStore
+
+        store: EpisodeStoreLike = EpisodeStore(root)
+        where = str(root)
+    else:
+        store = data
+        where = str(getattr(store, "root", store))
+    if len(store) == 0:
+        raise FileNotFoundError(f"no episodes found in {where!r}, run `dreamgym collect` first")
+    return store
+
+
+def _seed_score(episode_seed: int, split_seed: int) -> bytes:
+    # A hash, not Python's hash() or an RNG stream: the same on every machine and version,
+    # and an episode's score does not depend on which other episodes exist.
+    return hashlib.blake2b(f"{split_seed}:{episode_seed}".encode(), digest_size=8).digest()
+
+
+def split_seeds(seeds: Iterable[int], holdout: float = 0.1, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split episode seeds into (train, held-out), each sorted; the one split every stage uses.
+
+    Episodes are ranked by a hash of ``(seed, episode seed)`` and the lowest
+    ``round(holdout * n)`` are held out (at least one when ``holdout > 0`` and there are
+    two or more episodes; never all of them). Ranking by a per-episode hash keeps the split
+    stable as episodes are added: a new episode moves at most one old one across.
+
+    Args:
+        seeds: the episode seeds of a store.
+        holdout: fraction of episodes held out, in [0, 1).
+        seed: picks which episodes are held out.
+    """
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"holdout must be a fraction in [0, 1), got {holdout!r}")
+    unique = sorted({int(s) for s in seeds})
+    n = len(unique)
+    n_held = int(round(holdout * n))
+    if holdout > 0 and n >= 2:
+        n_held = max(n_held, 1)
+    n_held = min(n_held, max(n - 1, 0))
+    ranked = sorted(unique, key=lambda s: _seed_score(s, seed))
+    held = set(ranked[:n_held])
+    return [s for s in unique if s not in held], [s for s in unique if s in held]
+
+
+def iter_episodes(store: EpisodeStoreLike, seeds: Iterable[int]) -> Iterator[EpisodeLike]:
+    """Episodes of ``store`` whose seed is in ``seeds``, in seed order, skipping corrupt ones."""
+    wanted = set(int(s) for s in seeds)
+    for episode in store.episodes(skip_corrupt=True):
+        if int(episode.seed) in wanted:
+            yield episode
+
+
+def load_episodes(store: EpisodeStoreLike, seeds: Iterable[int]) -> Iterator[EpisodeLike]:
+    """Episodes with the given seeds, loaded one by one (for a few among many), skipping corrupt ones."""
+    for s in sorted(set(int(s) for s in seeds)):
+        try:
+            yield store.load(s)
+        except (OSError, ValueError, KeyError, EOFError):
+            # The same episodes episodes(skip_corrupt=True) would skip.
+            continue
+
+
+# --------------------------------------------------------------------- file writes
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Write a file through ``write(tmp_path)`` then rename it into place.
+
+    A crash at any moment leaves either the old file or the new one, never a torn one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, allow_nan=True)
+            f.write("\n")
+
+    atomic_write_bytes(path, write)
+
+
+def update_json(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into the JSON object at ``path`` (created if missing) and return it."""
+    current: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            current = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            current = {}
+        if not isinstance(current, dict):
+            current = {}
+    current.update(updates)
+    atomic_write_json(path, current)
+    return current
+
+
+def write_log(out: Path, name: str, history: list[dict[str, Any]]) -> Path:
+    """Write a stage's training curve (one dict per finished epoch) to ``out/logs/<name>.json``."""
+    path = Path(out) / LOG_DIR / f"{name}.json"
+    atomic_write_json(path, history)
+    return path
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer's state into tensors (for safetensors) and JSON scalars."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for param_id, param_state in state["state"].items():
+        entry: dict[str, Any] = {}
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor) and value.ndim > 0:
+                tensors[f"optimizer.{param_id}.{key}"] = value.detach().cpu().contiguous()
+            elif isinstance(value, torch.Tensor):
+                # Adam's step is a 0-d tensor; it must come back as one or Adam stops counting.
+                entry[key] = {"tensor": value.item(), "dtype": str(value.dtype).removeprefix("torch.")}
+            else:
+                entry[key] = value
+        scalars[str(param_id)] = entry
+    return tensors, {"state": scalars, "param_groups": state["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for param_id, entry in info["state"].items():
+        restored: dict[str, Any] = {}
+        for key, value in entry.items():
+            if isinstance(value, dict) and "tensor" in value:
+                restored[key] = torch.tensor(value["tensor"], dtype=getattr(torch, value["dtype"]))
+            else:
+                restored[key] = value
+        state[int(param_id)] = restored
+    for name, tensor in tensors.items():
+        _, param_id, key = name.split(".", 2)
+        state.setdefault(int(param_id), {})[key] = tensor
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def checkpoint_paths(out: Path, name: str) -> tuple[Path, Path]:
+    """(tensors, JSON state) paths of stage ``name``'s checkpoint under ``out``."""
+    folder = Path(out) / CHECKPOINT_DIR
+    return folder / f"{name}.safetensors", folder / f"{name}_state.json"
+
+
+def save_checkpoint(
+    out: Path, name: str, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Save ``module``'s weights, ``optimizer`` and the JSON-able ``state`` of stage ``name``.
+
+    Written atomically: an interrupted save leaves the previous checkpoint as it was.
+    """
+    weights_path, state_path = checkpoint_paths(out, name)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    opt_tensors, opt_info = _flatten_optimizer(optimizer)
+    tensors.update(opt_tensors)
+    full_state = {**state, "checkpoint_format": CHECKPOINT_FORMAT, "optimizer": opt_info}
+    blob = json.dumps(full_state, sort_keys=True)
+    atomic_write_bytes(weights_path, lambda tmp: save_file(tensors, tmp, metadata={_STATE_KEY: blob}))
+    atomic_write_json(state_path, full_state)
+
+
+def load_checkpoint(out: Path, name: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Read stage ``name``'s checkpoint: (model tensors, optimizer tensors, state), or None if absent.
+
+    The state comes from the JSON sidecar; if a crash fell between the two renames of a save,
+    the copy inside the safetensors file (written first, atomically) wins.
+    """
+    weights_path, state_path = checkpoint_paths(out, name)
+    if not weights_path.is_file():
+        return None
+    try:
+        tensors = load_file(str(weights_path), device="cpu")
+        from safetensors import safe_open
+
+        with safe_open(str(weights_path), framework="pt") as f:
+            embedded = json.loads((f.metadata() or {})[_STATE_KEY])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(weights_path)!r} is unreadable ({err}); delete it to train this stage from scratch"
+        ) from err
+    state = embedded
+    if state_path.is_file():
+        try:
+            sidecar = json.loads(state_path.read_text())
+            if sidecar == embedded:
+                state = sidecar
+        except json.JSONDecodeError:
+            pass
+    if state.get("checkpoint_format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {str(weights_path)!r} has format {state.get('checkpoint_format')!r}, "
+            f"this dreamgym reads {CHECKPOINT_FORMAT}; delete it to train from scratch"
+        )
+    model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    optim = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
+    return model, optim, state
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """Load the optimizer state saved by :func:`save_checkpoint` into ``optimizer``."""
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """A hash of ``module``'s weights: tells whether a cache or checkpoint was made with this module."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Index batches over ``range(n)``, shuffled by ``rng`` if given; the last may be smaller."""
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]

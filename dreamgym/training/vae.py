@@ -1,0 +1,233 @@
+"""Stage 1: train V, the convolutional VAE, on the frames of collected episodes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dreamgym.config import WorldModelConfig
+from dreamgym.models.vae import vae_loss
+from dreamgym.models.world_model import WorldModel
+from dreamgym.training.common import (
+    CheckpointError,
+    DataSource,
+    batches,
+    checkpoint_paths,
+    load_checkpoint,
+    open_store,
+    pick_device,
+    restore_optimizer,
+    save_checkpoint,
+    seed_everything,
+    split_seeds,
+    write_log,
+)
+from dreamgym.training.metrics import evaluate_world_model, write_metrics
+
+STAGE = "vae"
+# Held-out frames scored after every epoch for the curve; the full set is scored in metrics.json.
+CURVE_HELDOUT_FRAMES = 1000
+
+
+def load_frames(store: Any, seeds: list[int]) -> tuple[np.ndarray, int]:
+    """All frames of the episodes with ``seeds`` as one uint8 array (N, 64, 64, 3), and the episode count."""
+    wanted = set(seeds)
+    chunks, count = [], 0
+    for episode in store.episodes(skip_corrupt=True):
+        if int(episode.seed) in wanted:
+            chunks.append(np.asarray(episode.frames, dtype=np.uint8))
+            count += 1
+    if not chunks:
+        return np.zeros((0, 64, 64, 3), dtype=np.uint8), 0
+    return np.concatenate(chunks), count
+
+
+def to_images(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 64, 64, 3) -> float (N, 3, 64, 64) in [0, 1]."""
+    return frames.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def vae_step(
+    model: WorldModel, optimizer: torch.optim.Optimizer, images: torch.Tensor, kl_free_bits: float
+) -> tuple[float, float, float]:
+    """One gradient step of V on a batch of images; returns (loss, reconstruction, KL) as floats."""
+    reconstruction, mu, logvar = model.vae(images)
+    loss, recon, kl = vae_loss(images, reconstruction, mu, logvar, kl_free_bits)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), recon.item(), kl.item()
+
+
+@torch.no_grad()
+def reconstruction_mse(model: WorldModel, frames: torch.Tensor, batch_size: int = 256) -> float | None:
+    """Per-pixel MSE (pixels in [0, 1]) of V's reconstruction from ``mu``; None for no frames."""
+    if len(frames) == 0:
+        return None
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, len(frames), batch_size):
+        images = to_images(frames[i : i + batch_size].to(model.device))
+        mu, _ = model.vae.encode(images)
+        total += (model.vae.decode(mu) - images).pow(2).sum().item()
+    model.train(was_training)
+    return total / (len(frames) * frames[0].numel())
+
+
+def _resolve_config(config: WorldModelConfig | None, saved: dict[str, Any] | None, out: Path) -> WorldModelConfig:
+    if saved is None:
+        return config if config is not None else WorldModelConfig()
+    saved_config = WorldModelConfig.from_dict(saved)
+    if config is not None:
+        mine = {k: v for k, v in config.to_dict().items() if k != "training"}
+        theirs = {k: v for k, v in saved_config.to_dict().items() if k != "training"}
+        if mine != theirs:
+            changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise CheckpointError(
+                f"{out / 'checkpoints'} holds a V checkpoint with a different config (fields {changed} differ); "
+                "use another output folder or delete the checkpoint to start over"
+            )
+    return saved_config
+
+
+def train_vae(
+    data: DataSource,
+    out: str | Path,
+    config: WorldModelConfig | None = None,
+    epochs: int = 10,
+    batch_size: int = 100,
+    lr: float = 1e-4,
+    holdout: float = 0.1,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> WorldModel:
+    """Train V on the frames of the collected episodes in ``data`` and save a world model to ``out``.
+
+    The paper's recipe: Adam, batches of 100 frames, the summed squared error plus a KL
+    floored at ``config.kl_free_bits``. A checkpoint is written after every epoch to
+    ``out/checkpoints/vae.safetensors`` (+ ``vae_state.json``); calling again with the same
+    ``out`` resumes after the last finished epoch, and skips training if all ``epochs`` are
+    done. An interrupt loses at most the epoch in progress. The curve goes to
+    ``out/logs/vae.json`` and held-out scores to ``out/metrics.json``.
+
+    :param data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
+    :param out: output folder; receives a world model (``save_pretrained``) whose V is
+        trained and whose M is freshly initialised, ready for :func:`train_rnn`.
+    :param config: sizes of the model; None means the paper's (or the checkpoint's on resume).
+    :param epochs: total number of passes over the training frames.
+    :param batch_size: frames per gradient step.
+    :param lr: Adam learning rate.
+    :param holdout: fraction of episodes (split by episode seed) kept out of training.
+    :param seed: seeds the model init, the shuffling and the split.
+    :param device: torch device; None picks CUDA when available, else CPU.
+    :param max_frames: train on a random subset of at most this many frames.
+    :param progress: show a tqdm progress bar.
+    :return: the trained world model, in eval mode on ``device``.
+    """
+    if epochs < 0 or batch_size <= 0:
+        raise ValueError(f"epochs must be >= 0 and batch_size > 0, got epochs={epochs}, batch_size={batch_size}")
+    out = Path(out)
+    device = pick_device(device)
+    store = open_store(data)
+    train_seeds, heldout_seeds = split_seeds(store.seeds(), holdout, seed)
+    if not train_seeds:
+        raise ValueError(f"no training episodes left after holding out {holdout:.0%} of {len(store)}")
+
+    checkpoint = load_checkpoint(out, STAGE)
+    config = _resolve_config(config, checkpoint[2]["config"] if checkpoint else None, out)
+
+    seed_everything(seed)
+    model = WorldModel(config)
+    optimizer = torch.optim.Adam(model.vae.parameters(), lr=lr)
+    start_epoch, history = 0, []
+    if checkpoint is not None:
+        weights, opt_tensors, state = checkpoint
+        model.load_state_dict(weights, strict=True)
+        model.to(device)
+        restore_optimizer(optimizer, {k: v.to(device) for k, v in opt_tensors.items()}, state)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+    model.to(device)
+
+    frames_np, n_train_episodes = load_frames(store, train_seeds)
+    if len(frames_np) == 0:
+        raise ValueError(f"the {len(train_seeds)} training episodes in {data!s} hold no readable frames")
+    total_frames = len(frames_np)
+    if max_frames is not None and len(frames_np) > max_frames:
+        # Chosen once from `seed`, so a resumed run trains on the same subset.
+        keep = np.sort(np.random.default_rng([seed, 0xF2A]).choice(len(frames_np), max_frames, replace=False))
+        frames_np = frames_np[keep]
+    heldout_np, _ = load_frames(store, heldout_seeds)
+    if len(heldout_np) > CURVE_HELDOUT_FRAMES:
+        keep = np.linspace(0, len(heldout_np) - 1, CURVE_HELDOUT_FRAMES).astype(np.int64)
+        heldout_np = heldout_np[keep]
+    frames = torch.from_numpy(frames_np)
+    if device.type == "cuda" and frames.numel() < 4 * 2**30:
+        frames = frames.to(device)  # skips a host-to-device copy per batch
+    heldout = torch.from_numpy(heldout_np)
+
+    training_record = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "holdout": holdout,
+        "seed": seed,
+        "max_frames": max_frames,
+        "train_episodes": n_train_episodes,
+        "train_frames": len(frames_np),
+    }
+    try:
+        for epoch in range(start_epoch, epochs):
+            rng = seed_everything(seed, epoch + 1)
+            model.train()
+            started = time.perf_counter()
+            sums = np.zeros(3)
+            order = batches(len(frames), batch_size, rng)
+            bar = tqdm(order, desc=f"V epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+            for index in bar:
+                images = to_images(frames[torch.from_numpy(index).to(frames.device)].to(device, non_blocking=True))
+                loss, recon, kl = vae_step(model, optimizer, images, config.kl_free_bits)
+                sums += np.array([loss, recon, kl]) * len(index)
+                bar.set_postfix(loss=f"{loss:.1f}", recon=f"{recon:.1f}", kl=f"{kl:.2f}")
+            bar.close()
+            mean = sums / len(frames)
+            entry = {
+                "epoch": epoch + 1,
+                "loss": float(mean[0]),
+                "recon": float(mean[1]),
+                "kl": float(mean[2]),
+                "heldout_recon_mse": reconstruction_mse(model, heldout),
+                "seconds": time.perf_counter() - started,
+            }
+            history.append(entry)
+            state = {"epoch": epoch + 1, "config": config.to_dict(), "history": history, "training": training_record}
+            save_checkpoint(out, STAGE, model, optimizer, state)
+            write_log(out, STAGE, history)
+            if progress:
+                tqdm.write(
+                    f"V epoch {epoch + 1}/{epochs}: loss {entry['loss']:.2f} recon {entry['recon']:.2f} "
+                    f"kl {entry['kl']:.2f} held-out mse {entry['heldout_recon_mse']}"
+                )
+    except KeyboardInterrupt:
+        weights_path, _ = checkpoint_paths(out, STAGE)
+        done = len(history)
+        print(f"\ninterrupted: {done} epoch(s) of V are checkpointed in {weights_path}; run again to resume")
+        raise
+
+    write_log(out, STAGE, history)
+    model.config.training = {**model.config.training, "vae": {**training_record, "epochs_done": len(history)}}
+    model.eval()
+    model.save_pretrained(out)
+    metrics = evaluate_world_model(model, store, holdout=holdout, seed=seed, parts=("vae",))
+    metrics.update(vae_train_episodes=n_train_episodes, vae_train_frames=len(frames_np), vae_total_frames=total_frames)
+    write_metrics(out, metrics)
+    return model
