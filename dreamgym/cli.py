@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, TypeError) as err:
+    except (ValueError, FileNotFoundError) as err:
         # Bad input (a wrong path, a malformed config) deserves one clear line, not a traceback.
         print(f"dreamgym {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -80,6 +80,26 @@ def reconstruction_mse(model: WorldModel, frames: torch.Tensor, batch_size: int 
     return total / (len(frames) * frames[0].numel())
 
 
+def _prepare_frames(
+    store: Any, train_seeds: list[int], heldout_seeds: list[int], max_frames: int | None, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    frames_np, n_episodes = load_frames(store, train_seeds)
+    total = len(frames_np)
+    if max_frames is not None and total > max_frames:
+        # Chosen once from `seed`, so a resumed run trains on the same subset.
+        keep = np.sort(np.random.default_rng([seed, 0xF2A]).choice(total, max_frames, replace=False))
+        frames_np = frames_np[keep]
+    heldout_np, _ = load_frames(store, heldout_seeds)
+    if len(heldout_np) > CURVE_HELDOUT_FRAMES:
+        keep = np.linspace(0, len(heldout_np) - 1, CURVE_HELDOUT_FRAMES).astype(np.int64)
+        heldout_np = heldout_np[keep]
+    frames = torch.from_numpy(frames_np)
+    if device.type == "cuda" and frames.numel() < 4 * 2**30:
+        frames = frames.to(device)  # saves a host-to-device copy per batch
+    record = {"train_episodes": n_episodes, "train_frames": total, "vae_frames_used": len(frames_np), "max_frames": max_frames}
+    return frames, torch.from_numpy(heldout_np), record
+
+
 def _resolve_config(config: WorldModelConfig | None, saved: dict[str, Any] | None, out: Path) -> WorldModelConfig:
     if saved is None:
         return config if config is not None else WorldModelConfig()
@@ -158,33 +178,16 @@ def train_vae(
         start_epoch, history = int(state["epoch"]), list(state["history"])
     model.to(device)
 
-    frames_np, n_train_episodes = load_frames(store, train_seeds)
-    if len(frames_np) == 0:
-        raise ValueError(f"the {len(train_seeds)} training episodes in {data!s} hold no readable frames")
-    total_frames = len(frames_np)
-    if max_frames is not None and len(frames_np) > max_frames:
-        # Chosen once from `seed`, so a resumed run trains on the same subset.
-        keep = np.sort(np.random.default_rng([seed, 0xF2A]).choice(len(frames_np), max_frames, replace=False))
-        frames_np = frames_np[keep]
-    heldout_np, _ = load_frames(store, heldout_seeds)
-    if len(heldout_np) > CURVE_HELDOUT_FRAMES:
-        keep = np.linspace(0, len(heldout_np) - 1, CURVE_HELDOUT_FRAMES).astype(np.int64)
-        heldout_np = heldout_np[keep]
-    frames = torch.from_numpy(frames_np)
-    if device.type == "cuda" and frames.numel() < 4 * 2**30:
-        frames = frames.to(device)  # skips a host-to-device copy per batch
-    heldout = torch.from_numpy(heldout_np)
+    if start_epoch >= epochs and checkpoint is not None:
+        # Nothing left to train: the frames are not even loaded.
+        training_record = dict(checkpoint[2]["training"])
+        frames = heldout = torch.zeros((0, 64, 64, 3), dtype=torch.uint8)
+    else:
+        frames, heldout, training_record = _prepare_frames(store, train_seeds, heldout_seeds, max_frames, seed, device)
+        training_record.update(epochs=epochs, batch_size=batch_size, lr=lr, holdout=holdout, seed=seed)
+        if len(frames) == 0:
+            raise ValueError(f"the {len(train_seeds)} training episodes in {data!s} hold no readable frames")
 
-    training_record = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "holdout": holdout,
-        "seed": seed,
-        "max_frames": max_frames,
-        "train_episodes": n_train_episodes,
-        "train_frames": len(frames_np),
-    }
     try:
         for epoch in range(start_epoch, epochs):
             rng = seed_everything(seed, epoch + 1)
@@ -228,6 +231,6 @@ def train_vae(
     model.eval()
     model.save_pretrained(out)
     metrics = evaluate_world_model(model, store, holdout=holdout, seed=seed, parts=("vae",))
-    metrics.update(vae_train_episodes=n_train_episodes, vae_train_frames=len(frames_np), vae_total_frames=total_frames)
+    metrics.update(train_frames=training_record["train_frames"], vae_frames_used=training_record["vae_frames_used"])
     write_metrics(out, metrics)
     return model
