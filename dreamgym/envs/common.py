@@ -142,8 +142,9 @@ class WorldModelEnv(gym.Env):
     def _begin_step(self, action: Any) -> np.ndarray:
         if self._elapsed is None:
             raise gym.error.ResetNeeded("call reset() before step()")
+        action = continuous_actions(action, self.continuous)
         self._elapsed += 1
-        return continuous_actions(action, self.continuous)
+        return action
 
     def _truncated(self) -> bool:
         return self.max_episode_steps is not None and self._elapsed >= self.max_episode_steps

@@ -92,9 +92,9 @@ class LatentDream:
         self.h, self.c = rnn.step(self.z, actions, self.h, self.c)
         out = rnn.heads(self.h)
         draws = self._draw(np.arange(self.num_envs), self._lanes)
-        uniform = torch.from_numpy(draws).to(self.z.device)
+        uniform = torch.from_numpy(np.ascontiguousarray(draws[:, : self.z_dim])).to(self.z.device)
         normal = torch.from_numpy(counter_normal(draws[:, self.z_dim : -1])[:, : self.z_dim]).to(self.z.device)
-        self.z = sample_mixture(out, uniform[:, : self.z_dim], normal, self.temperature)
+        self.z = sample_mixture(out, uniform, normal, self.temperature)
         probability = torch.sigmoid(out.termination_logit)
-        threshold = uniform[:, -1] if self.sample_termination else 0.5
+        threshold = torch.from_numpy(draws[:, -1]).to(self.z.device) if self.sample_termination else 0.5
         return DreamStep(self.z, self.h, out.reward, probability, probability > threshold)

@@ -112,8 +112,9 @@ class WorldModel(
             _check_local_folder(Path(source))
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except json.JSONDecodeError as err:
-            raise WorldModelFormatError(f"{CONFIG_FILE} of world model {source!r} is not valid JSON: {err}") from err
+        except (json.JSONDecodeError, AttributeError) as err:
+            # The mixin parses config.json before we see it; a non-object config surfaces as AttributeError.
+            raise WorldModelFormatError(f"{CONFIG_FILE} of world model {source!r} is not a JSON object: {err}") from err
 
     @classmethod
     def _from_pretrained(
@@ -187,6 +188,14 @@ def _check_local_folder(folder: Path) -> None:
         raise WorldModelFormatError(
             f"world model folder {str(folder)!r} has no {CONFIG_FILE}; a dreamgym world model holds "
             f"{CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WorldModelFormatError(f"{CONFIG_FILE} of world model {str(folder)!r} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise WorldModelFormatError(
+            f"{CONFIG_FILE} of world model {str(folder)!r} must be a JSON object, got {type(config).__name__}"
         )
 
 
