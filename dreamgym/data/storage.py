@@ -1,0 +1,494 @@
+"""A resumable on-disk store of collected episodes: one ``.npz`` shard per episode plus a manifest.
+
+Layout of a store folder::
+
+    manifest.json            {"format_version": 1, "episodes": [{file, seed, length, return, sha256}, ...]}
+    episode_00000000.npz     frames, actions, rewards, terminated, truncated, seed, format_version
+    episode_00000001.npz
+    ...
+
+Crash safety rests on two rules:
+
+1. A file only ever appears under its final name complete: shards and the manifest are
+   written to a hidden temporary file in the same folder, fsynced, then ``os.replace``-d
+   into place (atomic on POSIX and Windows), and the folder is fsynced.
+2. A shard is written before its manifest entry. So the manifest only lists shards that are
+   fully on disk; a crash between the two leaves a complete shard the manifest does not list
+   (an orphan), which :meth:`EpisodeStore.recover` adopts. Shard names are a function of the
+   seed, so re-collecting a seed replaces its shard instead of adding a second one.
+
+Only one process may write the manifest (:meth:`EpisodeStore.record`). Shards
+(:meth:`EpisodeStore.write_shard`) may be written by many processes at once, as long as no
+two write the same seed. Nothing is ever pickled: shards are read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "CorruptShardWarning",
+    "Episode",
+    "EpisodeStore",
+    "ShardCorruptError",
+    "shard_name",
+]
+
+#: Version of both the manifest and the shard layout.
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+FRAME_SHAPE = (64, 64, 3)
+ACTION_DIM = 3
+
+_SHARD_RE = re.compile(r"^episode_(\d{8,})\.npz$")
+_SHARD_KEYS = frozenset({"frames", "actions", "rewards", "terminated", "truncated", "seed", "format_version"})
+_ENTRY_KEYS = ("file", "seed", "length", "return", "sha256")
+_TMP_SUFFIX = ".tmp"
+
+
+def shard_name(seed: int) -> str:
+    """File name of the shard holding the episode of env seed ``seed``."""
+    return f"episode_{seed:08d}.npz"
+
+
+class ShardCorruptError(ValueError):
+    """A shard is missing, truncated, fails its checksum, or does not hold a valid episode."""
+
+
+class CorruptShardWarning(UserWarning):
+    """Warned when :meth:`EpisodeStore.episodes` skips a missing or corrupt shard."""
+
+
+def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ...], shape_text: str) -> None:
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"Episode.{name} must be a numpy array of dtype {np.dtype(dtype)}, got {type(value).__name__}")
+    if value.dtype != dtype:
+        raise ValueError(f"Episode.{name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
+    if value.ndim != len(shape) or any(want is not None and got != want for got, want in zip(value.shape, shape)):
+        raise ValueError(f"Episode.{name} must have shape {shape_text}, got {value.shape}")
+
+
+@dataclass(eq=False)
+class Episode:
+    """
+    One episode of the real env, as V and M are trained on it.
+
+    :param frames: uint8 ``(T + 1, 64, 64, 3)``: the preprocessed frame after ``reset``, then
+        the frame after each step.
+    :param actions: float32 ``(T, 3)``: (steer, gas, brake) of each step.
+    :param rewards: float32 ``(T,)``.
+    :param terminated: bool ``(T,)``; only the last step may be set.
+    :param truncated: bool ``(T,)``; only the last step may be set.
+    :param seed: the env seed the episode was reset with (a non-negative int).
+    """
+
+    frames: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    seed: int
+
+    def __post_init__(self) -> None:
+        _check_array("frames", self.frames, np.uint8, (None, *FRAME_SHAPE), "(T + 1, 64, 64, 3)")
+        steps = self.frames.shape[0] - 1
+        if steps < 1:
+            raise ValueError(
+                f"Episode.frames must hold at least 2 frames (the reset frame and one step), got {self.frames.shape[0]}"
+            )
+        _check_array("actions", self.actions, np.float32, (steps, ACTION_DIM), f"(T, 3) = ({steps}, 3) for {steps + 1} frames")
+        for name, dtype in (("rewards", np.float32), ("terminated", np.bool_), ("truncated", np.bool_)):
+            _check_array(name, getattr(self, name), dtype, (steps,), f"(T,) = ({steps},) for {steps + 1} frames")
+        if not np.isfinite(self.actions).all():
+            raise ValueError("Episode.actions must be finite, got NaN or inf")
+        if not np.isfinite(self.rewards).all():
+            raise ValueError("Episode.rewards must be finite, got NaN or inf")
+        done = self.terminated[:-1] | self.truncated[:-1]
+        if done.any():
+            raise ValueError(
+                f"Episode has terminated/truncated set at step {int(np.argmax(done))} of {steps}; "
+                "only the last step of an episode may end it"
+            )
+        if isinstance(self.seed, (bool, np.bool_)) or not isinstance(self.seed, (int, np.integer)):
+            raise ValueError(f"Episode.seed must be an int, got {type(self.seed).__name__}")
+        if self.seed < 0:
+            raise ValueError(f"Episode.seed must be >= 0 (a gymnasium seed), got {self.seed}")
+        self.seed = int(self.seed)
+
+    @property
+    def length(self) -> int:
+        """Number of steps ``T``."""
+        return int(self.actions.shape[0])
+
+    @property
+    def episode_return(self) -> float:
+        """Sum of the rewards, accumulated in float64."""
+        return float(self.rewards.sum(dtype=np.float64))
+
+    def __repr__(self) -> str:
+        return f"Episode(seed={self.seed}, length={self.length}, return={self.episode_return:.1f})"
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable. Windows cannot open a folder this way; there
+    # os.replace is already durable enough for our purposes.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _encode(episode: Episode) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        frames=episode.frames,
+        actions=episode.actions,
+        rewards=episode.rewards,
+        terminated=episode.terminated,
+        truncated=episode.truncated,
+        seed=np.int64(episode.seed),
+        format_version=np.int64(FORMAT_VERSION),
+    )
+    return buffer.getvalue()
+
+
+def _decode(data: bytes, where: str) -> Episode:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            keys = set(npz.files)
+            if keys != _SHARD_KEYS:
+                raise ValueError(f"expected arrays {sorted(_SHARD_KEYS)}, found {sorted(keys)}")
+            version = int(npz["format_version"])
+            if version != FORMAT_VERSION:
+                raise ValueError(f"shard format_version is {version}, this dreamgym reads {FORMAT_VERSION}")
+            arrays = {key: npz[key] for key in keys - {"format_version"}}
+        return Episode(
+            frames=arrays["frames"],
+            actions=arrays["actions"],
+            rewards=arrays["rewards"],
+            terminated=arrays["terminated"],
+            truncated=arrays["truncated"],
+            seed=int(arrays["seed"]),
+        )
+    except Exception as exc:  # zip, zlib, npy header and Episode errors all mean the same here
+        raise ShardCorruptError(f"shard {where} is unreadable: {type(exc).__name__}: {exc}") from exc
+
+
+class EpisodeStore:
+    """
+    Episodes on disk, one compressed ``.npz`` shard per episode, listed in ``manifest.json``.
+
+    Reading never needs the collector: ``EpisodeStore(path).episodes()`` streams the finished
+    episodes in seed order, checking each shard's sha256 on the way.
+
+    :param root: folder of the store; created if missing. A missing manifest means an empty
+        store; it is first written by :meth:`write` or :meth:`record`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"episode store root {self.root} exists and is not a folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.root / MANIFEST_NAME
+        self._cache_key: tuple[int, int, int] | None = None
+        self._cache: dict[int, dict[str, Any]] = {}
+
+    # -- manifest ------------------------------------------------------------------------
+
+    def _entries(self) -> dict[int, dict[str, Any]]:
+        """The manifest's entries by seed, re-read whenever the file changed on disk."""
+        try:
+            stat = self.manifest_path.stat()
+        except FileNotFoundError:
+            self._cache_key, self._cache = None, {}
+            return self._cache
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if key != self._cache_key:
+            self._cache = self._parse_manifest(self.manifest_path.read_bytes())
+            self._cache_key = key
+        return self._cache
+
+    def _parse_manifest(self, data: bytes) -> dict[int, dict[str, Any]]:
+        try:
+            manifest = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"manifest {self.manifest_path} is not valid JSON: {exc}") from exc
+        if not isinstance(manifest, dict) or "format_version" not in manifest or "episodes" not in manifest:
+            raise ValueError(
+                f"manifest {self.manifest_path} must be a JSON object with 'format_version' and 'episodes'"
+            )
+        if manifest["format_version"] != FORMAT_VERSION:
+            raise ValueError(
+                f"manifest {self.manifest_path} has format_version {manifest['format_version']!r}; "
+                f"this dreamgym reads format_version {FORMAT_VERSION}"
+            )
+        entries: dict[int, dict[str, Any]] = {}
+        for i, entry in enumerate(manifest["episodes"]):
+            if not isinstance(entry, dict) or any(k not in entry for k in _ENTRY_KEYS):
+                raise ValueError(f"manifest {self.manifest_path}: entry {i} must have keys {list(_ENTRY_KEYS)}, got {entry!r}")
+            # A manifest names files inside the store only; anything else is not ours to open.
+            if Path(entry["file"]).name != entry["file"]:
+                raise ValueError(f"manifest {self.manifest_path}: entry {i} names a file outside the store: {entry['file']!r}")
+            entries[int(entry["seed"])] = entry
+        return entries
+
+    def _write_manifest(self, entries: dict[int, dict[str, Any]]) -> None:
+        # One entry per line: small diffs, greppable, still plain JSON.
+        lines = ",\n".join(json.dumps({k: entries[s][k] for k in _ENTRY_KEYS}) for s in sorted(entries))
+        text = f'{{"format_version": {FORMAT_VERSION}, "episodes": [\n{lines}\n]}}\n'
+        _atomic_write(self.manifest_path, text.encode())
+        stat = self.manifest_path.stat()
+        self._cache_key, self._cache = (stat.st_ino, stat.st_mtime_ns, stat.st_size), dict(entries)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_shard(self, episode: Episode) -> dict[str, Any]:
+        """
+        Write ``episode``'s shard atomically, without touching the manifest.
+
+        Safe to call from several processes at once for different seeds (collection workers
+        do). Pass the returned entry to :meth:`record`, in the one process that owns the
+        manifest, to list the episode.
+
+        :param episode: the episode; its seed names the shard, replacing any shard of that seed.
+        :return: the manifest entry ``{file, seed, length, return, sha256}``.
+        """
+        if not isinstance(episode, Episode):
+            raise TypeError(f"expected an Episode, got {type(episode).__name__}")
+        data = _encode(episode)
+        name = shard_name(episode.seed)
+        _atomic_write(self.root / name, data)
+        return {
+            "file": name,
+            "seed": episode.seed,
+            "length": episode.length,
+            "return": episode.episode_return,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """
+        List a shard written by :meth:`write_shard` in the manifest (atomically rewritten).
+
+        Only one process may call this for a store at a time. An entry for a seed already
+        listed replaces the old one.
+        """
+        missing = [k for k in _ENTRY_KEYS if k not in entry]
+        if missing:
+            raise ValueError(f"manifest entry is missing keys {missing}: {entry!r}")
+        if not (self.root / entry["file"]).is_file():
+            raise FileNotFoundError(f"refusing to list {entry['file']}: it is not in {self.root}")
+        entries = dict(self._entries())
+        entries[int(entry["seed"])] = dict(entry)
+        self._write_manifest(entries)
+
+    def write(self, episode: Episode) -> Path:
+        """
+        Store ``episode``: write its shard atomically, then list it in the manifest.
+
+        :param episode: the episode; an episode of a seed already stored replaces it.
+        :return: path of the shard.
+        """
+        entry = self.write_shard(episode)
+        self.record(entry)
+        return self.root / entry["file"]
+
+    def recover(self, *, verify: bool = False) -> list[int]:
+        """
+        Repair the store after a crash; call it only while nothing else writes to the store.
+
+        - deletes leftover temporary files of interrupted writes;
+        - drops manifest entries whose shard is gone (with a warning), so they are collected
+          again; with ``verify=True`` also those whose shard fails its checksum or does not
+          load (the bad shard is deleted);
+        - adopts orphans, shards that are complete on disk but not in the manifest (the
+          writer was killed between the shard and the manifest update). An orphan that does
+          not load is deleted instead, so its seed is collected again.
+
+        :param verify: read every listed shard in full (slow for big stores).
+        :return: the seeds adopted from orphans.
+        """
+        for tmp in self.root.glob(f".*{_TMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        entries = dict(self._entries())
+        changed = False
+        for seed, entry in sorted(entries.items()):
+            path = self.root / entry["file"]
+            problem = None
+            if not path.is_file():
+                problem = "is missing"
+            elif verify:
+                try:
+                    self._read(entry)
+                except ShardCorruptError as exc:
+                    problem = f"is corrupt ({exc})"
+                    path.unlink()
+            if problem is not None:
+                warnings.warn(
+                    f"{path} {problem}: dropped from the manifest, seed {seed} will be collected again",
+                    CorruptShardWarning,
+                    stacklevel=2,
+                )
+                del entries[seed]
+                changed = True
+        adopted = []
+        for path in sorted(self.root.glob("episode_*.npz")):
+            match = _SHARD_RE.match(path.name)
+            if match is None or int(match.group(1)) in entries:
+                continue
+            seed = int(match.group(1))
+            data = path.read_bytes()
+            try:
+                episode = _decode(data, str(path))
+                if episode.seed != seed:
+                    raise ShardCorruptError(f"shard {path} holds seed {episode.seed}, its name says {seed}")
+            except ShardCorruptError as exc:
+                warnings.warn(f"deleting unlisted unreadable shard: {exc}", CorruptShardWarning, stacklevel=2)
+                path.unlink()
+                continue
+            entries[seed] = {
+                "file": path.name,
+                "seed": seed,
+                "length": episode.length,
+                "return": episode.episode_return,
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+            adopted.append(seed)
+            changed = True
+        if changed:
+            self._write_manifest(entries)
+        return adopted
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, entry: dict[str, Any]) -> Episode:
+        path = self.root / entry["file"]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ShardCorruptError(f"shard {path} of seed {entry['seed']} is missing") from None
+        except OSError as exc:
+            raise ShardCorruptError(f"shard {path} of seed {entry['seed']} cannot be read: {exc}") from exc
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry["sha256"]:
+            raise ShardCorruptError(
+                f"shard {path} fails its checksum (sha256 {digest[:12]}..., manifest says "
+                f"{str(entry['sha256'])[:12]}...; {len(data)} bytes): truncated or corrupted"
+            )
+        episode = _decode(data, str(path))
+        if episode.seed != entry["seed"] or episode.length != entry["length"]:
+            raise ShardCorruptError(
+                f"shard {path} holds seed {episode.seed} with {episode.length} steps, "
+                f"the manifest says seed {entry['seed']} with {entry['length']}"
+            )
+        return episode
+
+    def seeds(self) -> set[int]:
+        """Seeds of the episodes listed in the manifest (finished and fully written)."""
+        return set(self._entries())
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The manifest entries ``{file, seed, length, return, sha256}``, in seed order."""
+        entries = self._entries()
+        return [dict(entries[s]) for s in sorted(entries)]
+
+    def load(self, seed: int) -> Episode:
+        """
+        Read one episode, checking its sha256.
+
+        :raises KeyError: if ``seed`` is not in the manifest.
+        :raises ShardCorruptError: if its shard is missing, corrupt or truncated.
+        """
+        entries = self._entries()
+        if seed not in entries:
+            raise KeyError(f"seed {seed} is not in the episode store at {self.root} ({len(entries)} episodes stored)")
+        return self._read(entries[seed])
+
+    def episodes(self, *, skip_corrupt: bool = True) -> Iterator[Episode]:
+        """
+        Stream the stored episodes in seed order, one in memory at a time.
+
+        :param skip_corrupt: warn (:class:`CorruptShardWarning`, naming the file) about a
+            missing, truncated or corrupt shard and go on; with ``False``, raise instead.
+        :raises ShardCorruptError: on a bad shard, when ``skip_corrupt=False``.
+        """
+        entries = self._entries()
+        for seed in sorted(entries):
+            try:
+                episode = self._read(entries[seed])
+            except ShardCorruptError as exc:
+                if not skip_corrupt:
+                    raise
+                warnings.warn(f"skipping: {exc}", CorruptShardWarning, stacklevel=2)
+                continue
+            yield episode
+
+    def __iter__(self) -> Iterator[Episode]:
+        return self.episodes()
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+    def __contains__(self, seed: object) -> bool:
+        return seed in self._entries()
+
+    def verify(self) -> tuple[list[int], list[str]]:
+        """
+        Check every listed shard in full, and look for unlisted ones.
+
+        :return: (seeds whose shard is intact, in order; one line per problem found).
+        """
+        good, problems = [], []
+        for entry in self.entries():
+            try:
+                self._read(entry)
+            except ShardCorruptError as exc:
+                problems.append(str(exc))
+            else:
+                good.append(int(entry["seed"]))
+        listed = {entry["file"] for entry in self._entries().values()}
+        for path in sorted(self.root.glob("episode_*.npz")):
+            if _SHARD_RE.match(path.name) and path.name not in listed:
+                problems.append(f"shard {path} is not in the manifest (recover() adopts it)")
+        return good, problems
+
+    def __repr__(self) -> str:
+        return f"EpisodeStore({str(self.root)!r}, episodes={len(self)})"
