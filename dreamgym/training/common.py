@@ -11,21 +11,25 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from dreamgym.data.storage import CorruptShardWarning, EpisodeStore, ShardCorruptError
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 CHECKPOINT_FORMAT = 1
 # The JSON state is also stored in the safetensors metadata under this key: the tensors and
-# the scalars then land on disk in one atomic rename, and the sidecar is a readable copy.
+# the scalars then land on disk in one atomic rename; the ``<name>_state.json`` sidecar is a
+# readable copy of it.
 _STATE_KEY = "dreamgym_state"
 
 
@@ -39,7 +43,7 @@ class EpisodeLike(Protocol):
 
 
 class EpisodeStoreLike(Protocol):
-    """The part of :class:`dreamgym.data.storage.EpisodeStore` training reads."""
+    """The part of :class:`~dreamgym.data.storage.EpisodeStore` training reads; any object with it will do."""
 
     def seeds(self) -> set[int]: ...
 
@@ -86,9 +90,9 @@ def open_store(data: DataSource) -> EpisodeStoreLike:
     if isinstance(data, (str, os.PathLike)):
         root = Path(data)
         if not root.is_dir():
-            raise FileNotFoundError(f"no episodes found in {str(root)!r} (no such folder), run `dreamgym collect` first")
-        from dreamgym.data.storage import EpisodeStore
-
+            raise FileNotFoundError(
+                f"no episodes found in {str(root)!r} (no such folder), run `dreamgym collect` first"
+            )
         store: EpisodeStoreLike = EpisodeStore(root)
         where = str(root)
     else:
@@ -140,13 +144,25 @@ def iter_episodes(store: EpisodeStoreLike, seeds: Iterable[int]) -> Iterator[Epi
 
 
 def load_episodes(store: EpisodeStoreLike, seeds: Iterable[int]) -> Iterator[EpisodeLike]:
-    """Episodes with the given seeds, loaded one by one (for a few among many), skipping corrupt ones."""
+    """Episodes with the given seeds, loaded one by one (for a few among many), skipping corrupt ones.
+
+    Skips (with a :class:`~dreamgym.data.storage.CorruptShardWarning`) the same episodes
+    ``store.episodes(skip_corrupt=True)`` would.
+    """
     for s in sorted(set(int(s) for s in seeds)):
         try:
             yield store.load(s)
-        except (OSError, ValueError, KeyError, EOFError):
-            # The same episodes episodes(skip_corrupt=True) would skip.
-            continue
+        except ShardCorruptError as err:
+            warnings.warn(f"skipping: {err}", CorruptShardWarning, stacklevel=2)
+
+
+def episode_frame_counts(store: EpisodeStoreLike, seeds: Iterable[int]) -> int | None:
+    """Total frames of the episodes with ``seeds`` from the store's manifest, None if it has none."""
+    entries = getattr(store, "entries", None)
+    if entries is None:
+        return None
+    wanted = set(int(s) for s in seeds)
+    return sum(int(e["length"]) + 1 for e in entries() if int(e["seed"]) in wanted)
 
 
 # --------------------------------------------------------------------- file writes
@@ -232,7 +248,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict[str, Any])
     for name, tensor in tensors.items():
         _, param_id, key = name.split(".", 2)
         state.setdefault(int(param_id), {})[key] = tensor
-    return {"state": state, "param_groups": info["param_groups"]}
+    # JSON turned tuples (Adam's betas) into lists.
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+        for group in info["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
 
 
 def checkpoint_paths(out: Path, name: str) -> tuple[Path, Path]:
@@ -258,33 +279,25 @@ def save_checkpoint(
     atomic_write_json(state_path, full_state)
 
 
-def load_checkpoint(out: Path, name: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]] | None:
+def load_checkpoint(
+    out: Path, name: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]] | None:
     """Read stage ``name``'s checkpoint: (model tensors, optimizer tensors, state), or None if absent.
 
-    The state comes from the JSON sidecar; if a crash fell between the two renames of a save,
-    the copy inside the safetensors file (written first, atomically) wins.
+    The state is read from the copy inside the safetensors file, not from the JSON sidecar:
+    a crash between the two renames of a save may leave the sidecar one epoch behind.
     """
-    weights_path, state_path = checkpoint_paths(out, name)
+    weights_path, _ = checkpoint_paths(out, name)
     if not weights_path.is_file():
         return None
     try:
         tensors = load_file(str(weights_path), device="cpu")
-        from safetensors import safe_open
-
         with safe_open(str(weights_path), framework="pt") as f:
-            embedded = json.loads((f.metadata() or {})[_STATE_KEY])
+            state = json.loads((f.metadata() or {})[_STATE_KEY])
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
         raise CheckpointError(
             f"checkpoint {str(weights_path)!r} is unreadable ({err}); delete it to train this stage from scratch"
         ) from err
-    state = embedded
-    if state_path.is_file():
-        try:
-            sidecar = json.loads(state_path.read_text())
-            if sidecar == embedded:
-                state = sidecar
-        except json.JSONDecodeError:
-            pass
     if state.get("checkpoint_format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"checkpoint {str(weights_path)!r} has format {state.get('checkpoint_format')!r}, "
@@ -295,7 +308,9 @@ def load_checkpoint(out: Path, name: str) -> tuple[dict[str, torch.Tensor], dict
     return model, optim, state
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]
+) -> None:
     """Load the optimizer state saved by :func:`save_checkpoint` into ``optimizer``."""
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
 

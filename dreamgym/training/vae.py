@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,17 +35,23 @@ STAGE = "vae"
 CURVE_HELDOUT_FRAMES = 1000
 
 
-def load_frames(store: Any, seeds: list[int]) -> tuple[np.ndarray, int]:
-    """All frames of the episodes with ``seeds`` as one uint8 array (N, 64, 64, 3), and the episode count."""
-    wanted = set(seeds)
-    chunks, count = [], 0
+def load_frames(store: Any, train_seeds: list[int], heldout_seeds: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """All frames of the training and of the held-out episodes, in one pass over the store.
+
+    Returns (train frames, held-out frames), each uint8 (N, 64, 64, 3), and the number of
+    training episodes read (corrupt ones are skipped).
+    """
+    train, heldout = set(train_seeds), set(heldout_seeds)
+    train_chunks, heldout_chunks = [], []
     for episode in store.episodes(skip_corrupt=True):
-        if int(episode.seed) in wanted:
-            chunks.append(np.asarray(episode.frames, dtype=np.uint8))
-            count += 1
-    if not chunks:
-        return np.zeros((0, 64, 64, 3), dtype=np.uint8), 0
-    return np.concatenate(chunks), count
+        seed = int(episode.seed)
+        if seed in train:
+            train_chunks.append(np.asarray(episode.frames, dtype=np.uint8))
+        elif seed in heldout:
+            heldout_chunks.append(np.asarray(episode.frames, dtype=np.uint8))
+    empty = np.zeros((0, 64, 64, 3), dtype=np.uint8)
+    join = lambda chunks: np.concatenate(chunks) if chunks else empty  # noqa: E731
+    return join(train_chunks), join(heldout_chunks), len(train_chunks)
 
 
 def to_images(frames: torch.Tensor) -> torch.Tensor:
@@ -81,28 +88,38 @@ def reconstruction_mse(model: WorldModel, frames: torch.Tensor, batch_size: int 
 
 
 def _prepare_frames(
-    store: Any, train_seeds: list[int], heldout_seeds: list[int], max_frames: int | None, seed: int, device: torch.device
+    store: Any,
+    train_seeds: list[int],
+    heldout_seeds: list[int],
+    max_frames: int | None,
+    seed: int,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    frames_np, n_episodes = load_frames(store, train_seeds)
+    frames_np, heldout_np, n_episodes = load_frames(store, train_seeds, heldout_seeds)
     total = len(frames_np)
     if max_frames is not None and total > max_frames:
         # Chosen once from `seed`, so a resumed run trains on the same subset.
         keep = np.sort(np.random.default_rng([seed, 0xF2A]).choice(total, max_frames, replace=False))
         frames_np = frames_np[keep]
-    heldout_np, _ = load_frames(store, heldout_seeds)
     if len(heldout_np) > CURVE_HELDOUT_FRAMES:
         keep = np.linspace(0, len(heldout_np) - 1, CURVE_HELDOUT_FRAMES).astype(np.int64)
         heldout_np = heldout_np[keep]
     frames = torch.from_numpy(frames_np)
     if device.type == "cuda" and frames.numel() < 4 * 2**30:
         frames = frames.to(device)  # saves a host-to-device copy per batch
-    record = {"train_episodes": n_episodes, "train_frames": total, "vae_frames_used": len(frames_np), "max_frames": max_frames}
+    record = {
+        "train_episodes": n_episodes,
+        "train_frames": total,
+        "vae_frames_used": len(frames_np),
+        "max_frames": max_frames,
+    }
     return frames, torch.from_numpy(heldout_np), record
 
 
 def _resolve_config(config: WorldModelConfig | None, saved: dict[str, Any] | None, out: Path) -> WorldModelConfig:
     if saved is None:
-        return config if config is not None else WorldModelConfig()
+        # A copy: the training record written into it must not leak into the caller's config.
+        return WorldModelConfig.from_dict(config.to_dict()) if config is not None else WorldModelConfig()
     saved_config = WorldModelConfig.from_dict(saved)
     if config is not None:
         mine = {k: v for k, v in config.to_dict().items() if k != "training"}
@@ -223,7 +240,10 @@ def train_vae(
     except KeyboardInterrupt:
         weights_path, _ = checkpoint_paths(out, STAGE)
         done = len(history)
-        print(f"\ninterrupted: {done} epoch(s) of V are checkpointed in {weights_path}; run again to resume")
+        print(
+            f"\ninterrupted: {done} epoch(s) of V are checkpointed in {weights_path}; run again to resume",
+            file=sys.stderr,
+        )
         raise
 
     write_log(out, STAGE, history)

@@ -1,0 +1,409 @@
+"""Stage 2: train M, the MDN-RNN with reward and termination heads, on V's latents of the episodes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
+from dreamgym.models.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
+from dreamgym.training.common import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    DataSource,
+    EpisodeStoreLike,
+    atomic_write_bytes,
+    batches,
+    checkpoint_paths,
+    load_checkpoint,
+    module_fingerprint,
+    open_store,
+    pick_device,
+    restore_optimizer,
+    save_checkpoint,
+    seed_everything,
+    split_seeds,
+    write_log,
+)
+from dreamgym.training.metrics import encode_frames, evaluate_world_model, teacher_forced, write_metrics
+
+STAGE = "rnn"
+LATENTS_FILE = "latents.npz"
+
+
+@dataclass
+class EpisodeLatents:
+    """V's encoding of every episode, flattened: episode ``i`` owns frames
+    ``frame_offsets[i]:frame_offsets[i+1]`` and steps ``step_offsets[i]:step_offsets[i+1]``."""
+
+    seeds: np.ndarray  # int64 (E,)
+    mu: np.ndarray  # float32 (F, z_dim)
+    logvar: np.ndarray  # float32 (F, z_dim)
+    actions: np.ndarray  # float32 (S, action_dim)
+    rewards: np.ndarray  # float32 (S,)
+    terminated: np.ndarray  # bool (S,)
+    frame_offsets: np.ndarray  # int64 (E+1,)
+    step_offsets: np.ndarray  # int64 (E+1,)
+
+    def select(self, seeds: list[int]) -> list[int]:
+        """Indices of the episodes with these seeds (those that were readable)."""
+        wanted = set(seeds)
+        return [i for i, s in enumerate(self.seeds.tolist()) if s in wanted]
+
+
+def load_trained_vae(vae: str | Path) -> WorldModel:
+    """Load the world model folder written by :func:`~dreamgym.training.train_vae`, refusing one without a trained V."""
+    folder = Path(vae)
+    if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"{str(folder)!r} is not a world model folder (it needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
+            "run `dreamgym train-vae` first and pass its output folder"
+        )
+    model = WorldModel.from_pretrained(folder)
+    if "vae" not in model.config.training:
+        raise ValueError(
+            f"the world model in {str(folder)!r} has no trained V (its config.json records no 'vae' training); "
+            "run `dreamgym train-vae` and pass its output folder"
+        )
+    return model
+
+
+def encode_episodes(
+    model: WorldModel, store: EpisodeStoreLike, cache: Path, progress: bool = True
+) -> EpisodeLatents:
+    """Encode every readable episode of ``store`` with V, or reuse ``cache`` if this V made it from these episodes."""
+    key = json.dumps({"v": module_fingerprint(model.vae), "seeds": sorted(int(s) for s in store.seeds())})
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as saved:
+            if str(saved["key"]) == key:
+                return EpisodeLatents(**{name: saved[name] for name in EpisodeLatents.__dataclass_fields__})
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("seeds", "mu", "logvar", "actions", "rewards", "terminated")}
+    frame_lengths, step_lengths = [], []
+    model.eval()
+    episodes = store.episodes(skip_corrupt=True)
+    for episode in tqdm(episodes, total=len(store), desc="encoding episodes with V", disable=not progress, leave=False):
+        mu, logvar = encode_frames(model, np.asarray(episode.frames, dtype=np.uint8))
+        parts["seeds"].append(np.array([episode.seed], dtype=np.int64))
+        parts["mu"].append(mu.float().cpu().numpy())
+        parts["logvar"].append(logvar.float().cpu().numpy())
+        parts["actions"].append(np.asarray(episode.actions, dtype=np.float32).reshape(-1, model.config.action_dim))
+        parts["rewards"].append(np.asarray(episode.rewards, dtype=np.float32))
+        parts["terminated"].append(np.asarray(episode.terminated, dtype=bool))
+        frame_lengths.append(len(mu))
+        step_lengths.append(len(episode.actions))
+    if not frame_lengths:
+        raise FileNotFoundError("no readable episodes in the store, run `dreamgym collect` first")
+    latents = EpisodeLatents(
+        **{k: np.concatenate(v) for k, v in parts.items()},
+        frame_offsets=np.concatenate([[0], np.cumsum(frame_lengths)]).astype(np.int64),
+        step_offsets=np.concatenate([[0], np.cumsum(step_lengths)]).astype(np.int64),
+    )
+    arrays = {name: getattr(latents, name) for name in EpisodeLatents.__dataclass_fields__}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, key=np.array(key), **arrays)
+
+    atomic_write_bytes(cache, write)
+    return latents
+
+
+@dataclass
+class Chunks:
+    """Index tensors of fixed-length sequence chunks: row ``i`` of each is one chunk, padded to ``seq_len``."""
+
+    frame: torch.Tensor  # int64 (C, L): index of the input z[t] in the flat latents
+    step: torch.Tensor  # int64 (C, L): index of a[t], reward[t], terminated[t]
+    mask: torch.Tensor  # float (C, L): 1 on real steps, 0 on padding
+
+
+def make_chunks(latents: EpisodeLatents, episodes: list[int], seq_len: int, device: torch.device) -> Chunks:
+    """Cut the episodes into chunks of ``seq_len`` steps (the last of each episode shorter, padded).
+
+    Every chunk starts from a zero LSTM state, as a dream episode does.
+    """
+    rows_frame, rows_step, rows_mask = [], [], []
+    offsets = np.arange(seq_len)
+    for e in episodes:
+        f0, s0 = latents.frame_offsets[e], latents.step_offsets[e]
+        steps = latents.step_offsets[e + 1] - s0
+        for start in range(0, steps, seq_len):
+            t = start + offsets
+            valid = t < steps
+            t = np.where(valid, t, start)  # padding points at a real step so indexing stays in range
+            rows_frame.append(f0 + t)
+            rows_step.append(s0 + t)
+            rows_mask.append(valid)
+    if not rows_frame:
+        raise ValueError("the training episodes have no steps to learn M from")
+    return Chunks(
+        frame=torch.as_tensor(np.stack(rows_frame), device=device),
+        step=torch.as_tensor(np.stack(rows_step), device=device),
+        mask=torch.as_tensor(np.stack(rows_mask), dtype=torch.float32, device=device),
+    )
+
+
+def rnn_losses(
+    out: MDNOutput,
+    target_z: torch.Tensor,
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    mask: torch.Tensor,
+    termination_pos_weight: float,
+) -> dict[str, torch.Tensor]:
+    """M's losses averaged over the real (unmasked) steps: mixture NLL per dim, reward MSE, termination BCE."""
+    count = mask.sum().clamp(min=1.0)
+    nll = (mixture_nll(out, target_z).mean(-1) * mask).sum() / count
+    reward = ((out.reward - rewards).pow(2) * mask).sum() / count
+    pos_weight = torch.tensor(termination_pos_weight, device=mask.device)
+    bce = F.binary_cross_entropy_with_logits(out.termination_logit, terminated, pos_weight=pos_weight, reduction="none")
+    return {"nll": nll, "reward_mse": reward, "termination_bce": (bce * mask).sum() / count}
+
+
+def rnn_step(
+    rnn: MDNRNN,
+    optimizer: torch.optim.Optimizer,
+    z: torch.Tensor,
+    actions: torch.Tensor,
+    target_z: torch.Tensor,
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    mask: torch.Tensor,
+    weights: dict[str, float],
+) -> dict[str, float]:
+    """One gradient step of M on a batch of chunks; returns the losses as floats (``loss`` is the weighted total)."""
+    out, _ = rnn(z, actions)
+    losses = rnn_losses(out, target_z, rewards, terminated, mask, weights["termination_pos_weight"])
+    loss = losses["nll"] + weights["reward"] * losses["reward_mse"] + weights["termination"] * losses["termination_bce"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if weights["grad_clip"] > 0:
+        torch.nn.utils.clip_grad_norm_(rnn.parameters(), weights["grad_clip"])
+    optimizer.step()
+    return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
+
+
+@torch.no_grad()
+def heldout_losses(
+    rnn: MDNRNN, latents: EpisodeLatents, episodes: list[int], device: torch.device, pos_weight: float
+) -> dict[str, float | None]:
+    """M's losses on whole held-out episodes, teacher forced on V's ``mu`` (the curve's held-out columns)."""
+    was_training = rnn.training
+    rnn.eval()
+    sums = {"nll": 0.0, "reward_mse": 0.0, "termination_bce": 0.0}
+    total = 0
+    for e in episodes:
+        f0, f1 = latents.frame_offsets[e : e + 2]
+        s0, s1 = latents.step_offsets[e : e + 2]
+        if s1 == s0:
+            continue
+        mu = torch.as_tensor(latents.mu[f0:f1], device=device)
+        actions = torch.as_tensor(latents.actions[s0:s1], device=device)
+        out = teacher_forced(rnn, mu, actions)
+        losses = rnn_losses(
+            out,
+            mu[1:],
+            torch.as_tensor(latents.rewards[s0:s1], device=device),
+            torch.as_tensor(latents.terminated[s0:s1], dtype=torch.float32, device=device),
+            torch.ones(s1 - s0, device=device),
+            pos_weight,
+        )
+        for k, v in losses.items():
+            sums[k] += v.item() * (s1 - s0)
+        total += s1 - s0
+    rnn.train(was_training)
+    return {f"heldout_{k}": (v / total if total else None) for k, v in sums.items()}
+
+
+def start_latent_bank(
+    latents: EpisodeLatents, episodes: list[int], size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of the first frame of ``size`` training episodes, chosen from ``seed``.
+
+    With fewer episodes than ``size`` every episode is used equally often (the remainder
+    drawn without replacement), so no real start dominates the dream's starts.
+    """
+    if not episodes:
+        raise ValueError("no training episodes to take starting latents from")
+    rng = np.random.default_rng([seed, 0xBA4C])
+    n = len(episodes)
+    if n >= size:
+        pick = np.sort(rng.choice(n, size, replace=False))
+    else:
+        pick = np.concatenate([np.tile(np.arange(n), size // n), np.sort(rng.choice(n, size % n, replace=False))])
+    first = latents.frame_offsets[np.asarray(episodes)[pick]]
+    return torch.from_numpy(latents.mu[first].copy()), torch.from_numpy(latents.logvar[first].copy())
+
+
+def train_rnn(
+    data: DataSource,
+    vae: str | Path,
+    out: str | Path,
+    epochs: int = 20,
+    batch_size: int = 32,
+    seq_len: int = 100,
+    lr: float = 1e-3,
+    grad_clip: float = 1.0,
+    reward_weight: float = 1.0,
+    termination_weight: float = 1.0,
+    termination_pos_weight: float = 10.0,
+    holdout: float = 0.1,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> WorldModel:
+    """Train M on V's latents of the collected episodes in ``data`` and save the full world model to ``out``.
+
+    Every episode is encoded by V once (cached in ``out/checkpoints/latents.npz``); each epoch
+    draws ``z = mu + sigma * eps`` afresh and cuts the training episodes into chunks of
+    ``seq_len`` steps. M reads ``(z[t], a[t])`` and is trained on the mixture NLL of
+    ``z[t+1]`` (per dim), the MSE of ``reward[t]`` and the BCE of ``terminated[t]``. Adam with
+    gradient-norm clipping. Checkpoints, resume and interrupts work as in :func:`train_vae`;
+    the curve goes to ``out/logs/rnn.json`` and held-out scores to ``out/metrics.json``.
+    The bank of dream starting states is filled with the first-frame latents of training
+    episodes.
+
+    :param data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
+    :param vae: the folder written by :func:`train_vae` (may be ``out`` itself).
+    :param out: output folder; receives the world model (V + M + start bank).
+    :param epochs: total number of passes over the training chunks.
+    :param batch_size: chunks per gradient step.
+    :param seq_len: steps per chunk (truncated backpropagation length).
+    :param lr: Adam learning rate.
+    :param grad_clip: max gradient norm; 0 disables clipping.
+    :param reward_weight: weight of the reward MSE in the loss.
+    :param termination_weight: weight of the termination BCE in the loss.
+    :param termination_pos_weight: weight of terminal steps in the BCE (they are rare).
+    :param holdout: fraction of episodes held out; must match the V stage's to keep the split.
+    :param seed: seeds the latent sampling, shuffling, the split and the start bank.
+    :param device: torch device; None picks CUDA when available, else CPU.
+    :param progress: show tqdm progress bars.
+    :return: the trained world model, in eval mode on ``device``.
+    """
+    if epochs < 0 or batch_size <= 0 or seq_len <= 0:
+        raise ValueError(f"epochs must be >= 0, batch_size and seq_len > 0; got {epochs}, {batch_size}, {seq_len}")
+    out = Path(out)
+    device = pick_device(device)
+    store = open_store(data)
+    model = load_trained_vae(vae).to(device)
+    train_seeds, heldout_seeds = split_seeds(store.seeds(), holdout, seed)
+    if not train_seeds:
+        raise ValueError(f"no training episodes left after holding out {holdout:.0%} of {len(store)}")
+    fingerprint = module_fingerprint(model.vae)
+
+    # A fresh M from `seed`: whatever M the V folder holds (random, or trained if `vae` is a
+    # finished world model) must not decide where training starts.
+    seed_everything(seed)
+    cfg = model.config
+    model.rnn = MDNRNN(cfg.z_dim, cfg.action_dim, cfg.rnn_hidden, cfg.num_mixtures, cfg.dropout).to(device)
+    checkpoint = load_checkpoint(out, STAGE)
+    optimizer = torch.optim.Adam(model.rnn.parameters(), lr=lr)
+    start_epoch, history = 0, []
+    if checkpoint is not None:
+        weights, opt_tensors, state = checkpoint
+        if state.get("v_fingerprint") != fingerprint:
+            raise CheckpointError(
+                f"the M checkpoint in {out / CHECKPOINT_DIR} was trained on a different V than the one in "
+                f"{str(vae)!r}; use another output folder or delete the checkpoint to start over"
+            )
+        model.rnn.load_state_dict(weights, strict=True)
+        restore_optimizer(optimizer, opt_tensors, state)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+
+    latents = encode_episodes(model, store, out / CHECKPOINT_DIR / LATENTS_FILE, progress)
+    train_eps, heldout_eps = latents.select(train_seeds), latents.select(heldout_seeds)
+    if not train_eps:
+        raise ValueError(f"none of the {len(train_seeds)} training episodes in {data!s} could be read")
+    mu = torch.as_tensor(latents.mu, device=device)
+    sigma = torch.as_tensor(latents.logvar, device=device).mul(0.5).exp()
+    actions = torch.as_tensor(latents.actions, device=device)
+    rewards = torch.as_tensor(latents.rewards, device=device)
+    terminated = torch.as_tensor(latents.terminated, dtype=torch.float32, device=device)
+    chunks = make_chunks(latents, train_eps, seq_len, device)
+    loss_weights = {
+        "reward": reward_weight,
+        "termination": termination_weight,
+        "termination_pos_weight": termination_pos_weight,
+        "grad_clip": grad_clip,
+    }
+    training_record = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "lr": lr,
+        "grad_clip": grad_clip,
+        "reward_weight": reward_weight,
+        "termination_weight": termination_weight,
+        "termination_pos_weight": termination_pos_weight,
+        "holdout": holdout,
+        "seed": seed,
+        "train_episodes": len(train_eps),
+        "train_steps": int(sum(latents.step_offsets[e + 1] - latents.step_offsets[e] for e in train_eps)),
+    }
+
+    try:
+        for epoch in range(start_epoch, epochs):
+            rng = seed_everything(seed, epoch + 1)
+            model.rnn.train()
+            started = time.perf_counter()
+            z = torch.addcmul(mu, sigma, torch.randn_like(mu))
+            sums: dict[str, float] = {}
+            steps_seen = 0.0
+            order = batches(len(chunks.mask), batch_size, rng)
+            bar = tqdm(order, desc=f"M epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+            for rows in bar:
+                rows_t = torch.from_numpy(rows).to(device)
+                frame, step, mask = chunks.frame[rows_t], chunks.step[rows_t], chunks.mask[rows_t]
+                losses = rnn_step(
+                    model.rnn, optimizer, z[frame], actions[step], z[frame + 1],
+                    rewards[step], terminated[step], mask, loss_weights,
+                )
+                n = mask.sum().item()
+                steps_seen += n
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v * n
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", nll=f"{losses['nll']:.3f}")
+            bar.close()
+            entry: dict[str, Any] = {"epoch": epoch + 1, **{k: v / steps_seen for k, v in sums.items()}}
+            entry.update(heldout_losses(model.rnn, latents, heldout_eps, device, termination_pos_weight))
+            entry["seconds"] = time.perf_counter() - started
+            history.append(entry)
+            state = {"epoch": epoch + 1, "v_fingerprint": fingerprint, "history": history, "training": training_record}
+            save_checkpoint(out, STAGE, model.rnn, optimizer, state)
+            write_log(out, STAGE, history)
+            if progress:
+                tqdm.write(
+                    f"M epoch {epoch + 1}/{epochs}: loss {entry['loss']:.3f} nll {entry['nll']:.3f} "
+                    f"reward mse {entry['reward_mse']:.4f} termination bce {entry['termination_bce']:.4f} "
+                    f"held-out nll {entry['heldout_nll']}"
+                )
+    except KeyboardInterrupt:
+        weights_path, _ = checkpoint_paths(out, STAGE)
+        print(
+            f"\ninterrupted: {len(history)} epoch(s) of M are checkpointed in {weights_path}; run again to resume",
+            file=sys.stderr,
+        )
+        raise
+
+    write_log(out, STAGE, history)
+    bank_mu, bank_logvar = start_latent_bank(latents, train_eps, model.config.num_start_latents, seed)
+    model.set_start_latents(bank_mu.to(device), bank_logvar.to(device))
+    model.config.training = {**model.config.training, "rnn": {**training_record, "epochs_done": len(history)}}
+    model.eval()
+    model.save_pretrained(out)
+    metrics = evaluate_world_model(model, store, holdout=holdout, seed=seed)
+    train_frames = int(sum(latents.frame_offsets[e + 1] - latents.frame_offsets[e] for e in train_eps))
+    metrics.update(train_frames=train_frames, train_steps=training_record["train_steps"])
+    write_metrics(out, metrics)
+    return model
