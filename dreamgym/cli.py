@@ -117,6 +117,16 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_package(args: argparse.Namespace) -> int:
+    from dreamgym.training.build import package_world_model
+
+    dest = package_world_model(args.model_dir, args.out, model_ref=args.ref, data=args.data,
+                               half=not args.fp32, card_copies=tuple(args.card_copy))
+    size = sum(p.stat().st_size for p in dest.iterdir()) / 2**20
+    print(f"packaged {args.model_dir} into {dest} ({size:.1f} MiB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="world model folder or Hub repo id")
     p.add_argument("--data", required=True)
     p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("package", help="write a built world model as a shippable folder (fp16 weights, card)")
+    p.add_argument("model_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--ref", default="org/name", help="how users name the model in gym.make(model=...)")
+    p.add_argument("--data", default=None, help="episode store to re-measure the packaged weights on")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.add_argument("--card-copy", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
+    p.set_defaults(func=_cmd_package)
 
     p = sub.add_parser("card", help="write a world model's model card from its metrics and build record")
     p.add_argument("model_dir")

@@ -42,8 +42,10 @@ def observation_space(world_model: WorldModel, obs_mode: str) -> spaces.Box:
     """``[z, h]`` as float32 for ``"latent"``, or a 64x64x3 uint8 frame for ``"pixels"``."""
     cfg = world_model.config
     if obs_mode == "latent":
-        # z is a Gaussian sample, h an LSTM output in [-1, 1].
-        bound = np.concatenate([np.full(cfg.z_dim, np.inf), np.ones(cfg.rnn_hidden)]).astype(np.float32)
+        # z is a Gaussian sample, so unbounded (float32's max, as CartPole does, rather than inf);
+        # h is an LSTM output in [-1, 1].
+        unbounded = np.finfo(np.float32).max
+        bound = np.concatenate([np.full(cfg.z_dim, unbounded), np.ones(cfg.rnn_hidden)]).astype(np.float32)
         return spaces.Box(-bound, bound, dtype=np.float32)
     size = cfg.image_size
     return spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)

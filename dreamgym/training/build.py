@@ -115,3 +115,47 @@ def _record_build(out: Path, cfg: dict[str, Any], timings: dict[str, float]) -> 
         }
     )
     record_path.write_text(json.dumps(record, indent=2))
+
+
+def package_world_model(
+    model_dir: str | Path,
+    dest: str | Path,
+    model_ref: str,
+    data: str | Path | None = None,
+    half: bool = True,
+    card_copies: tuple[str | Path, ...] = (),
+) -> Path:
+    """Write a built world model as a shippable folder: weights (fp16 by default), config, records, card.
+
+    When ``data`` is given the metrics are measured again on the packaged weights, so the
+    card describes exactly what ships.
+
+    Args:
+        model_dir: a folder written by ``dreamgym build``.
+        dest: the folder to write, e.g. ``dreamgym/assets/DreamCarRacing-v0``.
+        model_ref: how users name the model in ``gym.make(..., model=...)``, for the card.
+        data: the episode store the model was built from.
+        half: store the weights as float16 (halves the size; loading casts back to float32).
+        card_copies: more paths to write the model card to, such as ``model_cards/X.md``.
+    """
+    import shutil
+
+    from dreamgym.card import make_model_card
+    from dreamgym.models.world_model import WorldModel
+    from dreamgym.training.metrics import evaluate_world_model, write_metrics
+
+    model_dir, dest = Path(model_dir), Path(dest)
+    model = WorldModel.from_pretrained(model_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "README.md").unlink(missing_ok=True)
+    (model.half() if half else model).save_pretrained(dest)
+    for record in ("build.json", "metrics.json"):
+        if (model_dir / record).is_file():
+            shutil.copyfile(model_dir / record, dest / record)
+    if data is not None:
+        shipped = WorldModel.from_pretrained(dest)
+        write_metrics(dest, evaluate_world_model(shipped, data))
+    card = make_model_card(dest, model_ref=model_ref)
+    for path in (dest / "README.md", *map(Path, card_copies)):
+        card.save(path)
+    return dest
