@@ -7,11 +7,28 @@ for you.
 
 from gymnasium.envs.registration import register, registry
 
+from typing import Any
+
 from dreamgym.config import FORMAT_VERSION, ConfigError, WorldModelConfig
-from dreamgym.hub import load_world_model
-from dreamgym.models import WorldModel, WorldModelFormatError
 
 __version__ = "0.1.0"
+
+# torch-backed names load on first use, so that `import dreamgym` (done by every collection
+# worker and by gym.make's "dreamgym:" prefix) stays cheap.
+_LAZY = {
+    "WorldModel": "dreamgym.models.world_model",
+    "WorldModelFormatError": "dreamgym.models.world_model",
+    "load_world_model": "dreamgym.hub",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dreamgym' has no attribute {name!r}")
+
 
 # The envs truncate through gym.make's TimeLimit (max_episode_steps below), so their own
 # step limit is switched off here; constructed directly they truncate at 1000 themselves.

@@ -15,7 +15,7 @@ from gymnasium.utils.env_checker import check_env
 import dreamgym  # noqa: F401
 from dreamgym import ConfigError, WorldModel
 from dreamgym.training.build import build, load_build_config, package_world_model
-from tests.conftest import TINY_CONFIG
+from conftest import TINY_CONFIG
 
 TOY = {
     "collect": {"episodes": 2, "workers": 1, "max_steps": 20, "seed": 0},
