@@ -30,12 +30,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'dreamgym' has no attribute {name!r}")
 
 
-# The envs truncate through gym.make's TimeLimit (max_episode_steps below), so their own
-# step limit is switched off here; constructed directly they truncate at 1000 themselves.
+# As CartPole: gym.make truncates through TimeLimit(max_episode_steps), and make_vec hands the
+# same horizon to the batched vector env, which truncates itself.
 _ENVS = {
     "dreamgym/DreamCarRacing-v0": "dreamgym.envs.dream:DreamCarRacingEnv",
     "dreamgym/RealCarRacing-v0": "dreamgym.envs.real:RealCarRacingEnv",
 }
+_VECTOR_ENVS = {"dreamgym/DreamCarRacing-v0": "dreamgym.envs.dream_vector:DreamCarRacingVectorEnv"}
 for _env_id, _entry_point in _ENVS.items():
     if _env_id not in registry:
         register(
@@ -43,7 +44,7 @@ for _env_id, _entry_point in _ENVS.items():
             entry_point=_entry_point,
             max_episode_steps=1000,
             reward_threshold=900,
-            kwargs={"max_episode_steps": None},
+            vector_entry_point=_VECTOR_ENVS.get(_env_id),
         )
 
 __all__ = [

@@ -524,8 +524,10 @@ def test_direct_construction_truncates(tiny_model):
         assert truncations == [False] * 4 + [True]
 
 
-def test_direct_construction_default_horizon_is_1000(tiny_model):
-    assert DreamCarRacingEnv(model=tiny_model).max_episode_steps == 1000
+def test_direct_construction_has_no_horizon_unless_given(tiny_model):
+    # As CartPole: the 1000-step horizon belongs to the registration (gym.make's TimeLimit).
+    assert DreamCarRacingEnv(model=tiny_model).max_episode_steps is None
+    assert gym.make(DREAM_ID, model=tiny_model).spec.max_episode_steps == 1000
 
 
 def test_no_horizon_never_truncates(tiny_model):

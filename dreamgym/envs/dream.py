@@ -47,8 +47,10 @@ class DreamCarRacingEnv(WorldModelEnv):
     ## Episode End
     - Termination: M's termination probability exceeds 0.5, or, with
       ``sample_termination=True``, a Bernoulli draw with that probability succeeds.
-    - Truncation: ``max_episode_steps`` steps (1000, as CarRacing-v3; ``gym.make`` applies it
-      through ``TimeLimit``).
+    - Truncation: after 1000 steps, as CarRacing-v3. ``gym.make`` applies the registered
+      ``max_episode_steps=1000`` through ``TimeLimit`` (override it with
+      ``gym.make(..., max_episode_steps=N)``); a directly constructed env truncates only when
+      given ``max_episode_steps``.
 
     ## Arguments
     - ``model``: a :class:`~dreamgym.WorldModel`, a folder written by ``save_pretrained``, or
@@ -58,7 +60,7 @@ class DreamCarRacingEnv(WorldModelEnv):
       by sqrt(tau). Higher is a less predictable, harder-to-exploit dream (default 1.0).
     - ``obs_mode``: ``"latent"`` or ``"pixels"``.
     - ``continuous``: Box(3) or Discrete(5) actions.
-    - ``max_episode_steps``: truncation horizon, or None for none.
+    - ``max_episode_steps``: truncation horizon of a directly constructed env (None: none).
     - ``sample_termination``: see Episode End.
     - ``render_mode``: ``"rgb_array"`` (the decoded frame, upscaled 4x) or ``"human"``.
     - ``device``: torch device for the model (default ``"cpu"``).
@@ -77,7 +79,7 @@ class DreamCarRacingEnv(WorldModelEnv):
         temperature: float = 1.0,
         obs_mode: str = "latent",
         continuous: bool = True,
-        max_episode_steps: int | None = 1000,
+        max_episode_steps: int | None = None,
         sample_termination: bool = False,
         render_mode: str | None = None,
         device: str = "cpu",

@@ -41,7 +41,8 @@ class RealCarRacingEnv(WorldModelEnv):
 
     ## Episode End
     CarRacing-v3's: terminated when every tile is visited or the car leaves the playfield;
-    truncated after ``max_episode_steps`` (1000).
+    truncated after 1000 steps (``gym.make``'s ``TimeLimit``, or ``max_episode_steps`` when
+    constructed directly).
 
     ## Arguments
     - ``model``, ``revision``, ``obs_mode``, ``continuous``, ``max_episode_steps``, ``device``:
@@ -61,7 +62,7 @@ class RealCarRacingEnv(WorldModelEnv):
         revision: str | None = None,
         obs_mode: str = "latent",
         continuous: bool = True,
-        max_episode_steps: int | None = 1000,
+        max_episode_steps: int | None = None,
         render_mode: str | None = None,
         lap_complete_percent: float = 0.95,
         domain_randomize: bool = False,
