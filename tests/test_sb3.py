@@ -1,0 +1,286 @@
+"""Stable-Baselines3 on the dream: DreamVecEnv's VecEnv contract, PPO, agent loading, the example."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
+from stable_baselines3.common.env_checker import check_env
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import VecCheckNan, VecEnv, VecMonitor, VecTransposeImage
+
+from dreamgym.agents.sb3 import _detect_algorithm
+from dreamgym.envs import DreamCarRacingEnv
+from dreamgym.sb3 import DreamVecEnv, load_sb3_agent, make_dream_vec_env
+
+from conftest import make_tiny_model
+
+OBS_DIM = 8 + 16
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _actions(steps, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.uniform([-1, 0, 0], [1, 1, 1], (n, 3)).astype(np.float32) for _ in range(steps)]
+
+
+def _terminating_model():
+    """A tiny model whose every dream step ends the episode."""
+    model = make_tiny_model()
+    with torch.no_grad():
+        model.rnn.head.bias[-1] = 10.0
+    return model
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_sb3_check_env_passes_on_single_dream(tiny_model, continuous):
+    env = DreamCarRacingEnv(tiny_model, continuous=continuous)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # CarRacing's own action box is [-1,0,0]..[1,1,1]; SB3 merely recommends [-1, 1].
+        warnings.filterwarnings("ignore", message="We recommend you to use a symmetric")
+        check_env(env, warn=True)
+
+
+def test_reset_and_step_follow_the_vec_env_api(tiny_model):
+    venv = DreamVecEnv(tiny_model, n_envs=4, seed=0)
+    assert isinstance(venv, VecEnv) and venv.num_envs == 4
+    assert venv.render_mode is None and venv.get_attr("render_mode") == [None] * 4
+    obs = venv.reset()
+    assert obs.shape == (4, OBS_DIM) and obs.dtype == np.float32
+    assert all(venv.observation_space.contains(o) for o in obs)
+    checked = VecCheckNan(venv, raise_exception=True)
+    for actions in _actions(3, 4):
+        obs, rewards, dones, infos = checked.step(actions)
+        assert obs.shape == (4, OBS_DIM) and obs.dtype == np.float32
+        assert rewards.shape == (4,) and rewards.dtype == np.float32
+        assert dones.shape == (4,) and dones.dtype == bool and not dones.any()
+        assert isinstance(infos, list) and len(infos) == 4
+        for info in infos:
+            assert 0.0 <= info["termination_probability"] <= 1.0
+            assert info["TimeLimit.truncated"] is False and "terminal_observation" not in info
+    assert venv.get_attr("elapsed_steps") == [3] * 4
+
+
+def test_time_limit_resets_in_the_same_step(tiny_model):
+    steps = 5
+    venv = DreamVecEnv(tiny_model, n_envs=3, seed=7, max_episode_steps=steps)
+    reference = DreamVecEnv(tiny_model, n_envs=3, seed=7, max_episode_steps=None)
+    venv.reset(), reference.reset()
+    actions = _actions(steps, 3)
+    for t, a in enumerate(actions):
+        obs, _, dones, infos = venv.step(a)
+        expected, *_ = reference.step(a)
+        if t < steps - 1:
+            assert not dones.any()
+    assert dones.all()
+    for i, info in enumerate(infos):
+        assert info["TimeLimit.truncated"] is True
+        np.testing.assert_array_equal(info["terminal_observation"], expected[i])
+    # The returned observation is already the next episode's first: the one a single env
+    # gives on its second (unseeded) reset.
+    for i in range(3):
+        env = DreamCarRacingEnv(tiny_model)
+        env.reset(seed=7 + i)
+        np.testing.assert_allclose(obs[i], env.reset()[0], atol=1e-6)
+    assert venv.get_attr("elapsed_steps") == [0] * 3
+    for t, a in enumerate(_actions(steps, 3, seed=1)):
+        _, _, dones, _ = venv.step(a)
+        assert dones.all() == (t == steps - 1)
+
+
+@pytest.mark.parametrize("max_episode_steps", [None, 1])
+def test_termination_is_not_truncation(max_episode_steps):
+    venv = DreamVecEnv(_terminating_model(), n_envs=2, seed=0, max_episode_steps=max_episode_steps)
+    first = venv.reset()
+    obs, _, dones, infos = venv.step(_actions(1, 2)[0])
+    assert dones.all()
+    for i, info in enumerate(infos):
+        # Terminated and out of time in the same step is a real end, not a truncation.
+        assert info["TimeLimit.truncated"] is False
+        assert info["termination_probability"] > 0.5
+        assert info["terminal_observation"].shape == (OBS_DIM,)
+        assert not np.array_equal(info["terminal_observation"], obs[i])
+    assert not np.array_equal(obs, first)  # a fresh key draws a fresh start
+
+
+def test_seeding_is_reproducible(tiny_model):
+    def rollout(venv):
+        observations = [venv.reset()]
+        observations += [venv.step(a)[0] for a in _actions(10, 3)]
+        return np.stack(observations)
+
+    a = rollout(DreamVecEnv(tiny_model, n_envs=3, seed=11, max_episode_steps=4))
+    b = rollout(DreamVecEnv(tiny_model, n_envs=3, seed=11, max_episode_steps=4))
+    np.testing.assert_array_equal(a, b)
+    venv = DreamVecEnv(tiny_model, n_envs=3, max_episode_steps=4)
+    assert venv.seed(11) == [11, 12, 13]
+    np.testing.assert_array_equal(rollout(venv), a)
+    # Seeds apply to one reset only; after it each sub-env's Generator goes on.
+    assert not np.array_equal(venv.reset(), a[0])
+    assert not np.array_equal(rollout(DreamVecEnv(tiny_model, n_envs=3, seed=12)), a)
+    assert not np.array_equal(DreamVecEnv(tiny_model, n_envs=3).reset(), DreamVecEnv(tiny_model, n_envs=3).reset())
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_sub_envs_match_single_envs_across_resets(tiny_model, continuous):
+    n, seed, steps = 3, 21, 20
+    venv = DreamVecEnv(tiny_model, n_envs=n, seed=seed, continuous=continuous, max_episode_steps=8)
+    envs = [DreamCarRacingEnv(tiny_model, continuous=continuous, max_episode_steps=8) for _ in range(n)]
+    obs = venv.reset()
+    single = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    np.testing.assert_allclose(obs, single, atol=1e-5)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        actions = rng.integers(0, 5, n) if not continuous else rng.uniform([-1, 0, 0], [1, 1, 1], (n, 3)).astype(np.float32)
+        obs, rewards, dones, _ = venv.step(actions)
+        for i, env in enumerate(envs):
+            o, r, terminated, truncated, _ = env.step(actions[i])
+            assert dones[i] == (terminated or truncated)
+            assert rewards[i] == pytest.approx(r, abs=1e-5)
+            if dones[i]:
+                o, _ = env.reset()
+            np.testing.assert_allclose(obs[i], o, atol=1e-5)
+
+
+def test_bad_actions_raise_clear_errors(tiny_model):
+    venv = DreamVecEnv(tiny_model, n_envs=2, seed=0)
+    with pytest.raises(gym.error.ResetNeeded):
+        venv.step(np.zeros((2, 3), np.float32))
+    venv.reset()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        venv.step(np.array([[0, 0, 0], [np.nan, 0, 0]], np.float32))
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+        venv.step(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+        venv.step(np.zeros((2, 2), np.float32))
+    discrete = DreamVecEnv(tiny_model, n_envs=2, seed=0, continuous=False)
+    discrete.reset()
+    with pytest.raises(ValueError, match="0..4"):
+        discrete.step(np.array([0, 5]))
+    with pytest.raises(ValueError, match="integer"):
+        discrete.step(np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        discrete.step(np.array([1]))
+    # A rejected batch leaves the dream untouched.
+    assert discrete.get_attr("elapsed_steps") == [0, 0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_envs=0), "n_envs"),
+        (dict(obs_mode="rgb"), "obs_mode"),
+        (dict(max_episode_steps=0), "max_episode_steps"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(render_mode="human"), "render_mode"),
+        (dict(seed=1.5), "seed"),
+    ],
+)
+def test_bad_arguments_raise(tiny_model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DreamVecEnv(tiny_model, **kwargs)
+
+
+def test_pixels_and_render(tiny_model):
+    venv = DreamVecEnv(tiny_model, n_envs=4, seed=0, obs_mode="pixels", max_episode_steps=2, render_mode="rgb_array")
+    obs = venv.reset()
+    assert obs.shape == (4, 64, 64, 3) and obs.dtype == np.uint8
+    venv.step(_actions(1, 4)[0])
+    obs, _, dones, infos = venv.step(_actions(1, 4)[0])
+    assert dones.all() and infos[0]["terminal_observation"].shape == (64, 64, 3)
+    env = DreamCarRacingEnv(tiny_model, obs_mode="pixels")
+    env.reset(seed=1)
+    np.testing.assert_array_equal(venv.env_method("reset", indices=[1], seed=1)[0][0], env.reset(seed=1)[0])
+    grid = venv.render()
+    assert grid.shape == (2 * 256, 2 * 256, 3) and grid.dtype == np.uint8
+    assert VecTransposeImage(venv).reset().shape == (4, 3, 64, 64)
+    with pytest.warns(UserWarning, match="no `render_mode`"):
+        assert DreamVecEnv(tiny_model, n_envs=1).render() is None
+
+
+def test_attributes_and_methods(tiny_model):
+    venv = DreamVecEnv(tiny_model, n_envs=3, seed=0, temperature=1.5)
+    venv.reset()
+    assert venv.get_attr("temperature") == [1.5] * 3 and venv.has_attr("obs_mode") and not venv.has_attr("nope")
+    venv.set_attr("temperature", 0.5)
+    assert venv.dream.temperature == 0.5 and venv.get_attr("temperature", indices=1) == [0.5]
+    with pytest.raises(ValueError, match="shared by all"):
+        venv.set_attr("temperature", 2.0, indices=[0])
+    with pytest.raises(ValueError, match="temperature"):
+        venv.set_attr("temperature", -1.0)
+    with pytest.raises(AttributeError, match="fixed"):
+        venv.set_attr("obs_mode", "pixels")
+    venv.set_attr("tag", "a", indices=[0, 2])
+    assert venv.get_attr("tag", indices=[0, 2]) == ["a", "a"]
+    with pytest.raises(AttributeError, match="sub-env 1"):
+        venv.get_attr("tag")
+    assert venv.env_is_wrapped(Monitor) == [False] * 3
+    assert all(isinstance(g, np.random.Generator) for g in venv.get_attr("np_random"))
+    env = DreamCarRacingEnv(tiny_model, temperature=0.5)
+    (obs, info), = venv.env_method("reset", seed=4, indices=2)
+    np.testing.assert_allclose(obs, env.reset(seed=4)[0], atol=1e-6)
+    with pytest.raises(AttributeError, match="no method 'step'"):
+        venv.env_method("step")
+    venv.close()
+
+
+def test_ppo_trains_and_vec_monitor_logs_episodes(tiny_model):
+    venv = make_dream_vec_env(n_envs=8, model=tiny_model, max_episode_steps=10, seed=0)
+    assert isinstance(venv, VecMonitor) and isinstance(venv.unwrapped, DreamVecEnv)
+    venv.reset()
+    for t in range(10):
+        _, _, dones, infos = venv.step(_actions(1, 8, seed=t)[0])
+    assert dones.all() and all(info["episode"]["l"] == 10 for info in infos)
+    agent = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    agent.learn(64)
+    assert agent.num_timesteps == 128 and len(agent.ep_info_buffer) > 0
+
+
+@pytest.mark.parametrize("algo", [PPO, A2C, SAC, TD3, DDPG, DQN])
+def test_load_sb3_agent_detects_the_algorithm(tiny_model, tmp_path, algo):
+    continuous = algo is not DQN
+    venv = DreamVecEnv(tiny_model, n_envs=2, continuous=continuous)
+    kwargs = dict(buffer_size=16) if algo in (SAC, TD3, DDPG, DQN) else {}
+    algo("MlpPolicy", venv, device="cpu", **kwargs).save(tmp_path / "agent.zip")
+    loaded = load_sb3_agent(tmp_path / "agent", device="cpu")
+    assert type(loaded) is algo
+    action, _ = loaded.predict(venv.reset(), deterministic=True)
+    assert action.shape == ((2, 3) if continuous else (2,))
+
+
+def test_load_sb3_agent_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_sb3_agent(tmp_path / "missing.zip")
+    (tmp_path / "bad.zip").write_text("not a zip")
+    with pytest.raises(ValueError, match="not an SB3 agent zip"):
+        load_sb3_agent(tmp_path / "bad.zip")
+    with pytest.raises(ValueError, match="unknown SB3 algorithm"):
+        load_sb3_agent(tmp_path / "bad.zip", algo="PPG")
+    assert _detect_algorithm({"policy_class": {"__module__": "somewhere.else"}}) is None
+
+
+def test_example_trains_ppo_at_toy_scale(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SDL_VIDEODRIVER": "dummy", "HF_HUB_OFFLINE": "1"}
+    args = [
+        "--model", str(tiny_model_dir), "--total-timesteps", "128", "--n-envs", "8", "--n-steps", "16",
+        "--n-epochs", "1", "--eval-freq", "128", "--eval-episodes", "1", "--eval-max-steps", "10",
+        "--device", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "ppo_in_the_dream.py"), *args],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best real mean return" in result.stdout
+    assert {"final_model.zip", "best_model.zip", "evaluations.npz"} <= {p.name for p in out.iterdir()}
+    assert type(load_sb3_agent(out / "final_model.zip", device="cpu")) is PPO
