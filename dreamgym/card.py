@@ -67,7 +67,8 @@ def make_model_card(model_dir: str | Path, model_ref: str, title: str = "DreamCa
 
     Args:
         model_dir: a folder written by ``dreamgym build`` (config.json, metrics.json, build.json).
-        model_ref: how users name the model in ``gym.make(..., model=...)``.
+        model_ref: how users name the model in ``gym.make(..., model=...)``; ``"default"`` for
+            the model shipped inside the package.
         title: the card's heading.
     """
     model_dir = Path(model_dir)
@@ -91,7 +92,7 @@ def make_model_card(model_dir: str | Path, model_ref: str, title: str = "DreamCa
         model_ref=model_ref,
         build_command=f"dreamgym build --config {config_path}",
         build_description=_describe_build(build, metrics),
-        metrics_command=f"dreamgym metrics {model_ref} --data {build.get('settings', {}).get('collect', {}).get('out', 'DATA')}",
+        metrics_command=f"dreamgym metrics {'dreamgym/assets/DreamCarRacing-v0' if model_ref == 'default' else model_ref} --data {build.get('settings', {}).get('collect', {}).get('out', 'DATA')}",
         holdout_percent=10,
         metrics_rows=rows,
     )

@@ -127,6 +127,47 @@ def _cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_controller(args: argparse.Namespace) -> int:
+    from dreamgym.agents.cmaes import train_controller
+
+    try:
+        controller = train_controller(
+            model=args.model, revision=args.revision, out=args.out, generations=args.generations,
+            popsize=args.popsize, rollouts=args.rollouts, sigma0=args.sigma0, temperature=args.temperature,
+            max_steps=args.max_steps, seed=args.seed, weight_decay=args.weight_decay, device=args.device,
+            eval_every=args.eval_every,
+        )
+    except KeyboardInterrupt:
+        return 130  # train_controller has said where the checkpoint is
+    summary = controller.training
+    print(f"best controller (dream fitness {summary.get('best_fitness', float('nan')):.1f} after "
+          f"{summary.get('generations_done', 0)} generations) saved in {args.out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dreamgym.agents.evaluate import evaluate
+
+    try:
+        result = evaluate(
+            args.agent, episodes=args.episodes, seed=args.seed, workers=args.workers, model=args.model,
+            revision=args.revision, dream=args.dream, temperature=args.temperature, max_steps=args.max_steps,
+            out=args.out,
+        )
+    except KeyboardInterrupt:
+        print("\ninterrupted: evaluation stopped, nothing written", file=sys.stderr)
+        return 130
+    except RuntimeError as err:  # a worker failed or died: its message says which episode
+        print(f"dreamgym evaluate: error: {err}", file=sys.stderr)
+        return 1
+    print(f"real:  {result['mean']:.1f} +- {result['std']:.1f} over {result['episodes']} episodes "
+          f"(seeds {result['seeds'][0]}..{result['seeds'][-1]})")
+    if "dream" in result:
+        print(f"dream: {result['dream']['mean']:.1f} +- {result['dream']['std']:.1f} at temperature "
+              f"{result['temperature']}; gap (dream - real) {result['gap']:+.1f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +229,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy-to", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
     p.set_defaults(func=_cmd_card)
 
+
+    p = sub.add_parser("train-controller", help="train the linear controller in the dream with CMA-ES (resumes)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
+    p.add_argument("--generations", type=int, default=200)
+    p.add_argument("--popsize", type=int, default=64)
+    p.add_argument("--rollouts", type=int, default=16, help="dream episodes per candidate per generation")
+    p.add_argument("--sigma0", type=float, default=0.1)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--eval-every", type=int, default=25, help="generations between held-out scores (0: never)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=_cmd_train_controller)
+
+    p = sub.add_parser("evaluate", help="score an agent in RealCarRacing-v0 (and with --dream, the dream gap)")
+    p.add_argument("agent", help="controller folder, 'reference', or 'sb3:path/to/agent.zip'")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    p.add_argument("--dream", action="store_true", help="also score it in the dream for the same seeds")
+    p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature (with --dream)")
+    p.add_argument("--model", default=None,
+                   help="world model folder or Hub id (default: the controller's own, else the shipped one)")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--out", default=None, help="results JSON file to write (a folder gets results.json)")
+    p.set_defaults(func=_cmd_evaluate)
 
     demo = sub.add_parser("demo", help="dream one CarRacing episode on the default world model and write a GIF")
     demo.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
