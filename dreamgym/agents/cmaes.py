@@ -1,0 +1,410 @@
+"""Training the linear controller inside the dream with CMA-ES, as Ha & Schmidhuber did.
+
+Each generation, pycma proposes ``popsize`` parameter vectors; every one of them drives
+``rollouts`` dream episodes, and its fitness is the mean return. The whole population is
+evaluated as ONE batched :class:`~dreamgym.envs.dynamics.LatentDream` of
+``popsize * rollouts`` episodes, so a generation costs ``max_steps`` batched torch calls
+rather than ``popsize * rollouts * max_steps`` small ones.
+
+Common random numbers: within a generation every member drives the same ``rollouts``
+episodes (same start latent, same dream noise), so members are compared on equal footing
+and the ranking pycma sees is far less noisy. Episode ``r`` of generation ``g`` is the dream
+``DreamCarRacingEnv().reset(seed=s)`` gives for the env seed ``s`` listed in
+:func:`generation_seeds` ``(seed, g, rollouts)[r]``, so any rollout can be replayed in the
+single env.
+
+Checkpoints hold the ES mean, its step size sigma and the best parameters found so far
+(safetensors + a JSON sidecar, written atomically). pycma's full state (covariance matrix,
+evolution paths) is NOT saved, because pycma serialises it only through pickle: a resumed
+run restarts CMA-ES from the saved mean and sigma with a fresh, isotropic covariance, which
+it re-learns within a few dozen generations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.utils import seeding
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from dreamgym.agents.controller import LinearController, population_actions, unflatten_population
+from dreamgym.envs.dynamics import LatentDream, check_temperature
+from dreamgym.hub import ModelSource, default_model_path, load_world_model
+from dreamgym.models.world_model import WorldModel
+from dreamgym.training.common import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    atomic_write_bytes,
+    atomic_write_json,
+    checkpoint_paths,
+    module_fingerprint,
+    pick_device,
+    write_log,
+)
+
+__all__ = ["dream_keys", "evaluate_population", "generation_seeds", "train_controller"]
+
+STAGE = "cmaes"
+CMAES_CHECKPOINT_FORMAT = 1
+_STATE_KEY = "dreamgym_state"  # the JSON state inside the safetensors metadata, as training.common does
+_TRAIN_STREAM, _EVAL_STREAM = 0, 1
+# Options that change what a generation computes: a checkpoint made with others cannot be resumed.
+_RESUME_OPTIONS = ("popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay")
+
+
+# ------------------------------------------------------------------ seeds and keys
+def generation_seeds(seed: int, generation: int, rollouts: int) -> list[int]:
+    """Env seeds of the ``rollouts`` dream episodes every member drives in ``generation`` (0-based)."""
+    state = np.random.SeedSequence([seed, _TRAIN_STREAM, generation]).generate_state(rollouts, dtype=np.uint32)
+    return [int(s) for s in state]
+
+
+def _eval_seeds(seed: int, episodes: int) -> list[int]:
+    # The same episodes at every evaluation, so the scores of successive evaluations compare.
+    return [int(s) for s in np.random.SeedSequence([seed, _EVAL_STREAM]).generate_state(episodes, dtype=np.uint32)]
+
+
+def dream_keys(seeds: Sequence[int]) -> np.ndarray:
+    """The dream RNG keys that ``DreamCarRacingEnv.reset(seed=s)`` uses for each env seed ``s``."""
+    # Drawn exactly as the single env draws its episode key from its Gymnasium np_random.
+    return np.concatenate(
+        [seeding.np_random(int(s))[0].integers(0, 2**64, dtype=np.uint64, size=1) for s in seeds]
+    ).astype(np.uint64)
+
+
+# ----------------------------------------------------------------------- rollouts
+@torch.inference_mode()
+def evaluate_population(
+    world_model: WorldModel,
+    params: np.ndarray,
+    seeds: Sequence[int],
+    temperature: float = 1.0,
+    max_steps: int = 1000,
+    return_lengths: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Dream returns of ``P`` controllers, each on the same episodes (one per env seed).
+
+    All ``P * len(seeds)`` episodes run as one :class:`LatentDream` batch on the world
+    model's device. There is no autoreset: once an episode terminates its return is frozen
+    and its row keeps stepping unseen until the batch is done (or all rows have ended).
+
+    :param world_model: the dream.
+    :param params: (P, 3 * obs_dim + 3) flat controller parameters (see ``LinearController.flat``).
+    :param seeds: env seeds of the episodes; episode ``r`` of every member is the dream
+        ``DreamCarRacingEnv().reset(seed=seeds[r])`` starts.
+    :param temperature: the dream's temperature tau.
+    :param max_steps: truncation horizon.
+    :param return_lengths: also return the episodes' lengths.
+    :return: float64 (P, len(seeds)) returns, and with ``return_lengths`` int64 (P, len(seeds)) lengths.
+    """
+    cfg = world_model.config
+    obs_dim = cfg.z_dim + cfg.rnn_hidden
+    params = np.atleast_2d(np.asarray(params))
+    population, rollouts = len(params), len(seeds)
+    device = world_model.device
+    weights, biases = (t.to(device) for t in unflatten_population(params, obs_dim))
+
+    n = population * rollouts
+    dream = LatentDream(world_model, n, temperature)
+    # Row p * rollouts + r is member p's episode r: every member gets the same keys.
+    dream.reset(np.arange(n), np.tile(dream_keys(seeds), population))
+    returns = torch.zeros(n, dtype=torch.float64, device=device)
+    alive = torch.ones(n, dtype=torch.bool, device=device)
+    lengths = torch.zeros(n, dtype=torch.int64, device=device)
+    z, h = dream.z, dream.h
+    for _ in range(max_steps):
+        obs = torch.cat([z, h], dim=1).view(population, rollouts, obs_dim)
+        actions = population_actions(weights, biases, obs).reshape(n, 3)
+        out = dream.step(actions)
+        # The reward of the terminating step still counts, as in the env.
+        returns += torch.where(alive, out.reward.double(), 0.0)
+        lengths += alive
+        alive &= ~out.terminated
+        if not alive.any():
+            break
+        z, h = out.z, out.h
+    returns = returns.view(population, rollouts).cpu().numpy()
+    if return_lengths:
+        return returns, lengths.view(population, rollouts).cpu().numpy()
+    return returns
+
+
+# -------------------------------------------------------------------- checkpoints
+def _save_checkpoint(out: Path, mean: np.ndarray, best: np.ndarray, state: dict[str, Any]) -> None:
+    weights_path, state_path = checkpoint_paths(out, STAGE)
+    tensors = {
+        "mean": torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float64)),
+        "best": torch.from_numpy(np.ascontiguousarray(best, dtype=np.float32)),
+    }
+    full = {**state, "checkpoint_format": CMAES_CHECKPOINT_FORMAT}
+    blob = json.dumps(full, sort_keys=True)
+    # Tensors and state land together in one rename; the sidecar is a readable copy.
+    atomic_write_bytes(weights_path, lambda tmp: save_file(tensors, tmp, metadata={_STATE_KEY: blob}))
+    atomic_write_json(state_path, full)
+
+
+def _load_checkpoint(out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
+    weights_path, _ = checkpoint_paths(out, STAGE)
+    if not weights_path.is_file():
+        return None
+    try:
+        tensors = load_file(str(weights_path), device="cpu")
+        with safe_open(str(weights_path), framework="pt") as f:
+            state = json.loads((f.metadata() or {})[_STATE_KEY])
+        mean, best = tensors["mean"].numpy(), tensors["best"].numpy()
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(
+            f"CMA-ES checkpoint {str(weights_path)!r} is unreadable ({err}); delete it to train from scratch"
+        ) from err
+    if state.get("checkpoint_format") != CMAES_CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"CMA-ES checkpoint {str(weights_path)!r} has format {state.get('checkpoint_format')!r}, this dreamgym "
+            f"reads {CMAES_CHECKPOINT_FORMAT}; delete it to train from scratch"
+        )
+    return mean, best, state
+
+
+def _describe_model(model: ModelSource, revision: str | None) -> dict[str, Any]:
+    """How ``controller.json`` names the world model, so that evaluation can load it again."""
+    if isinstance(model, WorldModel):
+        return {"model": None, "revision": None, "source": "in-memory"}
+    if model is None:
+        return {"model": None, "revision": None, "source": "default"}
+    text = os.fspath(model)
+    expanded = os.path.expanduser(text)
+    if os.path.isdir(expanded):
+        # Absolute, so that evaluating from another working directory finds it.
+        return {"model": str(Path(expanded).resolve()), "revision": None, "source": "path"}
+    return {"model": text, "revision": revision, "source": "hub"}
+
+
+def _cma_seed(seed: int, generation: int) -> int:
+    # pycma treats seed 0 (and None) as "seed from the clock"; derive a positive seed per
+    # (run seed, start generation) so that a run and its resumption are each reproducible.
+    return int(np.random.SeedSequence([seed, 2, generation]).generate_state(1, dtype=np.uint32)[0] % (2**31 - 2)) + 1
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------------ training
+def train_controller(
+    model: ModelSource = None,
+    out: str | os.PathLike | None = None,
+    generations: int = 200,
+    popsize: int = 64,
+    rollouts: int = 16,
+    sigma0: float = 0.1,
+    temperature: float = 1.0,
+    max_steps: int = 1000,
+    seed: int = 0,
+    weight_decay: float = 0.01,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    eval_every: int = 25,
+    eval_rollouts: int = 256,
+    revision: str | None = None,
+) -> LinearController:
+    """
+    Train the paper's linear controller in the dream with CMA-ES and save the best one to ``out``.
+
+    Each generation, the ``popsize`` candidates (pycma's ``CMAEvolutionStrategy`` from a zero
+    vector with step size ``sigma0``) each drive the same ``rollouts`` dream episodes, all in
+    one batch; a candidate's fitness is its mean return. pycma minimises
+    ``-(fitness - weight_decay * mean(params ** 2))``, the L2 penalty of the paper's code.
+
+    Written to ``out`` after every generation (each file atomically):
+
+    - ``controller.safetensors`` + ``controller.json``: the best candidate so far (highest
+      generation fitness, without the penalty), loadable with ``LinearController.load(out)``;
+    - ``checkpoints/cmaes.safetensors`` + ``cmaes_state.json``: ES mean, sigma, best
+      parameters, generation, history and options;
+    - ``logs/cmaes.json``: one entry per generation (generation, best, mean, std, sigma,
+      seconds, and every ``eval_every`` generations the scores of the ES mean and of the best
+      candidate on ``eval_rollouts`` fixed held-out dream episodes).
+
+    Every ``eval_every`` generations the ES mean is also saved as a controller in ``out/mean``:
+    the best candidate's fitness is the maximum of noisy estimates and so biased upwards, and
+    the mean is often the better controller; the held-out scores in the log tell which.
+
+    Calling again with the same ``out`` resumes after the last finished generation (pycma
+    restarts from the saved mean and sigma with a fresh covariance; see the module doc), and
+    does nothing if all ``generations`` are done. Raising ``generations`` extends a run.
+
+    :param model: the world model to dream in: a :class:`~dreamgym.WorldModel`, a folder, a
+        Hub repo id, or None for the one shipped with dreamgym.
+    :param out: output folder.
+    :param generations: total number of CMA-ES generations.
+    :param popsize: candidates per generation.
+    :param rollouts: dream episodes per candidate per generation.
+    :param sigma0: initial CMA-ES step size.
+    :param temperature: the dream's temperature tau (the paper trains at 1.15 for Doom).
+    :param max_steps: steps per dream episode.
+    :param seed: seeds pycma and the episodes of each generation.
+    :param weight_decay: L2 penalty coefficient on the parameters.
+    :param device: torch device of the dream; None picks CUDA when available, else CPU.
+    :param progress: show a tqdm bar over generations.
+    :param eval_every: generations between held-out evaluations; 0 for none.
+    :param eval_rollouts: dream episodes per held-out evaluation.
+    :param revision: branch, tag or commit when ``model`` is a Hub repo id.
+    :return: the best controller found.
+    """
+    if out is None:
+        raise TypeError("train_controller() needs out= (the output folder)")
+    generations = _check_positive_int("generations", generations, 0)
+    popsize = _check_positive_int("popsize", popsize, 2)
+    rollouts = _check_positive_int("rollouts", rollouts)
+    max_steps = _check_positive_int("max_steps", max_steps)
+    eval_every = _check_positive_int("eval_every", eval_every or 0, 0)
+    eval_rollouts = _check_positive_int("eval_rollouts", eval_rollouts)
+    seed = _check_positive_int("seed", seed, 0)
+    temperature = check_temperature(temperature)
+    if not (math.isfinite(sigma0) and sigma0 > 0):
+        raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0!r}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    import cma  # deferred: only training needs pycma
+
+    out = Path(out)
+    device = pick_device(device)
+    world_model = load_world_model(model, revision=revision, device=str(device))
+    cfg = world_model.config
+    obs_dim = cfg.z_dim + cfg.rnn_hidden
+    n_params = 3 * obs_dim + 3
+    record = _describe_model(model, revision)
+    if record["source"] == "default":
+        record["model_path"] = str(default_model_path())
+    fingerprint = module_fingerprint(world_model)
+    options = {
+        "popsize": popsize, "rollouts": rollouts, "temperature": temperature, "max_steps": max_steps,
+        "seed": seed, "weight_decay": weight_decay, "sigma0": sigma0, "generations": generations,
+        "eval_every": eval_every, "eval_rollouts": eval_rollouts, "obs_dim": obs_dim, "n_params": n_params,
+    }
+
+    def make_controller(params: np.ndarray, history: list[dict[str, Any]], **score: Any) -> LinearController:
+        summary = {
+            "algorithm": "CMA-ES (pycma)",
+            "generations_done": len(history),
+            **score,
+            "options": options,
+            "world_model_fingerprint": fingerprint,
+            "device": str(device),
+        }
+        return LinearController.from_flat(params, obs_dim, world_model=record, temperature=temperature, training=summary)
+
+    start, history = 0, []
+    mean, sigma = np.zeros(n_params), float(sigma0)
+    best_params, best_fitness = np.zeros(n_params, dtype=np.float32), -math.inf
+    checkpoint = _load_checkpoint(out)
+    if checkpoint is not None:
+        mean, best_params, state = checkpoint
+        if state.get("world_model_fingerprint") != fingerprint:
+            raise CheckpointError(
+                f"the CMA-ES checkpoint in {out / CHECKPOINT_DIR} was trained in a different world model; "
+                "use another output folder or delete the checkpoint to start over"
+            )
+        saved = state.get("options", {})
+        changed = [f"{k}: {saved.get(k)!r} -> {options[k]!r}" for k in _RESUME_OPTIONS if saved.get(k) != options[k]]
+        if changed or len(mean) != n_params:
+            raise CheckpointError(
+                f"the CMA-ES checkpoint in {out / CHECKPOINT_DIR} was made with other options ({'; '.join(changed)}); "
+                "pass the same options to resume, or use another output folder"
+            )
+        start, history = int(state["generation"]), list(state["history"])
+        sigma, best_fitness = float(state["sigma"]), float(state["best_fitness"])
+        # The controller in `out` may lag its checkpoint if a run was killed between the two writes.
+        make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness).save(out)
+        if start < generations and progress:
+            tqdm.write(f"resuming CMA-ES at generation {start + 1}/{generations} (covariance restarts from identity)")
+
+    if start >= generations:
+        return make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness)
+
+    es = cma.CMAEvolutionStrategy(mean, sigma, {"popsize": popsize, "seed": _cma_seed(seed, start), "verbose": -9})
+    bar = tqdm(total=generations, initial=start, desc="CMA-ES", unit="gen", disable=not progress)
+    try:
+        for generation in range(start, generations):
+            started = time.perf_counter()
+            candidates = np.asarray(es.ask())
+            returns = evaluate_population(
+                world_model, candidates, generation_seeds(seed, generation, rollouts), temperature, max_steps
+            )
+            fitness = returns.mean(axis=1)
+            penalty = weight_decay * np.mean(candidates**2, axis=1)
+            es.tell(list(candidates), list(-(fitness - penalty)))
+            top = int(np.argmax(fitness))
+            if fitness[top] > best_fitness:
+                best_fitness = float(fitness[top])
+                # float32, as the controller holds it: the candidate was scored with these very values.
+                best_params = candidates[top].astype(np.float32)
+            entry: dict[str, Any] = {
+                "generation": generation + 1,
+                "best": float(fitness[top]),
+                "mean": float(fitness.mean()),
+                "std": float(fitness.std()),
+                "worst": float(fitness.min()),
+                "best_ever": best_fitness,
+                "sigma": float(es.sigma),
+            }
+            if eval_every and ((generation + 1) % eval_every == 0 or generation + 1 == generations):
+                held_out = evaluate_population(
+                    world_model, np.stack([es.mean, best_params]), _eval_seeds(seed, eval_rollouts),
+                    temperature, max_steps,
+                )
+                entry.update(
+                    eval_es_mean=float(held_out[0].mean()), eval_es_mean_std=float(held_out[0].std()),
+                    eval_best=float(held_out[1].mean()), eval_best_std=float(held_out[1].std()),
+                )
+                make_controller(
+                    np.asarray(es.mean), history + [entry], selected="ES mean", held_out_return=entry["eval_es_mean"]
+                ).save(out / "mean")
+            entry["seconds"] = time.perf_counter() - started
+            history.append(entry)
+            state = {
+                "generation": generation + 1,
+                "sigma": float(es.sigma),
+                "best_fitness": best_fitness,
+                "history": history,
+                "options": options,
+                "world_model": record,
+                "world_model_fingerprint": fingerprint,
+            }
+            # Checkpoint first: a kill between the writes then leaves a controller that resume rewrites.
+            _save_checkpoint(out, np.asarray(es.mean), best_params, state)
+            make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness).save(out)
+            write_log(out, STAGE, history)
+            bar.set_postfix(
+                best=f"{entry['best']:.1f}", mean=f"{entry['mean']:.1f}", best_ever=f"{best_fitness:.1f}",
+                sigma=f"{entry['sigma']:.3f}", s_per_gen=f"{entry['seconds']:.1f}", refresh=False,
+            )
+            bar.update(1)
+            if "eval_es_mean" in entry and progress:
+                tqdm.write(
+                    f"generation {generation + 1}: held-out dream return of the ES mean {entry['eval_es_mean']:.1f}, "
+                    f"of the best candidate {entry['eval_best']:.1f} ({eval_rollouts} episodes)"
+                )
+    except KeyboardInterrupt:
+        weights_path, _ = checkpoint_paths(out, STAGE)
+        print(
+            f"\ninterrupted: {len(history)} generation(s) of CMA-ES are checkpointed in {weights_path}; "
+            "run again to resume",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        bar.close()
+    return make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness)

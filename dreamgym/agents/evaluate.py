@@ -1,0 +1,462 @@
+"""Scoring an agent in the real CarRacing seen through the world model, and the dream-vs-real gap.
+
+Episode ``i`` of an evaluation is ``RealCarRacing-v0`` reset with seed ``seed + i``, and
+agents act deterministically, so an evaluation is a function of (agent, model, seeds) alone,
+whichever worker runs which episode. With ``dream=True`` the agent also drives
+``DreamCarRacing-v0`` for the same seeds; the difference of the two means is the gap
+between what the agent believes it scores and what it really scores.
+
+Agents are named by a spec string, so that worker processes can load them themselves:
+
+- a folder written by :meth:`~dreamgym.agents.controller.LinearController.save`
+  (``controller:<folder>`` also works);
+- ``reference``: the controller shipped with dreamgym;
+- ``sb3:<path/to/agent.zip>``: a Stable-Baselines3 agent (loaded by
+  :func:`dreamgym.agents.sb3.load_sb3_agent`, driven with ``predict(obs, deterministic=True)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DREAM_ENV_ID", "REAL_ENV_ID", "AgentSpec", "evaluate", "load_agent", "parse_agent_spec", "run_episode"]
+
+REAL_ENV_ID = "dreamgym/RealCarRacing-v0"
+DREAM_ENV_ID = "dreamgym/DreamCarRacing-v0"
+RESULTS_FILE = "results.json"
+_HEADLESS_ENV = {"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy", "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
+
+Agent = Callable[[np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------- agents
+@dataclass(frozen=True)
+class AgentSpec:
+    """A parsed agent spec: ``kind`` is ``"controller"`` or ``"sb3"``, ``path`` what to load."""
+
+    kind: str
+    path: str
+    spec: str
+
+
+def parse_agent_spec(spec: str) -> AgentSpec:
+    """Parse an agent spec (see the module doc) without loading anything heavy.
+
+    :raises ValueError: an empty or unrecognised spec.
+    :raises FileNotFoundError: the named file or folder does not exist, or ``reference``
+        is asked for and none is installed.
+    """
+    from dreamgym.agents.controller import CONFIG_FILE, REFERENCE_DIR, reference_controller_installed
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"agent spec must be a non-empty string, got {spec!r}")
+    if spec == "reference":
+        if not reference_controller_installed():
+            raise FileNotFoundError(
+                f"no reference controller is installed (expected one in {str(REFERENCE_DIR)!r}); "
+                "pass a controller folder written by `dreamgym train-controller` instead"
+            )
+        return AgentSpec("controller", str(REFERENCE_DIR), spec)
+    if spec.startswith("sb3:"):
+        path = spec[len("sb3:") :]
+        if not path:
+            raise ValueError("agent spec 'sb3:' needs a path, as in 'sb3:path/to/agent.zip'")
+        expanded = os.path.expanduser(path)
+        if not os.path.isfile(expanded) and os.path.isfile(expanded + ".zip"):
+            expanded += ".zip"  # as SB3's own load does
+        if not os.path.isfile(expanded):
+            raise FileNotFoundError(f"no SB3 agent at {path!r} (agent spec {spec!r})")
+        return AgentSpec("sb3", expanded, spec)
+    path = spec[len("controller:") :] if spec.startswith("controller:") else spec
+    expanded = os.path.expanduser(path)
+    if os.path.isdir(expanded):
+        if not os.path.isfile(os.path.join(expanded, CONFIG_FILE)):
+            raise ValueError(f"folder {path!r} holds no {CONFIG_FILE}: it is not a controller written by `dreamgym train-controller`")
+        return AgentSpec("controller", expanded, spec)
+    if expanded.endswith(".zip") and os.path.isfile(expanded):
+        raise ValueError(f"{spec!r} looks like a Stable-Baselines3 agent: name it 'sb3:{spec}'")
+    if os.path.exists(expanded):
+        raise ValueError(
+            f"unknown agent spec {spec!r}: expected a controller folder, 'reference' or 'sb3:path/to/agent.zip'"
+        )
+    raise FileNotFoundError(
+        f"agent {spec!r} not found: expected a controller folder, 'reference' or 'sb3:path/to/agent.zip'"
+    )
+
+
+def load_agent(spec: AgentSpec | str) -> tuple[Agent, Any]:
+    """Load the agent a spec names.
+
+    :return: ``(act, loaded)``: ``act(obs) -> action`` drives one env deterministically;
+        ``loaded`` is the :class:`~dreamgym.agents.controller.LinearController` or SB3 model.
+    """
+    if isinstance(spec, str):
+        spec = parse_agent_spec(spec)
+    if spec.kind == "controller":
+        from dreamgym.agents.controller import LinearController
+
+        controller = LinearController.load(spec.path)
+        return controller.act, controller
+    try:
+        from dreamgym.agents.sb3 import load_sb3_agent
+    except ImportError as err:
+        raise ValueError(f"agent {spec.spec!r} needs dreamgym.agents.sb3, which cannot be imported: {err}") from err
+    model = load_sb3_agent(spec.path, device="cpu")
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        action, _ = model.predict(obs, deterministic=True)
+        return action
+
+    return act, model
+
+
+def _observation_dim(loaded: Any) -> int | None:
+    if hasattr(loaded, "obs_dim"):
+        return int(loaded.obs_dim)
+    space = getattr(loaded, "observation_space", None)
+    shape = getattr(space, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) == 1 else None
+
+
+def _check_agent_fits(loaded: Any, world_model: Any, spec: str) -> None:
+    cfg = world_model.config
+    expected = cfg.z_dim + cfg.rnn_hidden
+    got = _observation_dim(loaded)
+    if got is not None and got != expected:
+        raise ValueError(
+            f"agent {spec!r} acts on observations of size {got}, but the world model's [z, h] has size {expected} "
+            f"(z_dim {cfg.z_dim} + rnn_hidden {cfg.rnn_hidden}); pass the world model it was trained in with model="
+        )
+
+
+# ------------------------------------------------------------------------- episodes
+def run_episode(env: Any, act: Agent, seed: int) -> tuple[float, int]:
+    """Drive one episode of ``env`` (reset with ``seed``) with ``act``; return (return, length)."""
+    obs, _ = env.reset(seed=seed)
+    total, length = 0.0, 0
+    while True:
+        obs, reward, terminated, truncated, _ = env.step(act(obs))
+        total += float(reward)
+        length += 1
+        if terminated or truncated:
+            return total, length
+
+
+@dataclass(frozen=True)
+class _EpisodeConfig:
+    agent: AgentSpec
+    model: Any  # a source for load_world_model: None, a folder, a Hub id or a WorldModel
+    revision: str | None
+    max_steps: int
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _make_real_env(config: _EpisodeConfig) -> Any:
+    import gymnasium as gym
+
+    import dreamgym  # noqa: F401  (registers the envs)
+
+    return gym.make(REAL_ENV_ID, model=config.model, revision=config.revision, max_episode_steps=config.max_steps)
+
+
+def _init_worker(config: _EpisodeConfig) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides and terminates the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(_HEADLESS_ENV)
+    import torch
+
+    # One env per core: intra-op threads would only make the workers fight.
+    torch.set_num_threads(1)
+    _WORKER["config"] = config
+
+
+def _worker_episode(seed: int) -> tuple[float, int]:
+    if "env" not in _WORKER:
+        # Built on the first episode rather than in the initializer, so that a failure comes
+        # back to the parent as an exception with its traceback, not as a broken pool.
+        config = _WORKER["config"]
+        _WORKER["act"], _ = load_agent(config.agent)
+        _WORKER["env"] = _make_real_env(config)
+    return run_episode(_WORKER["env"], _WORKER["act"], seed)
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run in-process with one torch thread, as a worker would, so results match the workers' bit for bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _real_inline(config: _EpisodeConfig, seeds: Sequence[int], bar: Any) -> Iterator[tuple[int, float, int]]:
+    for name, value in _HEADLESS_ENV.items():
+        os.environ.setdefault(name, value)
+    act, _ = load_agent(config.agent)
+    with _single_thread():
+        env = _make_real_env(config)
+        try:
+            for i, seed in enumerate(seeds):
+                total, length = run_episode(env, act, seed)
+                bar.update(1)
+                yield i, total, length
+        finally:
+            env.close()
+
+
+def _terminate(executor: ProcessPoolExecutor) -> None:
+    # ProcessPoolExecutor has no public way to stop running tasks (3.14 adds terminate_workers).
+    terminate = getattr(executor, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for proc in list((getattr(executor, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            proc.terminate()
+
+
+def _real_pool(
+    config: _EpisodeConfig, seeds: Sequence[int], workers: int, bar: Any
+) -> Iterator[tuple[int, float, int]]:
+    from dreamgym.data.collect import _child_environ
+
+    # spawn, not fork: the parent holds torch threads (and maybe CUDA) that fork copies broken.
+    ctx = mp.get_context("spawn")
+    executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(config,))
+    pending: dict[Future, int] = {}
+    try:
+        with _child_environ():  # the workers start on the first submit and inherit os.environ as it is then
+            pending = {executor.submit(_worker_episode, seed): i for i, seed in enumerate(seeds)}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = pending.pop(future)
+                try:
+                    total, length = future.result()
+                except BrokenProcessPool:
+                    # The pool fails every unfinished episode at once, so which one killed it is unknown.
+                    raise RuntimeError(
+                        f"an evaluation worker died unexpectedly (killed, out of memory, or crashed in native code) "
+                        f"with {len(pending) + 1} of {len(seeds)} episodes unfinished; nothing was written"
+                    ) from None
+                except (ValueError, FileNotFoundError, ImportError):
+                    raise  # bad input, already explained: let the CLI print it as one line
+                except Exception as err:
+                    raise RuntimeError(
+                        f"an evaluation worker failed on the episode of seed {seeds[i]}: {type(err).__name__}: {err}"
+                    ) from err
+                bar.update(1)
+                yield i, total, length
+    except BaseException:
+        # Ctrl-C or an error: drop the episodes in flight rather than wait for them.
+        for future in pending:
+            future.cancel()
+        _terminate(executor)
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _dream_returns(
+    act: Agent, loaded: Any, world_model: Any, seeds: Sequence[int], temperature: float, max_steps: int, progress: bool
+) -> tuple[list[float], list[int]]:
+    """Dream episodes for ``seeds``: one batch for a controller, one by one for any other agent."""
+    from dreamgym.agents.controller import LinearController
+
+    if isinstance(loaded, LinearController):
+        from dreamgym.agents.cmaes import evaluate_population
+
+        # All episodes in one batched dream, as in training: the same episodes as
+        # DreamCarRacing-v0 reset with each seed (up to float rounding), many times faster.
+        returns, lengths = evaluate_population(
+            world_model, loaded.flat()[None], seeds, temperature, max_steps, return_lengths=True
+        )
+        return [float(r) for r in returns[0]], [int(n) for n in lengths[0]]
+
+    import gymnasium as gym
+    from tqdm.auto import tqdm
+
+    import dreamgym  # noqa: F401
+
+    env = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, max_episode_steps=max_steps)
+    returns, lengths = [], []
+    try:
+        for seed in tqdm(seeds, desc="dream", unit="ep", disable=not progress):
+            total, length = run_episode(env, act, seed)
+            returns.append(total)
+            lengths.append(length)
+    finally:
+        env.close()
+    return returns, lengths
+
+
+# ----------------------------------------------------------------------- evaluation
+def _resolve_model(spec: AgentSpec, loaded: Any, model: Any, revision: str | None) -> tuple[Any, str | None]:
+    """The world model to score in: ``model`` if given, else the one a controller records."""
+    if model is not None or spec.kind != "controller":
+        return model, revision
+    record = getattr(loaded, "world_model", None) or {}
+    if record.get("source") == "in-memory":
+        raise ValueError(
+            f"controller {spec.spec!r} was trained in an in-memory world model that its controller.json cannot "
+            "name; pass the world model with model= (--model)"
+        )
+    recorded = record.get("model")
+    if recorded is None:
+        return None, None  # the default world model shipped with dreamgym
+    return recorded, record.get("revision")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _describe(model: Any) -> str | None:
+    from dreamgym.models.world_model import WorldModel
+
+    if model is None:
+        return None
+    if isinstance(model, WorldModel):
+        return "<in-memory WorldModel>"
+    return os.fspath(model)
+
+
+def evaluate(
+    agent: str,
+    episodes: int = 100,
+    seed: int = 0,
+    workers: int = 2,
+    model: Any = None,
+    revision: str | None = None,
+    dream: bool = False,
+    temperature: float = 1.0,
+    max_steps: int = 1000,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """
+    Score an agent over ``episodes`` episodes of ``dreamgym/RealCarRacing-v0``.
+
+    Episode ``i`` is reset with seed ``seed + i``; real episodes run in ``workers`` spawned
+    processes (one torch thread each), and the returns do not depend on ``workers``.
+
+    Workers are started with the "spawn" method, which re-imports the main module: in a
+    script, call this under ``if __name__ == "__main__":``.
+
+    :param agent: a controller folder, ``"reference"``, or ``"sb3:path/to/agent.zip"``.
+    :param episodes: number of real episodes.
+    :param seed: seed of the first episode.
+    :param workers: processes running real episodes; 1 runs them in this process.
+    :param model: the world model the agent sees through (a folder, a Hub id or a
+        :class:`~dreamgym.WorldModel`). None: the one a controller's ``controller.json``
+        records, or for an SB3 agent the default shipped with dreamgym.
+    :param revision: branch, tag or commit when ``model`` is a Hub repo id.
+    :param dream: also score the agent in ``dreamgym/DreamCarRacing-v0`` for the same seeds
+        (in this process; a controller's dream episodes run as one batch).
+    :param temperature: the dream's temperature (used with ``dream=True`` only).
+    :param max_steps: truncate each episode after this many steps.
+    :param out: where to write the results as JSON (a file, or a folder to hold ``results.json``).
+    :param progress: show tqdm bars.
+    :return: the results: ``agent``, ``model``, ``revision``, ``env_id``, ``episodes``,
+        ``seed``, ``seeds``, ``returns``, ``lengths``, ``mean``, ``std`` (population std over
+        episodes), ``max_steps``, ``dreamgym_version``, ``wall_seconds``; with ``dream=True``
+        also ``dream`` (``returns``, ``lengths``, ``mean``, ``std``), ``gap`` (dream mean
+        minus real mean) and ``temperature``.
+    :raises ValueError: a bad agent spec or option, or an agent that does not fit the world model.
+    :raises FileNotFoundError: the agent or the world model does not exist.
+    :raises RuntimeError: a worker failed or died.
+    """
+    from tqdm.auto import tqdm
+
+    from dreamgym import __version__
+    from dreamgym.envs.dynamics import check_temperature
+    from dreamgym.hub import load_world_model
+    from dreamgym.training.common import atomic_write_json, module_fingerprint
+
+    episodes = _check_int("episodes", episodes, 1)
+    seed = _check_int("seed", seed, 0)
+    workers = _check_int("workers", workers, 1)
+    max_steps = _check_int("max_steps", max_steps, 1)
+    temperature = check_temperature(temperature)
+    started = time.perf_counter()
+
+    # Load everything once here first: a bad spec or model fails now, with one clear error,
+    # not in every worker.
+    spec = parse_agent_spec(agent)
+    act, loaded = load_agent(spec)
+    model, revision = _resolve_model(spec, loaded, model, revision)
+    world_model = load_world_model(model, revision=revision)
+    _check_agent_fits(loaded, world_model, agent)
+
+    seeds = [seed + i for i in range(episodes)]
+    # Workers load the model by name themselves (None: the shipped default); only an
+    # in-memory WorldModel is sent to them, pickled over the pipe.
+    config = _EpisodeConfig(spec, model, revision, max_steps)
+    returns, lengths, finished = [0.0] * episodes, [0] * episodes, []
+    with tqdm(total=episodes, desc="real", unit="ep", disable=not progress) as bar:
+        results = _real_inline(config, seeds, bar) if workers == 1 else _real_pool(config, seeds, min(workers, episodes), bar)
+        for i, total, length in results:
+            returns[i], lengths[i] = total, length
+            finished.append(total)
+            bar.set_postfix(mean=f"{np.mean(finished):.1f}", refresh=False)
+
+    result: dict[str, Any] = {
+        "agent": agent,
+        "agent_kind": spec.kind,
+        "model": _describe(model),
+        "revision": revision,
+        # Pins the exact weights, whatever name they were loaded by (None: the shipped default).
+        "model_fingerprint": module_fingerprint(world_model),
+        "env_id": REAL_ENV_ID,
+        "episodes": episodes,
+        "seed": seed,
+        "seeds": seeds,
+        "returns": returns,
+        "lengths": lengths,
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "max_steps": max_steps,
+        "workers": workers,
+    }
+    if dream:
+        dream_returns, dream_lengths = _dream_returns(act, loaded, world_model, seeds, temperature, max_steps, progress)
+        result["dream"] = {
+            "env_id": DREAM_ENV_ID,
+            "returns": dream_returns,
+            "lengths": dream_lengths,
+            "mean": float(np.mean(dream_returns)),
+            "std": float(np.std(dream_returns)),
+        }
+        result["gap"] = result["dream"]["mean"] - result["mean"]
+        result["temperature"] = temperature
+    result["dreamgym_version"] = __version__
+    result["wall_seconds"] = time.perf_counter() - started
+    if out is not None:
+        path = Path(out)
+        if path.is_dir():
+            path = path / RESULTS_FILE
+        atomic_write_json(path, result)
+        if progress:
+            print(f"wrote {path}", file=sys.stderr)
+    return result

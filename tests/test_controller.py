@@ -1,0 +1,306 @@
+"""The linear controller (acting, saving, strict loading) and its CMA-ES training in the dream."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_model
+from safetensors.torch import save_file
+
+import dreamgym  # noqa: F401  (registers the envs)
+from dreamgym.agents import cmaes
+from dreamgym.agents import controller as controller_mod
+from dreamgym.agents.cmaes import evaluate_population, generation_seeds, train_controller
+from dreamgym.agents.controller import (
+    ControllerFormatError,
+    LinearController,
+    load_controller,
+    population_actions,
+    unflatten_population,
+)
+from dreamgym.cli import main
+from dreamgym.envs import DreamCarRacingEnv
+from dreamgym.training.common import CheckpointError
+
+OBS_DIM = 8 + 16  # the tiny model's z_dim + rnn_hidden
+
+
+def random_controller(obs_dim: int = OBS_DIM, scale: float = 1.0, seed: int = 0, **kwargs) -> LinearController:
+    rng = np.random.default_rng(seed)
+    return LinearController.from_flat(rng.normal(0, scale, 3 * obs_dim + 3), obs_dim, **kwargs)
+
+
+# ----------------------------------------------------------------------- acting
+def test_paper_size_has_867_parameters():
+    controller = LinearController()
+    assert controller.obs_dim == 288
+    assert controller.num_params == 867
+    assert controller.flat().shape == (867,)
+
+
+def test_actions_are_squashed_into_the_action_space():
+    controller = random_controller(scale=3.0)
+    obs = np.random.default_rng(1).normal(0, 3, (2000, OBS_DIM)).astype(np.float32)
+    actions = controller.act(obs)
+    assert actions.shape == (2000, 3) and actions.dtype == np.float32
+    steer, gas, brake = actions.T
+    assert steer.min() >= -1 and steer.max() <= 1 and steer.min() < -0.9 and steer.max() > 0.9
+    assert gas.min() >= 0 and gas.max() <= 1 and gas.min() < 0.1 and gas.max() > 0.9
+    assert brake.min() == 0 and brake.max() <= 1 and (brake == 0).mean() > 0.3  # clip: half the time no brake
+    single = controller(obs[0])
+    assert single.shape == (3,)
+    np.testing.assert_array_equal(single, actions[0])
+    assert gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.ones(3, np.float32)).contains(single)
+
+
+def test_squash_is_the_papers():
+    controller = LinearController(obs_dim=1, weight=np.zeros((3, 1)), bias=np.array([0.5, -0.3, -2.0]))
+    t = np.tanh([0.5, -0.3, -2.0])
+    np.testing.assert_allclose(controller.act(np.zeros(1)), [t[0], (t[1] + 1) / 2, 0.0], rtol=1e-6)
+
+
+def test_population_actions_equal_each_members_actions():
+    rng = np.random.default_rng(2)
+    params = rng.normal(0, 1, (5, 3 * OBS_DIM + 3))
+    obs = rng.normal(0, 1, (5, 7, OBS_DIM)).astype(np.float32)
+    weights, biases = unflatten_population(params, OBS_DIM)
+    batched = population_actions(weights, biases, torch.from_numpy(obs)).numpy()
+    for p in range(5):
+        member = LinearController.from_flat(params[p], OBS_DIM)
+        np.testing.assert_allclose(batched[p], member.act(obs[p]), atol=1e-6)
+
+
+def test_flat_round_trip_and_bad_vectors():
+    controller = random_controller()
+    again = LinearController.from_flat(controller.flat())
+    assert again.obs_dim == OBS_DIM
+    np.testing.assert_array_equal(again.flat(), controller.flat())
+    with pytest.raises(ValueError, match="3 \\* obs_dim \\+ 3"):
+        LinearController.from_flat(np.zeros(10))
+    with pytest.raises(ValueError, match="shape"):
+        controller.act(np.zeros(OBS_DIM + 1))
+
+
+# ------------------------------------------------------------------ persistence
+def test_save_load_round_trip_is_exact(tmp_path):
+    record = {"model": "org/wm", "revision": "v1", "source": "hub"}
+    controller = random_controller(world_model=record, temperature=1.15, training={"generations_done": 3})
+    controller.save(tmp_path / "c")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["controller.json", "controller.safetensors"]
+    loaded = LinearController.load(tmp_path / "c")
+    assert torch.equal(loaded.weight, controller.weight) and torch.equal(loaded.bias, controller.bias)
+    assert loaded.world_model == record and loaded.temperature == 1.15
+    assert loaded.training == {"generations_done": 3}
+    config = json.loads((tmp_path / "c" / "controller.json").read_text())
+    assert config["format_version"] == 1 and config["obs_dim"] == OBS_DIM
+    obs = np.random.default_rng(0).normal(size=(4, OBS_DIM)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.act(obs), controller.act(obs))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    folder = tmp_path / "ctrl"
+    random_controller().save(folder)
+    return folder
+
+
+def test_load_missing_files(tmp_path, saved):
+    with pytest.raises(FileNotFoundError, match="no controller folder"):
+        LinearController.load(tmp_path / "nowhere")
+    (saved / "controller.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="controller.safetensors"):
+        LinearController.load(saved)
+    (saved / "controller.json").unlink()
+    with pytest.raises(FileNotFoundError, match="controller.json"):
+        LinearController.load(saved)
+
+
+def test_load_wrong_shape(saved):
+    save_file({"weight": torch.zeros(3, OBS_DIM + 1), "bias": torch.zeros(3)}, str(saved / "controller.safetensors"))
+    with pytest.raises(ControllerFormatError, match="weight has shape \\(3, 25\\)"):
+        LinearController.load(saved)
+
+
+def test_load_missing_and_unexpected_tensors(saved):
+    save_file({"weight": torch.zeros(3, OBS_DIM), "extra": torch.zeros(1)}, str(saved / "controller.safetensors"))
+    with pytest.raises(ControllerFormatError, match="missing tensors \\['bias'\\].*unexpected tensors \\['extra'\\]"):
+        LinearController.load(saved)
+
+
+def test_load_non_finite_and_corrupt(saved):
+    save_file({"weight": torch.full((3, OBS_DIM), float("nan")), "bias": torch.zeros(3)}, str(saved / "controller.safetensors"))
+    with pytest.raises(ControllerFormatError, match="NaN"):
+        LinearController.load(saved)
+    (saved / "controller.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ControllerFormatError, match="corrupt"):
+        LinearController.load(saved)
+
+
+def test_load_unknown_format_version(saved):
+    config = json.loads((saved / "controller.json").read_text())
+    config["format_version"] = 99
+    (saved / "controller.json").write_text(json.dumps(config))
+    with pytest.raises(ControllerFormatError, match="format_version 99"):
+        LinearController.load(saved)
+    (saved / "controller.json").write_text("[1, 2]")
+    with pytest.raises(ControllerFormatError, match="JSON object"):
+        LinearController.load(saved)
+
+
+def test_reference_controller(tmp_path, monkeypatch):
+    monkeypatch.setattr(controller_mod, "REFERENCE_DIR", tmp_path / "assets" / "controller")
+    with pytest.raises(FileNotFoundError, match="no reference controller is installed"):
+        load_controller("reference")
+    random_controller().save(tmp_path / "assets" / "controller")
+    assert load_controller("reference").obs_dim == OBS_DIM
+    assert load_controller(tmp_path / "assets" / "controller").obs_dim == OBS_DIM
+
+
+@pytest.mark.parametrize("env_id", ["dreamgym/DreamCarRacing-v0", "dreamgym/RealCarRacing-v0"])
+def test_runs_unchanged_in_dream_and_real(tiny_model, env_id):
+    controller = random_controller(scale=0.3)
+    env = gym.make(env_id, model=tiny_model, max_episode_steps=5)
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        action = controller(obs)
+        assert env.action_space.contains(action)
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    assert truncated or terminated
+    env.close()
+
+
+# ------------------------------------------------------------------------ CMA-ES
+def terminating_model():
+    """A tiny model whose dream ends at different steps for different episodes."""
+    model = make_tiny_model()
+    with torch.no_grad():
+        model.rnn.head.weight[-1] *= 8.0
+        model.rnn.head.bias[-1] = -1.5
+    return model
+
+
+def test_population_evaluation_equals_single_envs(tiny_model):
+    model = terminating_model()
+    params = np.random.default_rng(3).normal(0, 0.5, (3, 3 * OBS_DIM + 3))
+    seeds = generation_seeds(0, 4, 3)
+    max_steps = 15
+    batched = evaluate_population(model, params, seeds, temperature=1.1, max_steps=max_steps)
+    assert batched.shape == (3, 3)
+    lengths = []
+    for p in range(3):
+        member = LinearController.from_flat(params[p], OBS_DIM)
+        env = DreamCarRacingEnv(model=model, temperature=1.1, max_episode_steps=None)
+        for r, seed in enumerate(seeds):
+            obs, _ = env.reset(seed=seed)
+            total = 0.0
+            for step in range(max_steps):
+                obs, reward, terminated, _, _ = env.step(member(obs))
+                total += reward
+                if terminated:
+                    break
+            lengths.append(step + 1)
+            assert batched[p, r] == pytest.approx(total, rel=1e-4, abs=1e-4)
+    # The done mask was exercised: some episodes ended early, some ran to max_steps.
+    assert min(lengths) < max_steps and max(lengths) == max_steps
+
+
+def test_members_share_episodes_within_a_generation_not_across():
+    assert generation_seeds(0, 3, 4) == generation_seeds(0, 3, 4)
+    assert generation_seeds(0, 3, 4) != generation_seeds(0, 4, 4)
+    assert generation_seeds(0, 3, 4) != generation_seeds(1, 3, 4)
+    assert len(set(generation_seeds(0, 3, 4))) == 4
+
+
+TOY = dict(popsize=4, rollouts=2, max_steps=10, progress=False)
+
+
+def test_toy_run_logs_checkpoints_and_saves_the_best(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    best = train_controller(tiny_model, out, generations=2, eval_every=2, eval_rollouts=4, **TOY)
+    log = json.loads((out / "logs" / "cmaes.json").read_text())
+    assert [e["generation"] for e in log] == [1, 2]
+    assert {"best", "mean", "std", "sigma", "seconds"} <= set(log[0])
+    assert "eval_es_mean" in log[1] and "eval_es_mean" not in log[0]
+    loaded = LinearController.load(out)
+    np.testing.assert_array_equal(loaded.flat(), best.flat())
+    assert loaded.training["best_fitness"] == max(e["best"] for e in log)
+    assert loaded.world_model["source"] == "in-memory" and loaded.temperature == 1.0
+    assert LinearController.load(out / "mean").obs_dim == OBS_DIM
+    # Nothing is ever pickled: only safetensors and JSON are written.
+    suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
+    assert suffixes == {".safetensors", ".json"}
+    state = json.loads((out / "checkpoints" / "cmaes_state.json").read_text())
+    assert state["generation"] == 2 and len(state["history"]) == 2
+
+
+def test_resume_runs_only_the_missing_generations(tiny_model, tmp_path, monkeypatch):
+    calls = []
+    real = cmaes.evaluate_population
+    monkeypatch.setattr(cmaes, "evaluate_population", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tmp_path / "run"
+    train_controller(tiny_model, out, generations=1, eval_every=0, **TOY)
+    first = json.loads((out / "logs" / "cmaes.json").read_text())
+    assert len(calls) == 1
+    train_controller(tiny_model, out, generations=2, eval_every=0, **TOY)
+    log = json.loads((out / "logs" / "cmaes.json").read_text())
+    assert len(calls) == 2 and len(log) == 2 and log[0] == first[0]
+    done = train_controller(tiny_model, out, generations=2, eval_every=0, **TOY)
+    assert len(calls) == 2  # all generations done: nothing runs
+    assert done.training["generations_done"] == 2
+    with pytest.raises(CheckpointError, match="popsize"):
+        train_controller(tiny_model, out, generations=3, eval_every=0, **{**TOY, "popsize": 6})
+    with pytest.raises(CheckpointError, match="different world model"):
+        train_controller(make_tiny_model(seed=1), out, generations=3, eval_every=0, **TOY)
+
+
+def gas_rewarded_model():
+    """A tiny dream whose reward grows with gas: h[0] = tanh(tanh(gas)), reward = 10 * h[0], no termination."""
+    model = make_tiny_model()
+    hidden, z_dim = 16, 8
+    lstm, head = model.rnn.lstm, model.rnn.head
+    with torch.no_grad():
+        for p in (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0):
+            p.zero_()
+        # Gates i, f, g, o: input gate open, forget gate shut, output gate open.
+        lstm.bias_ih_l0[:hidden] = 10.0
+        lstm.bias_ih_l0[hidden : 2 * hidden] = -10.0
+        lstm.bias_ih_l0[3 * hidden :] = 10.0
+        lstm.weight_ih_l0[2 * hidden, z_dim + 1] = 1.0  # gas drives cell 0
+        head.weight[-2:] = 0.0
+        head.weight[-2, 0] = 10.0
+        head.bias[-2] = 0.0
+        head.bias[-1] = -10.0
+    return model
+
+
+def test_cmaes_improves_fitness_in_a_simple_dream(tmp_path):
+    out = tmp_path / "run"
+    best = train_controller(
+        gas_rewarded_model(), out, generations=6, popsize=8, rollouts=2, max_steps=10, sigma0=0.5,
+        eval_every=0, progress=False,
+    )
+    log = json.loads((out / "logs" / "cmaes.json").read_text())
+    assert log[-1]["mean"] > log[0]["mean"] + 1.0
+    assert best.training["best_fitness"] > log[0]["best"]
+    # The learnt controller presses the gas harder than the untrained one (gas 0.5).
+    env = DreamCarRacingEnv(model=gas_rewarded_model(), max_episode_steps=None)
+    obs, _ = env.reset(seed=0)
+    assert best(obs)[1] > 0.5
+
+
+def test_cli_train_controller(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main([
+        "train-controller", "--model", str(tiny_model_dir), "--out", str(out), "--generations", "1",
+        "--popsize", "4", "--rollouts", "2", "--max-steps", "5", "--eval-every", "0",
+    ])
+    assert rc == 0
+    loaded = LinearController.load(out)
+    assert loaded.world_model == {"model": str(tiny_model_dir.resolve()), "revision": None, "source": "path"}
+    assert "saved in" in capsys.readouterr().out
