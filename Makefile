@@ -23,5 +23,8 @@ test: install
 demo: install
 	SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy $(VENV)/bin/dreamgym demo --out demo
 
+bench: install
+	SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy $(PY) benchmarks/bench_dream.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
