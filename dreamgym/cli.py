@@ -18,45 +18,52 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import imageio.v3 as iio
 
     import dreamgym  # noqa: F401  (registers the envs)
+    from dreamgym.agents.controller import load_controller, reference_controller_installed
     from dreamgym.data.policies import make_policy
+    from dreamgym.hub import default_model_path, load_world_model
+    from dreamgym.models.world_model import WorldModel
 
-    model = args.model
-    if model is None:
-        from dreamgym.hub import default_model_path
+    source = args.model or default_model_path()
+    if source is None:
+        print("no default world model is installed: dreaming with an untrained one made here")
+        world_model = WorldModel()
+    else:
+        world_model = load_world_model(source)
+    if reference_controller_installed() and args.model is None:
+        driver, who = load_controller("reference").act, "the reference controller"
+    else:
+        random_policy = make_policy("random", seed=args.seed)
+        driver, who = (lambda obs: random_policy(None)), "correlated random actions"
 
-        model = default_model_path()
-        if model is None:
-            from dreamgym.models.world_model import WorldModel
+    def episode(env: gym.Env, frames: list | None, limit: int) -> tuple[int, float]:
+        obs, _ = env.reset(seed=args.seed)
+        if frames is not None:
+            frames.append(env.render())
+        steps, total = 0, 0.0
+        for steps in range(1, limit + 1):
+            obs, reward, terminated, truncated, _ = env.step(driver(obs))
+            total += float(reward)
+            if frames is not None:
+                frames.append(env.render())
+            if terminated or truncated:
+                break
+        return steps, total
 
-            print("no default world model is installed: dreaming with an untrained one made here")
-            model = WorldModel()
-    env = gym.make("dreamgym/DreamCarRacing-v0", model=model, temperature=args.temperature)
-    policy = make_policy("random", seed=args.seed)
-    obs, _ = env.reset(seed=args.seed)
-    policy.reset(args.seed)
-    start, steps, episode_return, done = time.perf_counter(), 0, 0.0, False
-    while not done:
-        obs, reward, terminated, truncated, _ = env.step(policy(None))
-        episode_return += reward
-        steps += 1
-        done = terminated or truncated
+    env = gym.make("dreamgym/DreamCarRacing-v0", model=world_model, temperature=args.temperature)
+    start = time.perf_counter()
+    steps, episode_return = episode(env, None, 1000)
     elapsed = time.perf_counter() - start
-    print(f"dream episode: {steps} steps, return {episode_return:.1f}, {steps / elapsed:,.0f} steps/s")
+    print(f"dream episode driven by {who}: {steps} steps, return {episode_return:.1f}, "
+          f"{steps / elapsed:,.0f} steps/s")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pixels = gym.make("dreamgym/DreamCarRacing-v0", model=env.unwrapped.world_model, temperature=args.temperature,
+    frames: list[np.ndarray] = []
+    pixels = gym.make("dreamgym/DreamCarRacing-v0", model=world_model, temperature=args.temperature,
                       render_mode="rgb_array")
-    pixels.reset(seed=args.seed)
-    policy.reset(args.seed)
-    frames = [pixels.render()]
-    for _ in range(args.gif_steps):
-        _, _, terminated, truncated, _ = pixels.step(policy(None))
-        frames.append(pixels.render())
-        if terminated or truncated:
-            break
+    episode(pixels, frames, args.gif_steps)
     iio.imwrite(out / "dream.gif", np.stack(frames), duration=1000 / 25, loop=0)
-    summary = {"steps": steps, "return": episode_return, "steps_per_second": steps / elapsed}
+    summary = {"driver": who, "steps": steps, "return": episode_return, "steps_per_second": steps / elapsed}
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {out / 'dream.gif'} ({len(frames)} frames) and {out / 'demo.json'}")
     return 0
