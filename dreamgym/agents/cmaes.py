@@ -22,7 +22,6 @@ it re-learns within a few dozen generations.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -34,8 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium.utils import seeding
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from dreamgym.agents.controller import LinearController, population_actions, unflatten_population
@@ -45,11 +42,11 @@ from dreamgym.models.world_model import WorldModel
 from dreamgym.training.common import (
     CHECKPOINT_DIR,
     CheckpointError,
-    atomic_write_bytes,
-    atomic_write_json,
     checkpoint_paths,
     module_fingerprint,
     pick_device,
+    read_checkpoint,
+    write_checkpoint,
     write_log,
 )
 
@@ -57,7 +54,6 @@ __all__ = ["dream_keys", "evaluate_population", "generation_seeds", "train_contr
 
 STAGE = "cmaes"
 CMAES_CHECKPOINT_FORMAT = 1
-_STATE_KEY = "dreamgym_state"  # the JSON state inside the safetensors metadata, as training.common does
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 # Options that change what a generation computes: a checkpoint made with others cannot be resumed.
 _RESUME_OPTIONS = ("popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay")
@@ -142,37 +138,21 @@ def evaluate_population(
 
 # -------------------------------------------------------------------- checkpoints
 def _save_checkpoint(out: Path, mean: np.ndarray, best: np.ndarray, state: dict[str, Any]) -> None:
-    weights_path, state_path = checkpoint_paths(out, STAGE)
     tensors = {
         "mean": torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float64)),
         "best": torch.from_numpy(np.ascontiguousarray(best, dtype=np.float32)),
     }
-    full = {**state, "checkpoint_format": CMAES_CHECKPOINT_FORMAT}
-    blob = json.dumps(full, sort_keys=True)
-    # Tensors and state land together in one rename; the sidecar is a readable copy.
-    atomic_write_bytes(weights_path, lambda tmp: save_file(tensors, tmp, metadata={_STATE_KEY: blob}))
-    atomic_write_json(state_path, full)
+    write_checkpoint(out, STAGE, tensors, state, CMAES_CHECKPOINT_FORMAT)
 
 
 def _load_checkpoint(out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
-    weights_path, _ = checkpoint_paths(out, STAGE)
-    if not weights_path.is_file():
+    checkpoint = read_checkpoint(out, STAGE, CMAES_CHECKPOINT_FORMAT)
+    if checkpoint is None:
         return None
-    try:
-        tensors = load_file(str(weights_path), device="cpu")
-        with safe_open(str(weights_path), framework="pt") as f:
-            state = json.loads((f.metadata() or {})[_STATE_KEY])
-        mean, best = tensors["mean"].numpy(), tensors["best"].numpy()
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
-        raise CheckpointError(
-            f"CMA-ES checkpoint {str(weights_path)!r} is unreadable ({err}); delete it to train from scratch"
-        ) from err
-    if state.get("checkpoint_format") != CMAES_CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"CMA-ES checkpoint {str(weights_path)!r} has format {state.get('checkpoint_format')!r}, this dreamgym "
-            f"reads {CMAES_CHECKPOINT_FORMAT}; delete it to train from scratch"
-        )
-    return mean, best, state
+    tensors, state = checkpoint
+    if not {"mean", "best"} <= set(tensors):
+        raise CheckpointError(f"CMA-ES checkpoint in {str(out)!r} lacks 'mean' or 'best'; delete it to train from scratch")
+    return tensors["mean"].numpy(), tensors["best"].numpy(), state
 
 
 def _describe_model(model: ModelSource, revision: str | None) -> dict[str, Any]:

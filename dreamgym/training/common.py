@@ -262,30 +262,29 @@ def checkpoint_paths(out: Path, name: str) -> tuple[Path, Path]:
     return folder / f"{name}.safetensors", folder / f"{name}_state.json"
 
 
-def save_checkpoint(
-    out: Path, name: str, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+def write_checkpoint(
+    out: Path, name: str, tensors: dict[str, torch.Tensor], state: dict[str, Any], checkpoint_format: int = CHECKPOINT_FORMAT
 ) -> None:
-    """Save ``module``'s weights, ``optimizer`` and the JSON-able ``state`` of stage ``name``.
+    """Write stage ``name``'s ``tensors`` and JSON-able ``state`` as one safetensors file.
 
-    Written atomically: an interrupted save leaves the previous checkpoint as it was.
+    The state travels inside the safetensors metadata, so tensors and state land together in
+    one atomic rename: an interrupted save leaves the previous checkpoint as it was. The JSON
+    sidecar is a readable copy.
     """
     weights_path, state_path = checkpoint_paths(out, name)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    opt_tensors, opt_info = _flatten_optimizer(optimizer)
-    tensors.update(opt_tensors)
-    full_state = {**state, "checkpoint_format": CHECKPOINT_FORMAT, "optimizer": opt_info}
+    full_state = {**state, "checkpoint_format": checkpoint_format}
     blob = json.dumps(full_state, sort_keys=True)
     atomic_write_bytes(weights_path, lambda tmp: save_file(tensors, tmp, metadata={_STATE_KEY: blob}))
     atomic_write_json(state_path, full_state)
 
 
-def load_checkpoint(
-    out: Path, name: str
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]] | None:
-    """Read stage ``name``'s checkpoint: (model tensors, optimizer tensors, state), or None if absent.
+def read_checkpoint(
+    out: Path, name: str, checkpoint_format: int = CHECKPOINT_FORMAT
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Read what :func:`write_checkpoint` wrote: (tensors, state), or None if there is none.
 
     The state is read from the copy inside the safetensors file, not from the JSON sidecar:
-    a crash between the two renames of a save may leave the sidecar one epoch behind.
+    a crash between the two renames of a save may leave the sidecar one step behind.
     """
     weights_path, _ = checkpoint_paths(out, name)
     if not weights_path.is_file():
@@ -298,11 +297,32 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {str(weights_path)!r} is unreadable ({err}); delete it to train this stage from scratch"
         ) from err
-    if state.get("checkpoint_format") != CHECKPOINT_FORMAT:
+    if state.get("checkpoint_format") != checkpoint_format:
         raise CheckpointError(
             f"checkpoint {str(weights_path)!r} has format {state.get('checkpoint_format')!r}, "
-            f"this dreamgym reads {CHECKPOINT_FORMAT}; delete it to train from scratch"
+            f"this dreamgym reads {checkpoint_format}; delete it to train from scratch"
         )
+    return tensors, state
+
+
+def save_checkpoint(
+    out: Path, name: str, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Save ``module``'s weights, ``optimizer`` and the JSON-able ``state`` of stage ``name``."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    opt_tensors, opt_info = _flatten_optimizer(optimizer)
+    tensors.update(opt_tensors)
+    write_checkpoint(out, name, tensors, {**state, "optimizer": opt_info})
+
+
+def load_checkpoint(
+    out: Path, name: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Read stage ``name``'s checkpoint: (model tensors, optimizer tensors, state), or None if absent."""
+    checkpoint = read_checkpoint(out, name)
+    if checkpoint is None:
+        return None
+    tensors, state = checkpoint
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     optim = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
     return model, optim, state
