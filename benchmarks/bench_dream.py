@@ -36,6 +36,8 @@ class Args:
     vector_sizes: list[int] = field(default_factory=lambda: [64, 1024, 4096])
     vector_seconds: float = 5.0
     """wall time spent per vector size"""
+    cma_steps: int = 1000
+    """steps per rollout of the timed CMA-ES generation (64 x 16 rollouts); 0 skips it"""
     out: str | None = None
     """optional JSON file for the figures"""
 
@@ -47,6 +49,7 @@ def parse_args() -> Args:
     parser.add_argument("--single-steps", type=int, default=Args.single_steps)
     parser.add_argument("--vector-sizes", type=int, nargs="+", default=[64, 1024, 4096])
     parser.add_argument("--vector-seconds", type=float, default=Args.vector_seconds)
+    parser.add_argument("--cma-steps", type=int, default=Args.cma_steps)
     parser.add_argument("--out", default=None)
     return Args(**vars(parser.parse_args()))
 
@@ -73,6 +76,21 @@ def vector_steps_per_second(model: WorldModel, num_envs: int, seconds: float) ->
     return steps / (time.perf_counter() - start)
 
 
+def cma_generation_seconds(model: WorldModel, steps: int, popsize: int = 64, rollouts: int = 16) -> float:
+    """Wall time of one CMA-ES generation: ask, the whole population x rollouts in one dream batch, tell."""
+    import cma
+
+    from dreamgym.agents.cmaes import evaluate_population
+
+    obs_dim = model.config.z_dim + model.config.rnn_hidden
+    es = cma.CMAEvolutionStrategy(np.zeros(3 * obs_dim + 3), 0.1, {"popsize": popsize, "seed": 1, "verbose": -9})
+    start = time.perf_counter()
+    candidates = es.ask()
+    returns = evaluate_population(model, np.asarray(candidates), seeds=list(range(rollouts)), max_steps=steps)
+    es.tell(candidates, (-returns.mean(axis=1)).tolist())
+    return time.perf_counter() - start
+
+
 if __name__ == "__main__":
     args = parse_args()
     source = args.model or default_model_path()
@@ -86,12 +104,17 @@ if __name__ == "__main__":
     for n in args.vector_sizes:
         figures[f"vector dream, {n} envs"] = vector_steps_per_second(model, n, args.vector_seconds)
 
+    cma_seconds = cma_generation_seconds(model, args.cma_steps) if args.cma_steps else None
+
     real = figures["real CarRacing-v3"]
     print(f"model: {source or 'untrained (no default installed)'}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     print(f"{'':28s} {'steps/s':>12s} {'x real':>8s}")
     for name, value in figures.items():
         print(f"{name:28s} {value:12,.0f} {value / real:8.1f}")
+    if cma_seconds is not None:
+        print(f"one CMA-ES generation (64 x 16 rollouts x {args.cma_steps} steps): {cma_seconds:.1f} s")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"args": asdict(args), "steps_per_second": figures}, f, indent=2)
+            json.dump({"args": asdict(args), "steps_per_second": figures, "cma_generation_seconds": cma_seconds}, f,
+                      indent=2)

@@ -19,6 +19,7 @@ METRIC_LABELS = {
     "return_mae": "episode return MAE",
     "termination_precision": "termination precision (p > 0.5)",
     "termination_recall": "termination recall (p > 0.5)",
+    "termination_positives": "terminal steps in the held-out episodes",
     "open_loop_latent_mse_k1": "open-loop latent MSE, k = 1",
     "open_loop_latent_mse_k10": "open-loop latent MSE, k = 10",
     "open_loop_latent_mse_k50": "open-loop latent MSE, k = 50",
@@ -27,6 +28,10 @@ METRIC_LABELS = {
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _read_json_list(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def _format(value: Any) -> str:
@@ -46,17 +51,26 @@ def _describe_build(build: dict[str, Any], metrics: dict[str, Any]) -> str:
     for run in build["runs"]:
         for stage, value in run["stage_seconds"].items():
             seconds[stage] = seconds.get(stage, 0.0) + value
+    collect_runs = _read_json_list(Path(collect.get("out", "")) / "collect_log.json") if collect.get("out") else []
+    if collect_runs:
+        seconds["collect"] = sum(run["seconds"] for run in collect_runs)
+    elif seconds.get("collect", 0.0) < 1.0:
+        # The episodes were on disk before the build ran, from a collector that kept no log.
+        seconds.pop("collect", None)
     hardware = build["runs"][-1]["hardware"]
     device = hardware.get("cuda") or f"CPU only, {hardware.get('cpu_threads')} threads ({hardware.get('processor')})"
     lines = [
         f"- **Data:** {collect.get('episodes', '?')} episodes of `{collect.get('env_id', 'CarRacing-v3')}` "
         f"(up to {collect.get('max_steps', 1000)} steps each) driven by the `{collect.get('policy', 'random')}` "
-        f"policy, seeds {collect.get('seed', 0)} onwards; "
-        f"{metrics.get('train_episodes', '?')} for training, {metrics.get('holdout_episodes', '?')} held out.",
+        f"policy (temporally correlated random actions that lean towards the road ahead), "
+        f"seeds {collect.get('seed', 0)} onwards; "
+        f"{metrics.get('train_episodes', '?')} for training, {metrics.get('heldout_episodes', '?')} held out.",
         f"- **V:** {json.dumps(settings.get('vae', {}))}",
         f"- **M:** {json.dumps(settings.get('rnn', {}))}",
         "- **Time:** " + ", ".join(f"{stage} {value / 60:.1f} min" for stage, value in seconds.items())
-        + f" (total {sum(seconds.values()) / 60:.1f} min, summed over {len(build['runs'])} run(s) of the build).",
+        + f" (total {sum(seconds.values()) / 60:.1f} min, summed over {len(build['runs'])} run(s) of the build)"
+        + ("." if "collect" in seconds else "; the episodes were collected beforehand by `dreamgym collect`, "
+           "whose time was not recorded."),
         f"- **Hardware:** {device}; {hardware.get('platform')}.",
     ]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ the manifest, and lists a shard only once its worker reports it fully written.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -22,6 +23,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -204,6 +206,19 @@ def _check_env(env_id: str, max_steps: int) -> None:
         raise ValueError(f"env {env_id!r} acts with {act_space}; the collector needs CarRacing's continuous (3,) actions")
 
 
+COLLECT_LOG = "collect_log.json"
+
+
+def _log_run(root: Path, **run: Any) -> None:
+    """Append a finished collection run to the store's log, which model cards quote for timing."""
+    path = Path(root) / COLLECT_LOG
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs.append({**run, "seconds": round(run["seconds"], 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(runs, indent=2))
+    os.replace(tmp, path)
+
+
 def collect(
     env_id: str = DEFAULT_ENV_ID,
     episodes: int | None = None,
@@ -269,6 +284,7 @@ def collect(
                 "collected %d episodes (%d steps) in %.1f s with %d workers: %.2f episodes/s, %.0f steps/s",
                 len(todo), steps, elapsed, min(workers, len(todo)), len(todo) / elapsed, steps / elapsed,
             )
+            _log_run(store.root, episodes=len(todo), steps=steps, seconds=elapsed, workers=min(workers, len(todo)))
         else:
             logger.info("nothing to collect: %s already holds seeds %d..%d", store.root, seed, seed + episodes - 1)
     return store
