@@ -53,3 +53,19 @@ def test_card_reports_the_shipped_metrics():
         assert f"{metrics[key]:.4g}" in card
     assert "dreamgym build --config configs/carracing.yaml" in card
     assert "Hardware" in card
+
+
+def test_reference_controller_loads_in_one_line_and_drives_the_default_dream():
+    from dreamgym.agents.controller import load_controller, reference_controller_installed
+
+    if not reference_controller_installed():
+        pytest.skip("no reference controller in this checkout")
+    controller = load_controller("reference")
+    assert controller.num_params == 867
+    assert controller.world_model["source"] == "default"
+    env = gym.make("dreamgym/DreamCarRacing-v0")
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        action = controller.act(obs)
+        assert env.action_space.contains(action)
+        obs, *_ = env.step(action)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from dreamgym.agents.controller import LinearController, population_actions, unflatten_population
 from dreamgym.envs.dynamics import LatentDream, check_temperature
-from dreamgym.hub import ModelSource, default_model_path, load_world_model
+from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
 from dreamgym.training.common import (
     CHECKPOINT_DIR,
@@ -266,8 +266,6 @@ def train_controller(
     obs_dim = cfg.z_dim + cfg.rnn_hidden
     n_params = 3 * obs_dim + 3
     record = _describe_model(model, revision)
-    if record["source"] == "default":
-        record["model_path"] = str(default_model_path())
     fingerprint = module_fingerprint(world_model)
     options = {
         "popsize": popsize, "rollouts": rollouts, "temperature": temperature, "max_steps": max_steps,
