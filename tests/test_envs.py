@@ -118,7 +118,9 @@ def test_gym_make_with_model_instance(tiny_model):
     env.close()
 
 
-def test_gym_make_without_model_says_a_model_is_needed():
+def test_gym_make_without_model_says_a_model_is_needed(monkeypatch):
+    # As an install without the shipped default would be.
+    monkeypatch.setattr("dreamgym.hub.default_model_path", lambda: None)
     with pytest.raises(ValueError, match="no world model given"):
         gym.make(DREAM_ID)
     with pytest.raises(ValueError, match="no world model given"):

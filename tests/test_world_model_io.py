@@ -369,9 +369,19 @@ def test_hub_id_unreachable_offline_raises_file_not_found():
         load_world_model("dreamgym-tests/no-such-model")
 
 
-def test_model_none_raises_value_error():
+def test_model_none_raises_value_error_without_a_default(monkeypatch):
+    monkeypatch.setattr("dreamgym.hub.default_model_path", lambda: None)
     with pytest.raises(ValueError, match="no world model given"):
         load_world_model(None)
+
+
+def test_model_none_loads_the_shipped_default():
+    from dreamgym.hub import default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("no default world model in this checkout")
+    model = load_world_model(None)
+    assert model.config.z_dim == 32 and next(model.parameters()).dtype == torch.float32
 
 
 @pytest.mark.parametrize("bad", [42, 3.5, ["a"], {"z_dim": 8}])

@@ -64,7 +64,12 @@ class LatentDream:
         self.keys = np.zeros(num_envs, dtype=np.uint64)
         self.counters = np.zeros(num_envs, dtype=np.uint64)
 
-    def _draw(self, index: np.ndarray, n: int) -> np.ndarray:
+    def _draw(self, index: np.ndarray | None, n: int) -> np.ndarray:
+        """The next ``n`` random numbers of the episodes in slots ``index`` (None: every slot)."""
+        if index is None:  # the per-step case: no fancy indexing on the hot path
+            draws = counter_uniform(self.keys, self.counters, n)
+            self.counters += np.uint64(n)
+            return draws
         draws = counter_uniform(self.keys[index], self.counters[index], n)
         self.counters[index] += np.uint64(n)
         return draws
@@ -90,11 +95,13 @@ class LatentDream:
         """Advance every episode by one step under ``actions`` (num_envs, action_dim)."""
         rnn = self.model.rnn
         self.h, self.c = rnn.step(self.z, actions, self.h, self.c)
-        out = rnn.heads(self.h)
-        draws = self._draw(np.arange(self.num_envs), self._lanes)
-        uniform = torch.from_numpy(np.ascontiguousarray(draws[:, : self.z_dim])).to(self.z.device)
-        normal = torch.from_numpy(counter_normal(draws[:, self.z_dim : -1])[:, : self.z_dim]).to(self.z.device)
-        self.z = sample_mixture(out, uniform, normal, self.temperature)
+        out = rnn.heads(self.h, normalize=False)
+        draws = self._draw(None, self._lanes)
+        z = self.z_dim
+        # One host-to-tensor copy for all the noise: component uniforms, normals, termination uniform.
+        noise = np.concatenate([draws[:, :z], counter_normal(draws[:, z:-1])[:, :z], draws[:, -1:]], axis=1)
+        noise_t = torch.from_numpy(noise).to(self.z.device)
+        self.z = sample_mixture(out, noise_t[:, :z], noise_t[:, z : 2 * z], self.temperature)
         probability = torch.sigmoid(out.termination_logit)
-        threshold = torch.from_numpy(draws[:, -1]).to(self.z.device) if self.sample_termination else 0.5
+        threshold = noise_t[:, -1] if self.sample_termination else 0.5
         return DreamStep(self.z, self.h, out.reward, probability, probability > threshold)

@@ -47,13 +47,21 @@ class MDNRNN(nn.Module):
         # One linear layer for the mixture, reward and termination: a single matmul per step.
         self.head = nn.Linear(hidden, 3 * z_dim * num_mixtures + 2)
 
-    def heads(self, h: torch.Tensor) -> MDNOutput:
-        """Apply the output heads to hidden states of shape (..., hidden)."""
-        raw = self.head(self.dropout(h))
+    def heads(self, h: torch.Tensor, normalize: bool = True) -> MDNOutput:
+        """Apply the output heads to hidden states of shape (..., hidden).
+
+        With ``normalize=False`` the mixture logits are returned as they are, not as
+        log-probabilities: enough for sampling (softmax ignores a shift) and cheaper on the
+        dream's hot path.
+        """
+        if self.training:
+            h = self.dropout(h)
+        raw = F.linear(h, self.head.weight, self.head.bias)
         zk = self.z_dim * self.num_mixtures
         shape = (*h.shape[:-1], self.z_dim, self.num_mixtures)
+        logits = raw[..., :zk].reshape(shape)
         return MDNOutput(
-            log_pi=F.log_softmax(raw[..., :zk].reshape(shape), dim=-1),
+            log_pi=F.log_softmax(logits, dim=-1) if normalize else logits,
             mu=raw[..., zk : 2 * zk].reshape(shape),
             log_sigma=raw[..., 2 * zk : 3 * zk].reshape(shape).clamp(-7.0, 5.0),
             reward=raw[..., -2],
@@ -91,13 +99,14 @@ def sample_mixture(
     and a single one given the same noise produce the same ``z``.
 
     Args:
-        out: M's prediction with log_pi, mu, log_sigma of shape (B, z_dim, K).
+        out: M's prediction with log_pi (normalised or not), mu, log_sigma of shape (B, z_dim, K).
         uniform: (B, z_dim) uniforms in [0, 1) choosing the component of each dimension.
         normal: (B, z_dim) standard normals.
         temperature: tau > 0.
     """
-    weights = torch.softmax(out.log_pi / temperature, dim=-1)
-    component = torch.searchsorted(weights.cumsum(-1), uniform.unsqueeze(-1)).clamp_(max=out.mu.shape[-1] - 1)
+    logits = out.log_pi if temperature == 1.0 else out.log_pi / temperature
+    cdf = torch.softmax(logits, dim=-1).cumsum_(-1)
+    component = torch.searchsorted(cdf, uniform.unsqueeze(-1)).clamp_(max=out.mu.shape[-1] - 1)
     mu = out.mu.gather(-1, component).squeeze(-1)
     sigma = out.log_sigma.gather(-1, component).squeeze(-1).exp_()
     return torch.addcmul(mu, sigma, normal, value=math.sqrt(temperature))
