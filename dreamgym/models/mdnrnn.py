@@ -106,7 +106,7 @@ def sample_mixture(
     """
     logits = out.log_pi if temperature == 1.0 else out.log_pi / temperature
     cdf = torch.softmax(logits, dim=-1).cumsum_(-1)
-    component = torch.searchsorted(cdf, uniform.unsqueeze(-1)).clamp_(max=out.mu.shape[-1] - 1)
+    component = torch.searchsorted(cdf, uniform.unsqueeze(-1).contiguous()).clamp_(max=out.mu.shape[-1] - 1)
     mu = out.mu.gather(-1, component).squeeze(-1)
     sigma = out.log_sigma.gather(-1, component).squeeze(-1).exp_()
     return torch.addcmul(mu, sigma, normal, value=math.sqrt(temperature))
