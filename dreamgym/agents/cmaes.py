@@ -36,7 +36,7 @@ from gymnasium.utils import seeding
 from tqdm.auto import tqdm
 
 from dreamgym.agents.controller import LinearController, population_actions, unflatten_population
-from dreamgym.envs.dynamics import LatentDream, check_temperature
+from dreamgym.envs.dynamics import LatentDream, check_temperature, episode_keys
 from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
 from dreamgym.training.common import (
@@ -73,10 +73,7 @@ def _eval_seeds(seed: int, episodes: int) -> list[int]:
 
 def dream_keys(seeds: Sequence[int]) -> np.ndarray:
     """The dream RNG keys that ``DreamCarRacingEnv.reset(seed=s)`` uses for each env seed ``s``."""
-    # Drawn exactly as the single env draws its episode key from its Gymnasium np_random.
-    return np.concatenate(
-        [seeding.np_random(int(s))[0].integers(0, 2**64, dtype=np.uint64, size=1) for s in seeds]
-    ).astype(np.uint64)
+    return episode_keys([seeding.np_random(int(s))[0] for s in seeds])
 
 
 # ----------------------------------------------------------------------- rollouts

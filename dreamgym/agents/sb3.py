@@ -34,13 +34,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from dreamgym.envs.common import (
-    OBS_MODES,
     carracing_action_space,
+    check_env_arguments,
     continuous_actions,
     observation_space,
     upscale,
 )
-from dreamgym.envs.dynamics import LatentDream, check_temperature
+from dreamgym.envs.dynamics import LatentDream, check_temperature, episode_keys
 from dreamgym.hub import ModelSource, load_world_model
 
 # Attributes that every sub-env shares because they live in the one batched dream.
@@ -115,10 +115,7 @@ class DreamVecEnv(VecEnv):
     ) -> None:
         if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs <= 0:
             raise ValueError(f"n_envs must be a positive int, got {n_envs!r}")
-        if obs_mode not in OBS_MODES:
-            raise ValueError(f"unknown obs_mode {obs_mode!r}; expected one of {OBS_MODES}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"unknown render_mode {render_mode!r}; expected None or 'rgb_array'")
+        check_env_arguments(obs_mode, render_mode, ["rgb_array"], max_episode_steps)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         n_envs = int(n_envs)
@@ -169,7 +166,7 @@ class DreamVecEnv(VecEnv):
                 # What gym.Env.reset(seed=seed) does: reseed when given a seed, else keep the
                 # Generator, creating it from fresh entropy the first time.
                 self._rngs[i] = seeding.np_random(seed)[0]
-            keys[k] = self._rngs[i].integers(0, 2**64, dtype=np.uint64, size=1)[0]
+            keys[k] = episode_keys([self._rngs[i]])[0]
         return keys
 
     def _reset_envs(self, index: np.ndarray, seeds: Sequence[int | None] | None = None) -> None:

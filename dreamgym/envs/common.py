@@ -79,6 +79,20 @@ def continuous_actions(actions: Any, continuous: bool, num_envs: int | None = No
     return DISCRETE_ACTIONS[array]
 
 
+def check_env_arguments(
+    obs_mode: str, render_mode: str | None, render_modes: list[str], max_episode_steps: int | None
+) -> None:
+    """Refuse an unknown ``obs_mode`` or ``render_mode`` and a non-positive step horizon."""
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"unknown obs_mode {obs_mode!r}; expected one of {OBS_MODES}")
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"unknown render_mode {render_mode!r}; expected None or one of {render_modes}")
+    if max_episode_steps is not None and (
+        isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps <= 0
+    ):
+        raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+
+
 def upscale(frame: np.ndarray, scale: int = RENDER_SCALE) -> np.ndarray:
     """Nearest-neighbour upscaling so a 64x64 frame is big enough to look at."""
     return np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
@@ -125,12 +139,7 @@ class WorldModelEnv(gym.Env):
         render_mode: str | None,
         device: str,
     ) -> None:
-        if obs_mode not in OBS_MODES:
-            raise ValueError(f"unknown obs_mode {obs_mode!r}; expected one of {OBS_MODES}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unknown render_mode {render_mode!r}; expected None or one of {self.metadata['render_modes']}")
-        if max_episode_steps is not None and (not isinstance(max_episode_steps, int) or max_episode_steps <= 0):
-            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+        check_env_arguments(obs_mode, render_mode, self.metadata["render_modes"], max_episode_steps)
         self.world_model = load_world_model(model, revision=revision, device=device)
         self.obs_mode = obs_mode
         self.continuous = continuous

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from dreamgym.envs.common import WorldModelEnv, upscale
-from dreamgym.envs.dynamics import LatentDream
+from dreamgym.envs.dynamics import LatentDream, episode_keys
 from dreamgym.hub import ModelSource
 
 
@@ -94,8 +94,7 @@ class DreamCarRacingEnv(WorldModelEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        key = self.np_random.integers(0, 2**64, dtype=np.uint64, size=1)
-        self.dream.reset(np.zeros(1, dtype=np.int64), key)
+        self.dream.reset(np.zeros(1, dtype=np.int64), episode_keys([self.np_random]))
         self._elapsed = 0
         self._frame = None
         return self._observation(self.dream.z, self.dream.h), {}

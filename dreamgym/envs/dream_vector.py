@@ -11,19 +11,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dreamgym.envs.common import (
-    OBS_MODES,
     carracing_action_space,
+    check_env_arguments,
     continuous_actions,
     observation_space,
     upscale,
 )
-from dreamgym.envs.dynamics import LatentDream
+from dreamgym.envs.dynamics import LatentDream, episode_keys
 from dreamgym.hub import ModelSource, load_world_model
-
-
-def episode_keys(rngs: list[np.random.Generator]) -> np.ndarray:
-    """Draw each episode's RNG key from its sub-env's generator, as the single env does."""
-    return np.concatenate([rng.integers(0, 2**64, dtype=np.uint64, size=1) for rng in rngs])
 
 
 class DreamCarRacingVectorEnv(VectorEnv):
@@ -61,12 +56,7 @@ class DreamCarRacingVectorEnv(VectorEnv):
     ) -> None:
         if not isinstance(num_envs, int) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        if obs_mode not in OBS_MODES:
-            raise ValueError(f"unknown obs_mode {obs_mode!r}; expected one of {OBS_MODES}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unknown render_mode {render_mode!r}; expected None or 'rgb_array'")
-        if max_episode_steps is not None and (not isinstance(max_episode_steps, int) or max_episode_steps <= 0):
-            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+        check_env_arguments(obs_mode, render_mode, self.metadata["render_modes"], max_episode_steps)
         self.world_model = load_world_model(model, revision=revision, device=device)
         self.num_envs = num_envs
         self.obs_mode = obs_mode

@@ -29,6 +29,15 @@ class DreamStep(NamedTuple):
     terminated: torch.Tensor
 
 
+def episode_keys(rngs: list[np.random.Generator]) -> np.ndarray:
+    """The dream RNG key of a new episode in each env, drawn from that env's Gymnasium ``np_random``.
+
+    Every env that dreams (single, vector, SB3) draws its keys here, so that the same seed
+    gives the same dream whichever env runs it.
+    """
+    return np.concatenate([rng.integers(0, 2**64, dtype=np.uint64, size=1) for rng in rngs])
+
+
 def check_temperature(temperature: float) -> float:
     temperature = float(temperature)
     if not math.isfinite(temperature) or temperature <= 0:
