@@ -175,6 +175,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_play(args: argparse.Namespace) -> int:
+    from dreamgym.play import play
+
+    if args.temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    summary = play(model=args.model, revision=args.revision, real=args.real, agent=args.agent,
+                   temperature=args.temperature, seed=args.seed, fps=args.fps, max_steps=args.max_steps,
+                   save_frame=args.save_frame)
+    print(f"played {summary['ticks']} steps ({summary['episodes']} episodes ended); "
+          f"current episode: {summary['steps']} steps, return {summary['return']:+.1f}")
+    if args.save_frame:
+        print(f"wrote {args.save_frame}")
+    return 0
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    from dreamgym.visualize import make_video
+
+    path, frames = make_video(agent=args.agent, steps=args.steps, out=args.out, model=args.model, seed=args.seed,
+                              temperature=args.temperature)
+    print(f"wrote {path} ({len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}: real | V reconstruction | dream)")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from dreamgym.visualize import inspect_world_model
+
+    inspect_world_model(args.model_dir, data=args.data, out=args.out, controller=args.controller)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +297,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--out", default=None, help="results JSON file to write (a folder gets results.json)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("play", help="drive the dream (or, with --real, the real car) with the arrow keys")
+    p.add_argument("--real", action="store_true", help="the real CarRacing, shown beside V's reconstruction")
+    p.add_argument("--agent", default=None,
+                   help="controller folder, 'reference' or 'sb3:agent.zip' drives; 'm' toggles human takeover")
+    p.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--temperature", type=float, default=1.0, help="the dream's starting temperature (+/- keys)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--fps", type=int, default=50)
+    p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--save-frame", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_play)
+
+    p = sub.add_parser("video", help="video of real | V's reconstruction | open-loop dream from one real start")
+    p.add_argument("--agent", default=None,
+                   help="controller folder, 'reference' or 'sb3:path/to/agent.zip' (default: the reference controller)")
+    p.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0, help="seed of the real start (the track)")
+    p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
+    p.add_argument("--out", default="dream.mp4", help=".mp4 or .gif")
+    p.set_defaults(func=_cmd_video)
+
+    p = sub.add_parser("inspect", help="reconstruction, open-loop and training-curve images of a world model")
+    p.add_argument("model_dir", help="world model folder (its logs/vae.json and logs/rnn.json give the curves)")
+    p.add_argument("--data", default=None, help="episode store for the held-out images (skipped without it)")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: the model folder)")
+    p.add_argument("--controller", default=None, help="controller folder with logs/cmaes.json or training_log.json")
+    p.set_defaults(func=_cmd_inspect)
 
     demo = sub.add_parser("demo", help="dream one CarRacing episode on the default world model and write a GIF")
     demo.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
