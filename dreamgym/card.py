@@ -10,6 +10,13 @@ from huggingface_hub import ModelCard, ModelCardData
 
 TEMPLATE = Path(__file__).parent / "assets" / "model_card_template.md"
 
+IMAGE_CAPTIONS = {
+    "reconstruction.png": "held-out frames (top) and V's reconstructions (bottom)",
+    "open_loop.png": "M's open-loop predictions k steps ahead (bottom) against the truth (top)",
+    "curves_vae.png": "V's training curves",
+    "curves_rnn.png": "M's training curves",
+}
+
 METRIC_LABELS = {
     "vae_recon_mse": "V reconstruction MSE per pixel (pixels in [0, 1])",
     "rnn_nll": "M mixture NLL per latent dimension",
@@ -108,5 +115,6 @@ def make_model_card(model_dir: str | Path, model_ref: str, title: str = "DreamCa
         build_description=_describe_build(build, metrics),
         metrics_command=f"dreamgym metrics {'dreamgym/assets/DreamCarRacing-v0' if model_ref == 'default' else model_ref} --data {build.get('settings', {}).get('collect', {}).get('out', 'DATA')}",
         holdout_percent=10,
+        images=[(name, caption) for name, caption in IMAGE_CAPTIONS.items() if (model_dir / name).is_file()],
         metrics_rows=rows,
     )

@@ -194,7 +194,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     from dreamgym.visualize import make_video
 
     path, frames = make_video(agent=args.agent, steps=args.steps, out=args.out, model=args.model, seed=args.seed,
-                              temperature=args.temperature)
+                              temperature=args.temperature, scale=args.scale)
     print(f"wrote {path} ({len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}: real | V reconstruction | dream)")
     return 0
 
@@ -319,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the real start (the track)")
     p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
     p.add_argument("--out", default="dream.mp4", help=".mp4 or .gif")
+    p.add_argument("--scale", type=int, default=4, help="screen pixels per frame pixel")
     p.set_defaults(func=_cmd_video)
 
     p = sub.add_parser("inspect", help="reconstruction, open-loop and training-curve images of a world model")

@@ -24,7 +24,7 @@ from dreamgym.envs.common import upscale
 
 PANEL_SCALE = 4
 LABEL_HEIGHT = 16  # keeps the frame height a multiple of 16 for video codecs
-PANEL_LABELS = ("real", "V reconstruction", "dream (open loop)")
+PANEL_LABELS = ("real", "V reconstruction", "dream")
 OPEN_LOOP_KS = (0, 1, 5, 10, 20, 50)
 VIDEO_FPS = 25
 
@@ -97,7 +97,8 @@ def compose_frame(panels: Sequence[np.ndarray], labels: Sequence[str], step: int
     for i, (panel, label) in enumerate(zip(big, labels)):
         canvas[LABEL_HEIGHT:, i * width : (i + 1) * width] = panel
         _draw_label(canvas, label, i * width + 4)
-    _draw_label(canvas, f"t={step}", canvas.shape[1] - 48)
+    # The step goes under the first label, where it never overlaps a panel's name at small scales.
+    _draw_label(canvas, f"t={step}", width // 2)
     return canvas
 
 
@@ -134,8 +135,11 @@ def make_video(
     model: Any = None,
     seed: int = 0,
     temperature: float = 1.0,
+    scale: int = PANEL_SCALE,
 ) -> tuple[Path, np.ndarray]:
     """Real | reconstruction | dream video of one start; see the module doc.
+
+    :param scale: how many screen pixels each of a panel's 64x64 pixels becomes.
 
     :param agent: agent spec as in ``dreamgym evaluate`` (controller folder, ``reference``,
         ``sb3:agent.zip``); None: the reference controller.
@@ -147,6 +151,8 @@ def make_video(
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
     spec = agent or "reference"
     act, loaded = load_agent(spec)
     world_model = load_world_model(model)
@@ -154,7 +160,7 @@ def make_video(
     real = record_real(world_model, act, seed, steps)
     dream = dream_open_loop(world_model, real["z"][0], real["actions"], temperature, seed)
     frames = np.stack([
-        compose_frame((real["frames"][t], real["recon"][t], dream[t]), PANEL_LABELS, t) for t in range(len(dream))
+        compose_frame((real["frames"][t], real["recon"][t], dream[t]), PANEL_LABELS, t, scale) for t in range(len(dream))
     ])
     return write_frames(out, frames), frames
 

@@ -52,7 +52,9 @@ def test_build_produces_a_loadable_world_model_with_records(built):
     for key in ("vae_recon_mse", "rnn_nll", "reward_mae", "open_loop_latent_mse_k1"):
         assert key in metrics
     record = json.loads((out / "build.json").read_text())
-    assert set(record["runs"][-1]["stage_seconds"]) == {"collect", "train-vae", "train-rnn"}
+    assert set(record["runs"][-1]["stage_seconds"]) == {"collect", "train-vae", "train-rnn", "inspect"}
+    for image in ("reconstruction.png", "open_loop.png", "curves_vae.png", "curves_rnn.png"):
+        assert (out / image).stat().st_size > 0
     env = gym.make("dreamgym/DreamCarRacing-v0", model=out)
     check_env(env.unwrapped)
 
@@ -85,6 +87,7 @@ def test_package_writes_fp16_weights_and_a_card_from_the_metrics(built, tmp_path
     metrics = json.loads((dest / "metrics.json").read_text())
     assert f"{metrics['vae_recon_mse']:.4g}" in card
     assert "dreamgym build --config" in card
+    assert "![held-out frames" in card and (dest / "reconstruction.png").is_file()
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ import yaml
 from dreamgym.config import ConfigError, WorldModelConfig
 
 SECTIONS = ("out", "collect", "model", "vae", "rnn")
+# What `dreamgym inspect` draws next to a built model; packaging ships them for the card.
+PREVIEW_IMAGES = ("reconstruction.png", "open_loop.png", "curves_vae.png", "curves_rnn.png")
 
 
 def _stage_kwargs(section: str, values: Any, func: Callable, reserved: tuple[str, ...]) -> dict[str, Any]:
@@ -75,6 +77,7 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
     from dreamgym.data.collect import collect
     from dreamgym.training.rnn import train_rnn
     from dreamgym.training.vae import train_vae
+    from dreamgym.visualize import inspect_world_model
 
     cfg = load_build_config(config_path)
     out = Path(cfg["out"])
@@ -90,6 +93,7 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
     timed("collect", lambda: collect(progress=progress, **cfg["collect"]))
     timed("train-vae", lambda: train_vae(data=data, out=out, config=cfg["model"], progress=progress, **cfg["vae"]))
     timed("train-rnn", lambda: train_rnn(data=data, vae=out, out=out, progress=progress, **cfg["rnn"]))
+    timed("inspect", lambda: inspect_world_model(out, data=data))
     _record_build(out, cfg, timings)
     return out
 
@@ -149,7 +153,7 @@ def package_world_model(
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "README.md").unlink(missing_ok=True)
     (model.half() if half else model).save_pretrained(dest)
-    for record in ("build.json", "metrics.json"):
+    for record in ("build.json", "metrics.json", *PREVIEW_IMAGES):
         if (model_dir / record).is_file():
             shutil.copyfile(model_dir / record, dest / record)
     if data is not None:
