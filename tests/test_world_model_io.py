@@ -332,10 +332,10 @@ def test_pickle_only_folder_refused_without_unpickling(tmp_path, tiny_model_dir,
     pickle.loads(pickle.dumps(_Trap(str(proof))))
     assert proof.exists()
 
-    def no_torch_load(*args, **kwargs):
+    def refuse_unpickling(*args, **kwargs):
         raise AssertionError("torch.load was called on an untrusted file")
 
-    monkeypatch.setattr(torch, "load", no_torch_load)
+    monkeypatch.setattr(torch, "load", refuse_unpickling)
     with pytest.raises(WorldModelFormatError, match="pickle") as info:
         load_world_model(folder)
     assert "pytorch_model.bin" in str(info.value)
