@@ -49,7 +49,7 @@ if __name__ == "__main__":
     dream = gym.make("dreamgym/DreamCarRacing-v0", model=args.model, temperature=args.temperature)
     real = gym.make("dreamgym/RealCarRacing-v0", model=dream.unwrapped.world_model)
     assert dream.observation_space == real.observation_space and dream.action_space == real.action_space
-    print("observation:", dream.observation_space, "action:", dream.action_space)
+    print(f"observation: {dream.observation_space.shape} {dream.observation_space.dtype}, action: {dream.action_space}")
     print(f"dream return over {args.steps} steps: {rollout(dream, args.steps, args.seed):.1f}")
     print(f"real  return over {args.steps} steps: {rollout(real, args.steps, args.seed):.1f}")
     obs, _ = dream.reset(seed=args.seed)
