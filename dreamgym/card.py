@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATE = Path(__file__).parent / "assets" / "model_card_template.md"
 
@@ -83,7 +83,33 @@ def _describe_build(build: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def make_model_card(model_dir: str | Path, model_ref: str, title: str = "DreamCarRacing-v0 world model") -> ModelCard:
+def _eval_results(results: dict[str, Any]) -> list[EvalResult]:
+    """The SB3-style ``model-index`` entry for a ``dreamgym evaluate`` results.json."""
+    env_id = str(results.get("env_id") or "CarRacing-v3")
+    try:
+        value = f"{float(results['mean']):.2f} +/- {float(results['std']):.2f}"
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"results must hold numeric 'mean' and 'std' (as written by dreamgym evaluate): {err}") from err
+    return [
+        EvalResult(
+            task_type="reinforcement-learning",
+            task_name="reinforcement-learning",
+            dataset_type=env_id,
+            dataset_name=env_id,
+            metric_type="mean_reward",
+            metric_name="mean_reward",
+            metric_value=value,
+            verified=False,
+        )
+    ]
+
+
+def make_model_card(
+    model_dir: str | Path,
+    model_ref: str,
+    title: str = "DreamCarRacing-v0 world model",
+    results: dict[str, Any] | str | Path | None = None,
+) -> ModelCard:
     """Build the card of the world model in ``model_dir`` from its config, metrics and build record.
 
     Args:
@@ -91,16 +117,25 @@ def make_model_card(model_dir: str | Path, model_ref: str, title: str = "DreamCa
         model_ref: how users name the model in ``gym.make(..., model=...)``; ``"default"`` for
             the model shipped inside the package.
         title: the card's heading.
+        results: a results.json written by ``dreamgym evaluate`` (or its dict: mean, std,
+            episodes, env_id, agent); adds a ``model-index`` with the agent's mean_reward
+            in the real env. Without it the card is unchanged.
     """
     model_dir = Path(model_dir)
     config = _read_json(model_dir / "config.json")
     metrics = _read_json(model_dir / "metrics.json")
     build = _read_json(model_dir / "build.json")
     env_id = config.get("env_id", "CarRacing-v3")
+    if results is not None and not isinstance(results, dict):
+        results = json.loads(Path(results).read_text())
+    extra: dict[str, Any] = {}
+    if results:
+        extra = dict(model_name=model_ref, eval_results=_eval_results(results))
     card_data = ModelCardData(
         library_name="dreamgym",
         license="mit",
         tags=["world-model", "reinforcement-learning", "gymnasium", env_id, "dreamgym/DreamCarRacing-v0"],
+        **extra,
     )
     rows = [(label, _format(metrics[key])) for key, label in METRIC_LABELS.items() if key in metrics]
     config_path = build.get("config", "configs/carracing.yaml")
@@ -117,4 +152,5 @@ def make_model_card(model_dir: str | Path, model_ref: str, title: str = "DreamCa
         holdout_percent=10,
         images=[(name, caption) for name, caption in IMAGE_CAPTIONS.items() if (model_dir / name).is_file()],
         metrics_rows=rows,
+        results=results or None,
     )

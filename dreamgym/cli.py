@@ -206,6 +206,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push(args: argparse.Namespace) -> int:
+    from dreamgym.push import _check_repo_id, push_to_hub, stage_repo
+
+    _check_repo_id(args.repo_id)
+    if args.dry_run:
+        out = stage_repo(args.model_dir, args.dry_run, controller=args.controller, results=args.results,
+                         repo_id=args.repo_id)
+        for path in sorted(p for p in out.rglob("*") if p.is_file()):
+            print(path.relative_to(out).as_posix())
+        print(f"staged {args.repo_id} in {out} (dry run: nothing uploaded)")
+        return 0
+    url = push_to_hub(args.model_dir, args.repo_id, controller=args.controller, results=args.results,
+                      private=args.private)
+    print(f"pushed {args.model_dir} to {args.repo_id}: {url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="how users name the model in gym.make(model=...)")
     p.add_argument("--copy-to", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
     p.set_defaults(func=_cmd_card)
+
+    p = sub.add_parser("push", help="upload a world model (card, metrics, previews, controller) to the Hub")
+    p.add_argument("model_dir", help="world model folder (written by save_pretrained or dreamgym package)")
+    p.add_argument("--repo-id", required=True, help="Hub repo id, org/name")
+    p.add_argument("--controller", default=None, help="controller folder to ship under controller/")
+    p.add_argument("--results", default=None, help="results.json from dreamgym evaluate (adds mean_reward to the card)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--dry-run", default=None, metavar="OUT_DIR", help="only stage the repo folder in OUT_DIR")
+    p.set_defaults(func=_cmd_push)
 
 
     p = sub.add_parser("train-controller", help="train the linear controller in the dream with CMA-ES (resumes)")
@@ -344,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         # Bad input (a wrong path, a malformed config) deserves one clear line, not a traceback.
         print(f"dreamgym {args.command}: error: {err}", file=sys.stderr)
         return 2

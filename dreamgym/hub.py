@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx2
 from huggingface_hub.errors import (
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -47,6 +48,7 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
     Raises:
         ValueError: ``model`` is None and no default world model is available.
         FileNotFoundError: the folder or Hub repo (or its revision) does not exist.
+        ConnectionError: the Hub could not be reached and the model is not in the cache.
     """
     if isinstance(model, WorldModel):
         return model.to(device).eval()
@@ -81,3 +83,5 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         ) from err
     except HfHubHTTPError as err:
         raise FileNotFoundError(f"could not fetch world model {source!r} from the Hub: {err}") from err
+    except httpx2.TransportError as err:
+        raise ConnectionError(f"could not reach the Hub to fetch world model {source!r}: {err!r}") from err
