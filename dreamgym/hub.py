@@ -69,6 +69,7 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         raise FileNotFoundError(
             f"world model folder {source!r} does not exist (expected a folder with config.json and model.safetensors)"
         )
+    at = f" at revision {revision!r}" if revision else ""
     try:
         return WorldModel.from_pretrained(source, revision=revision, map_location=device)
     except RevisionNotFoundError as err:
@@ -79,9 +80,9 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         ) from err
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         raise FileNotFoundError(
-            f"{source!r} is not a local folder, and the Hub repo could not be fetched or found in the cache: {err}"
+            f"{source!r} is not a local folder, and the Hub repo{at} could not be fetched or found in the cache: {err}"
         ) from err
     except HfHubHTTPError as err:
-        raise FileNotFoundError(f"could not fetch world model {source!r} from the Hub: {err}") from err
+        raise FileNotFoundError(f"could not fetch world model {source!r}{at} from the Hub: {err}") from err
     except httpx2.TransportError as err:
-        raise ConnectionError(f"could not reach the Hub to fetch world model {source!r}: {err!r}") from err
+        raise ConnectionError(f"could not reach the Hub to fetch world model {source!r}{at}: {err!r}") from err

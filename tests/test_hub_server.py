@@ -219,12 +219,7 @@ print(rollout(model={TINY!r}, revision={sha!r}))
 # olah 0.5.4 answers an unknown revision with a bare 500 (after which it resets the kept-alive
 # connection, so that case goes last), and a file missing from an existing repo with
 # 401 RepoNotFound; the Hub answers 404 with RevisionNotFound / EntryNotFound, which is what
-# dreamgym's specific messages key on. Those messages are checked below as strict xfails.
-OLAH_DIVERGES = pytest.mark.xfail(
-    strict=True,
-    reason="olah 0.5.4 answers an unknown revision with 500 and a missing file with 401 RepoNotFound, "
-           "not the Hub's 404 RevisionNotFound / EntryNotFound",
-)
+# dreamgym tells the cases apart by listing the repo and names the revision in every message.
 
 ERROR_CASES = {
     "missing_repo": ("dreamgym-tests/no-such-model", None),
@@ -261,7 +256,6 @@ def test_wrong_revision_is_file_not_found_naming_the_repo(load_errors):
     assert TINY in message
 
 
-@OLAH_DIVERGES
 def test_wrong_revision_message_names_the_revision(load_errors):
     kind, mro, message = load_errors["wrong_revision"]
     assert "0123456789abcdef" in message, (kind, message)
@@ -279,14 +273,12 @@ def test_repos_without_dreamgym_files_do_not_load(load_errors, case, repo):
     assert kind != "loaded" and repo in message, (kind, message)
 
 
-@OLAH_DIVERGES
 def test_pickle_only_repo_is_refused(load_errors):
     kind, mro, message = load_errors["pickle_only"]
     assert kind == "WorldModelFormatError", (kind, message)
     assert "pickle" in message and "pytorch_model.bin" in message
 
 
-@OLAH_DIVERGES
 def test_repo_without_config_is_not_a_world_model(load_errors):
     kind, mro, message = load_errors["not_dreamgym"]
     assert kind == "WorldModelFormatError", (kind, message)

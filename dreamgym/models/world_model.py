@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download, list_repo_files
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -137,9 +137,15 @@ class WorldModel(
                         repo_id=model_id, filename=CONFIG_FILE, revision=revision, cache_dir=cache_dir,
                         token=token, local_files_only=local_files_only,
                     )
-                except EntryNotFoundError as err:
+                except (EntryNotFoundError, RepositoryNotFoundError) as err:
+                    # Some Hub-compatible servers answer a missing file as a missing repo; a
+                    # listing tells the two apart.
+                    files = _repo_files(model_id, revision, token)
+                    if files is None:
+                        raise
                     raise WorldModelFormatError(
-                        f"Hub repo {model_id!r} has no {CONFIG_FILE}: it is not a dreamgym world model"
+                        f"Hub repo {model_id!r} has no {CONFIG_FILE}: it is not a dreamgym world model "
+                        f"(it holds {sorted(files)})"
                     ) from err
             raise WorldModelFormatError(
                 f"world model {model_id!r} has no readable {CONFIG_FILE}; a dreamgym world model holds "
@@ -162,11 +168,22 @@ class WorldModel(
                     token=token,
                     local_files_only=local_files_only,
                 )
-            except EntryNotFoundError as err:
-                files = list_repo_files(model_id, revision=revision, token=token)
+            except (EntryNotFoundError, RepositoryNotFoundError) as err:
+                # The config came from this repo, so it exists: the weights file is what is missing.
+                files = _repo_files(model_id, revision, token)
+                if files is None:
+                    raise
                 raise WorldModelFormatError(_missing_weights_message(model_id, files)) from err
         load_weights_strict(model, weights, source=model_id)
         return model.to(map_location).eval()
+
+
+def _repo_files(repo_id: str, revision: str | None, token: str | bool | None) -> list[str] | None:
+    """The files of a Hub repo at ``revision``, or None if it cannot be listed (so does not exist)."""
+    try:
+        return list_repo_files(repo_id, revision=revision, token=token)
+    except (HfHubHTTPError, OSError, ValueError):
+        return None
 
 
 def _missing_weights_message(source: str, files: list[str]) -> str:
