@@ -276,15 +276,15 @@ def make_session(model: Any = None, revision: str | None = None, real: bool = Fa
     act = None
     if agent is not None:
         from dreamgym.agents.evaluate import (
-            _check_agent_fits,
-            _resolve_model,
+            check_agent_fits,
+            resolve_agent_model,
             load_agent,
             parse_agent_spec,
         )
 
         spec = parse_agent_spec(agent)
         act, loaded = load_agent(spec)
-        model, revision = _resolve_model(spec, loaded, model, revision)
+        model, revision = resolve_agent_model(spec, loaded, model, revision)
     if real:
         env = gym.make("dreamgym/RealCarRacing-v0", model=model, revision=revision)
         title = "dreamgym play: real CarRacing through V + M"
@@ -292,7 +292,7 @@ def make_session(model: Any = None, revision: str | None = None, real: bool = Fa
         env = gym.make("dreamgym/DreamCarRacing-v0", model=model, revision=revision, temperature=temperature)
         title = "dreamgym play: the dream"
     if agent is not None:
-        _check_agent_fits(loaded, env.unwrapped.world_model, agent)
+        check_agent_fits(loaded, env.unwrapped.world_model, agent)
     return PlaySession(env, agent=act, seed=seed, fps=fps, title=title)
 
 

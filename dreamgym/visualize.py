@@ -146,7 +146,7 @@ def make_video(
     :param model: world model (folder, Hub id or WorldModel); None: the shipped default.
     :return: the written path and the composed frames (N, H, W, 3).
     """
-    from dreamgym.agents.evaluate import _check_agent_fits, load_agent
+    from dreamgym.agents.evaluate import check_agent_fits, load_agent
     from dreamgym.hub import load_world_model
 
     if steps < 1:
@@ -156,7 +156,7 @@ def make_video(
     spec = agent or "reference"
     act, loaded = load_agent(spec)
     world_model = load_world_model(model)
-    _check_agent_fits(loaded, world_model, spec)
+    check_agent_fits(loaded, world_model, spec)
     real = record_real(world_model, act, seed, steps)
     dream = dream_open_loop(world_model, real["z"][0], real["actions"], temperature, seed)
     frames = np.stack([

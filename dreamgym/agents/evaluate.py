@@ -131,7 +131,7 @@ def _observation_dim(loaded: Any) -> int | None:
     return int(shape[0]) if shape is not None and len(shape) == 1 else None
 
 
-def _check_agent_fits(loaded: Any, world_model: Any, spec: str) -> None:
+def check_agent_fits(loaded: Any, world_model: Any, spec: str) -> None:
     cfg = world_model.config
     expected = cfg.z_dim + cfg.rnn_hidden
     got = _observation_dim(loaded)
@@ -310,7 +310,7 @@ def _dream_returns(
 
 
 # ----------------------------------------------------------------------- evaluation
-def _resolve_model(spec: AgentSpec, loaded: Any, model: Any, revision: str | None) -> tuple[Any, str | None]:
+def resolve_agent_model(spec: AgentSpec, loaded: Any, model: Any, revision: str | None) -> tuple[Any, str | None]:
     """The world model to score in: ``model`` if given, else the one a controller records."""
     if model is not None or spec.kind != "controller":
         return model, revision
@@ -405,9 +405,9 @@ def evaluate(
     # not in every worker.
     spec = parse_agent_spec(agent)
     act, loaded = load_agent(spec)
-    model, revision = _resolve_model(spec, loaded, model, revision)
+    model, revision = resolve_agent_model(spec, loaded, model, revision)
     world_model = load_world_model(model, revision=revision)
-    _check_agent_fits(loaded, world_model, agent)
+    check_agent_fits(loaded, world_model, agent)
 
     seeds = [seed + i for i in range(episodes)]
     # Workers load the model by name themselves (None: the shipped default); only an
