@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="CarRacing-v3")
     p.add_argument("--episodes", type=int, required=True)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--policy", default="random", help="'random' (temporally correlated random actions)")
+    p.add_argument("--policy", default="random", help="'random' (temporally correlated random actions), 'random?gas_mean=0.3&gas_mean_max=0.8', or 'controller:DIR?noise=0.3' (a trained controller plus exploration noise; DIR may be 'reference')")
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--out", required=True)

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from dreamgym.data.collect import _exclusive, _make_env, collect, run_episode  # noqa: E402
-from dreamgym.data.policies import CorrelatedRandomPolicy, make_policy  # noqa: E402
+from dreamgym.data.policies import CorrelatedRandomPolicy, make_policy, parse_policy_spec  # noqa: E402
 from dreamgym.data.storage import (  # noqa: E402
     CorruptShardWarning,
     Episode,
@@ -226,8 +226,32 @@ def test_random_policy_is_deterministic_and_correlated() -> None:
 
 
 def test_make_policy_rejects_unknown_specs() -> None:
-    with pytest.raises(ValueError, match=r"unknown policy 'nope'; expected one of \['random'\]"):
+    with pytest.raises(ValueError, match=r"unknown policy 'nope'; expected one of \['controller', 'random'\]"):
         make_policy("nope", seed=0)
+    with pytest.raises(ValueError, match=r"'random\?speed=3' does not fit CorrelatedRandomPolicy.*'speed'"):
+        make_policy("random?speed=3", seed=0)
+    with pytest.raises(ValueError, match=r"option 'gas_mean' is not KEY=VALUE"):
+        make_policy("random?gas_mean", seed=0)
+    with pytest.raises(ValueError, match=r"empty argument after ':'"):
+        make_policy("controller:", seed=0)
+    with pytest.raises(FileNotFoundError, match=r"agent 'no/such/dir' not found"):
+        make_policy("controller:no/such/dir", seed=0)
+
+
+def test_policy_spec_options_reach_the_policy() -> None:
+    assert parse_policy_spec("controller:runs/c?noise=0.25&noise_theta=1&model=x") == (
+        "controller", "runs/c", {"noise": 0.25, "noise_theta": 1, "model": "x"},
+    )
+    policy = make_policy("random?gas_mean=0.2&gas_mean_max=0.9", seed=0)
+    assert (policy.gas_mean, policy.gas_mean_max) == (0.2, 0.9)
+    # Each episode draws its own mean gas from its seed: fast and slow episodes in one collection.
+    means = []
+    for seed in range(20):
+        policy.reset(seed)
+        means.append(np.mean([policy(None)[1] for _ in range(200)]))
+    assert max(means) - min(means) > 0.3
+    with pytest.raises(ValueError, match=r"gas_mean_max must be in \[gas_mean, 1\]"):
+        make_policy("random?gas_mean=0.5&gas_mean_max=0.4", seed=0)
 
 
 # -- collect -----------------------------------------------------------------------------------

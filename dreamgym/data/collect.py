@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from dreamgym.data.policies import POLICIES, Policy, make_policy
+from dreamgym.data.policies import Policy, make_policy
 from dreamgym.data.storage import Episode, EpisodeStore
 from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, preprocess_frames
 
@@ -246,7 +246,8 @@ def collect(
     :param out: folder of the :class:`EpisodeStore` (created if needed).
     :param workers: worker processes running envs in parallel (spawned, so safe with
         threads and CUDA in the parent); 1 runs the episodes in this process.
-    :param policy: policy spec for :func:`~dreamgym.data.policies.make_policy` (``"random"``).
+    :param policy: policy spec for :func:`~dreamgym.data.policies.make_policy`: ``"random"``, or
+        ``"controller:PATH?noise=0.3"`` for the paper's iterative collection with a trained controller.
     :param seed: env seed of the first episode.
     :param max_steps: truncate each episode after this many steps.
     :param progress: show a tqdm bar over episodes.
@@ -258,8 +259,7 @@ def collect(
     workers = _check_int("workers", workers, 1)
     seed = _check_int("seed", seed, 0)
     max_steps = _check_int("max_steps", max_steps, 1)
-    if not isinstance(policy, str) or policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; expected one of {sorted(POLICIES)}")
+    make_policy(policy, seed)  # a bad spec, option or controller path fails here, not in every worker
     _check_env(env_id, max_steps)
 
     store = EpisodeStore(out)

@@ -6,8 +6,14 @@ start of each episode with that episode's env seed. Reseeding per episode makes 
 function of its seed alone, whichever worker runs it, so a collection can be resumed or
 re-run and produce the same shards.
 
-:func:`make_policy` maps a spec string to a policy. Only ``"random"`` exists today; a
-trained controller is the next entry (see :data:`POLICIES`).
+:func:`make_policy` maps a spec string to a policy. A spec is ``NAME[:ARG][?KEY=VALUE&...]``:
+
+- ``"random"``: :class:`CorrelatedRandomPolicy`, the default for a first collection;
+  ``"random?gas_mean=0.3&gas_mean_max=0.8"`` varies the speed from episode to episode.
+- ``"controller:PATH"``: a trained controller (a folder written by ``dreamgym
+  train-controller``, or ``reference``) driving through its world model's V and M, with
+  exploration noise (``"controller:PATH?noise=0.3"``): :class:`ControllerPolicy`. This is the
+  paper's iterative step, which shows M the states the controller actually reaches.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["POLICIES", "CorrelatedRandomPolicy", "Policy", "make_policy", "register_policy"]
+__all__ = ["POLICIES", "ControllerPolicy", "CorrelatedRandomPolicy", "Policy", "make_policy", "parse_policy_spec", "register_policy"]
 
 
 @runtime_checkable
@@ -57,6 +63,9 @@ class CorrelatedRandomPolicy:
     :param steer_theta: fraction of the gap to the steering target closed per step.
     :param steer_sigma: steering noise per step.
     :param gas_mean: mean gas.
+    :param gas_mean_max: if given, each episode draws its mean gas uniformly from
+        ``[gas_mean, gas_mean_max]`` (from its seed), so one collection holds slow and fast
+        driving; the road-following steering then also runs wide at speed.
     :param gas_theta: fraction of the gap to ``gas_mean`` closed per step.
     :param gas_sigma: gas noise per step.
     :param brake_prob: chance per step of starting a brake pulse.
@@ -71,6 +80,7 @@ class CorrelatedRandomPolicy:
         steer_theta: float = 0.1,
         steer_sigma: float = 0.1,
         gas_mean: float = 0.3,
+        gas_mean_max: float | None = None,
         gas_theta: float = 0.1,
         gas_sigma: float = 0.05,
         brake_prob: float = 0.01,
@@ -87,6 +97,8 @@ class CorrelatedRandomPolicy:
             raise ValueError(f"noise scales must be >= 0, got steer_sigma={steer_sigma}, gas_sigma={gas_sigma}")
         if not 0.0 <= gas_mean <= 1.0:
             raise ValueError(f"gas_mean must be in [0, 1], got {gas_mean}")
+        if gas_mean_max is not None and not gas_mean <= gas_mean_max <= 1.0:
+            raise ValueError(f"gas_mean_max must be in [gas_mean, 1] = [{gas_mean}, 1], got {gas_mean_max}")
         if not 0.0 <= brake_prob <= 1.0:
             raise ValueError(f"brake_prob must be in [0, 1], got {brake_prob}")
         if not 1 <= brake_steps[0] <= brake_steps[1]:
@@ -98,6 +110,7 @@ class CorrelatedRandomPolicy:
         self.steer_theta = steer_theta
         self.steer_sigma = steer_sigma
         self.gas_mean = gas_mean
+        self.gas_mean_max = gas_mean_max
         self.gas_theta = gas_theta
         self.gas_sigma = gas_sigma
         self.brake_prob = brake_prob
@@ -109,8 +122,11 @@ class CorrelatedRandomPolicy:
     def reset(self, seed: int) -> None:
         """Start a new episode: reseed and put the car back to straight, at mean gas."""
         self._rng = np.random.default_rng(seed)
+        self._episode_gas = self.gas_mean
+        if self.gas_mean_max is not None:
+            self._episode_gas = float(self._rng.uniform(self.gas_mean, self.gas_mean_max))
         self._steer = 0.0
-        self._gas = self.gas_mean
+        self._gas = self._episode_gas
         self._brake_left = 0
         self._brake = 0.0
 
@@ -128,7 +144,7 @@ class CorrelatedRandomPolicy:
                 target = float(np.clip(self.road_gain * offset, -1.0, 1.0))
         self._steer += self.steer_theta * (target - self._steer) + self.steer_sigma * rng.standard_normal()
         self._steer = float(np.clip(self._steer, -1.0, 1.0))
-        self._gas += self.gas_theta * (self.gas_mean - self._gas) + self.gas_sigma * rng.standard_normal()
+        self._gas += self.gas_theta * (self._episode_gas - self._gas) + self.gas_sigma * rng.standard_normal()
         self._gas = float(np.clip(self._gas, 0.0, 1.0))
         if self._brake_left == 0 and rng.random() < self.brake_prob:
             self._brake_left = int(rng.integers(self.brake_steps[0], self.brake_steps[1] + 1))
@@ -141,7 +157,7 @@ class CorrelatedRandomPolicy:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(steer_theta={self.steer_theta}, steer_sigma={self.steer_sigma}, "
-            f"gas_mean={self.gas_mean}, gas_theta={self.gas_theta}, gas_sigma={self.gas_sigma}, "
+            f"gas_mean={self.gas_mean}, gas_mean_max={self.gas_mean_max}, gas_theta={self.gas_theta}, gas_sigma={self.gas_sigma}, "
             f"brake_prob={self.brake_prob}, brake_steps={self.brake_steps}, "
             f"brake_strength={self.brake_strength}, road_gain={self.road_gain})"
         )
@@ -166,41 +182,151 @@ def _road_offset(obs: np.ndarray) -> float | None:
     return (float(cols.mean()) - _CAR_COLUMN) / 48.0
 
 
-#: Policy specs known to :func:`make_policy`: name -> ``factory(seed) -> Policy``.
-#: Extension point: a trained controller gets its own entry here. Factories run inside the
-#: spawned collection workers, so they must live at module level in a module the workers
-#: import, and load whatever they need (weights, torch) themselves. Names may not contain
-#: ':', which is kept free for specs that carry an argument (such as a controller's path).
-POLICIES: dict[str, Callable[[int], Policy]] = {
+class ControllerPolicy:
+    """
+    A trained controller driving the real car, plus exploration noise: the paper's iterative step.
+
+    The collector hands policies raw 96x96 frames, so this policy runs the controller's world
+    model itself, exactly as ``RealCarRacing-v0`` does: each frame is preprocessed and encoded
+    by V (posterior mean), the controller acts on ``[z, h]``, noise is added, and M's hidden
+    state is stepped with the action actually taken (noise included, as that is the action
+    stored in the episode).
+
+    The noise is an Ornstein-Uhlenbeck process per action dimension, so a perturbation lasts
+    long enough to push the car somewhere new (wide in a bend, onto the grass) and the
+    controller's recovery is recorded too. Its scale is drawn per episode from
+    ``[0, noise]``, so a collection holds near-clean and very noisy driving.
+
+    :param seed: seed of the noise until the first :meth:`reset`.
+    :param controller: a controller folder written by ``dreamgym train-controller``, or ``"reference"``.
+    :param noise: largest per-episode noise scale (0: the controller's own actions).
+    :param noise_theta: fraction of the noise pulled back to 0 per step.
+    :param model: the world model to see through; default, the one the controller records.
+    :param device: torch device of the world model.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        controller: str = "reference",
+        noise: float = 0.3,
+        noise_theta: float = 0.15,
+        model: str | None = None,
+        device: str = "cpu",
+    ) -> None:
+        import torch
+
+        from dreamgym.agents.evaluate import check_agent_fits, load_agent, parse_agent_spec, resolve_agent_model
+        from dreamgym.hub import load_world_model
+
+        if not noise >= 0 or not 0.0 <= noise_theta <= 1.0:
+            raise ValueError(f"noise must be >= 0 and noise_theta in [0, 1], got {noise} and {noise_theta}")
+        spec = parse_agent_spec(str(controller))
+        if spec.kind != "controller":
+            raise ValueError(f"policy 'controller' needs a controller folder or 'reference', got {controller!r}")
+        self.act, loaded = load_agent(spec)
+        source, revision = resolve_agent_model(spec, loaded, model, None)
+        self.world_model = load_world_model(source, revision=revision, device=device)
+        check_agent_fits(loaded, self.world_model, spec.spec)
+        self.controller, self.noise, self.noise_theta = str(controller), float(noise), float(noise_theta)
+        cfg = self.world_model.config
+        self._torch = torch
+        self._zeros = torch.zeros(1, cfg.rnn_hidden, device=self.world_model.device)
+        self.reset(seed)
+
+    def reset(self, seed: int) -> None:
+        """Start a new episode: reseed the noise, draw its scale and zero M's state."""
+        self._rng = np.random.default_rng(seed)
+        self._scale = self.noise * float(self._rng.random())
+        self._noise = np.zeros(3)
+        self._h, self._c = self._zeros.clone(), self._zeros.clone()
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        """Next action for the raw 96x96x3 frame ``obs``."""
+        from dreamgym.preprocessing import preprocess_frames
+
+        cfg = self.world_model.config
+        with self._torch.inference_mode():
+            z = self.world_model.encode(preprocess_frames(obs, cfg.image_size, cfg.crop_dashboard)[None])[0]
+            action = np.asarray(self.act(self._torch.cat([z[0], self._h[0]]).cpu().numpy()), dtype=np.float64)
+            self._noise += -self.noise_theta * self._noise + self._scale * self._rng.standard_normal(3)
+            action = np.clip(action + self._noise, [-1.0, 0.0, 0.0], [1.0, 1.0, 1.0]).astype(np.float32)
+            a = self._torch.from_numpy(action[None]).to(self.world_model.device)
+            self._h, self._c = self.world_model.rnn.step(z, a, self._h, self._c)
+        return action
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(controller={self.controller!r}, noise={self.noise}, noise_theta={self.noise_theta})"
+
+
+#: Policy specs known to :func:`make_policy`: name -> ``factory(seed, [ARG], **options)``.
+#: Factories run inside the spawned collection workers, so they must live at module level in
+#: a module the workers import, and load whatever they need (weights, torch) themselves.
+#: Names may not contain ':' or '?', which introduce a spec's argument and options.
+POLICIES: dict[str, Callable[..., Policy]] = {
     "random": CorrelatedRandomPolicy,
+    "controller": ControllerPolicy,
 }
 
 
-def register_policy(name: str, factory: Callable[[int], Policy]) -> None:
-    """Make ``factory(seed)`` available as ``make_policy(name, seed)``.
+def register_policy(name: str, factory: Callable[..., Policy]) -> None:
+    """Make ``factory(seed, [ARG], **options)`` available as ``make_policy("NAME[:ARG][?OPTIONS]", seed)``.
 
     With spawned collection workers, register at import time of a module the workers import
     too; a registration made only in the parent process is not seen by the workers.
     """
-    if not name or ":" in name:
-        raise ValueError(f"policy name must be non-empty and contain no ':', got {name!r}")
+    if not name or ":" in name or "?" in name:
+        raise ValueError(f"policy name must be non-empty and contain no ':' or '?', got {name!r}")
     if name in POLICIES:
         raise ValueError(f"policy {name!r} is already registered")
     POLICIES[name] = factory
+
+
+def _option_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def parse_policy_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
+    """Split ``"NAME[:ARG][?KEY=VALUE&...]"`` into ``(name, arg, options)``; numbers become numbers.
+
+    :raises ValueError: an unknown name or a malformed option.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"policy spec must be a string such as 'random', got {type(spec).__name__}")
+    head, _, query = spec.partition("?")
+    name, colon, arg = head.partition(":")
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {spec!r}; expected one of {sorted(POLICIES)}, as NAME[:ARG][?KEY=VALUE&...]")
+    if colon and not arg:
+        raise ValueError(f"policy spec {spec!r} has an empty argument after ':'")
+    options: dict[str, Any] = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise ValueError(f"policy spec {spec!r}: option {item!r} is not KEY=VALUE")
+        options[key] = _option_value(value)
+    return name, (arg or None), options
 
 
 def make_policy(spec: str, seed: int) -> Policy:
     """
     Build the policy named by ``spec``.
 
-    :param spec: ``"random"`` (:class:`CorrelatedRandomPolicy` with its default tuning) or a
-        name added with :func:`register_policy`.
+    :param spec: ``"NAME[:ARG][?KEY=VALUE&...]"``: ``"random"``, ``"random?gas_mean=0.5"``,
+        ``"controller:runs/ctrl?noise=0.3"``, or a name added with :func:`register_policy`.
+        ``ARG`` is the factory's second positional argument and the options its keywords.
     :param seed: seed of the policy's randomness until its next ``reset``.
     :return: the policy.
+    :raises ValueError: an unknown policy, or options its factory does not accept.
     """
-    if not isinstance(spec, str):
-        raise TypeError(f"policy spec must be a string such as 'random', got {type(spec).__name__}")
-    factory = POLICIES.get(spec)
-    if factory is None:
-        raise ValueError(f"unknown policy {spec!r}; expected one of {sorted(POLICIES)}")
-    return factory(seed)
+    name, arg, options = parse_policy_spec(spec)
+    factory = POLICIES[name]
+    try:
+        return factory(seed, **options) if arg is None else factory(seed, arg, **options)
+    except TypeError as err:
+        raise ValueError(f"policy spec {spec!r} does not fit {getattr(factory, '__name__', name)}: {err}") from err
