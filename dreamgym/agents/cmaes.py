@@ -50,7 +50,7 @@ from dreamgym.training.common import (
     write_log,
 )
 
-__all__ = ["dream_keys", "evaluate_population", "generation_seeds", "train_controller"]
+__all__ = ["dream_keys", "evaluate_population", "generation_seeds", "select_controller", "train_controller"]
 
 STAGE = "cmaes"
 CMAES_CHECKPOINT_FORMAT = 1
@@ -383,3 +383,27 @@ def train_controller(
     finally:
         bar.close()
     return make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness)
+
+
+def select_controller(out: str | os.PathLike) -> Path:
+    """The controller of a :func:`train_controller` run to use: the ES mean or the best candidate.
+
+    The best candidate's score is the maximum of many noisy estimates and so flatters it; the
+    run's last held-out evaluation scores both on the same fixed dream episodes. This returns
+    ``out / "mean"`` when the ES mean scored at least as well there, else ``out``.
+
+    :raises FileNotFoundError: ``out`` holds no controller.
+    """
+    import json
+
+    from dreamgym.agents.controller import CONFIG_FILE
+
+    out = Path(out)
+    if not (out / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"no controller in {str(out)!r}: run `dreamgym train-controller --out {out}` first")
+    log_path = out / "logs" / f"{STAGE}.json"
+    history = json.loads(log_path.read_text()) if log_path.is_file() else []
+    evaluated = [e for e in history if isinstance(e, dict) and "eval_es_mean" in e]
+    if evaluated and (out / "mean" / CONFIG_FILE).is_file() and evaluated[-1]["eval_es_mean"] >= evaluated[-1]["eval_best"]:
+        return out / "mean"
+    return out

@@ -31,7 +31,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "CorruptShardWarning",
+    "EpisodeSubset",
     "Episode",
     "EpisodeStore",
     "ShardCorruptError",
@@ -492,3 +493,54 @@ class EpisodeStore:
 
     def __repr__(self) -> str:
         return f"EpisodeStore({str(self.root)!r}, episodes={len(self)})"
+
+
+class EpisodeSubset:
+    """
+    A read-only view of the episodes of an :class:`EpisodeStore` whose seeds are in ``seeds``.
+
+    A build collects into one store round after round; each round's training must see the
+    episodes of its own rounds only, also when it is re-run after later rounds added more
+    (otherwise a finished stage would quietly retrain, re-split or re-measure on new data).
+    Seeds that are not (yet) in the store are simply absent from the view.
+
+    :param store: the store, or its folder.
+    :param seeds: the seeds to keep.
+    """
+
+    def __init__(self, store: EpisodeStore | str | os.PathLike[str], seeds: Iterable[int]) -> None:
+        self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
+        self.root = self.store.root
+        self.only = frozenset(int(s) for s in seeds)
+
+    def seeds(self) -> set[int]:
+        """Seeds of the stored episodes that the view keeps."""
+        return self.store.seeds() & self.only
+
+    def episodes(self, *, skip_corrupt: bool = True) -> Iterator[Episode]:
+        """Stream the kept episodes in seed order, as :meth:`EpisodeStore.episodes`."""
+        for seed in sorted(self.seeds()):
+            try:
+                yield self.store.load(seed)
+            except ShardCorruptError as exc:
+                if not skip_corrupt:
+                    raise
+                warnings.warn(f"skipping: {exc}", CorruptShardWarning, stacklevel=2)
+
+    def load(self, seed: int) -> Episode:
+        """Read one kept episode; :class:`KeyError` for a seed outside the view."""
+        if seed not in self.only:
+            raise KeyError(f"seed {seed} is outside this view of {self.root}")
+        return self.store.load(seed)
+
+    def __iter__(self) -> Iterator[Episode]:
+        return self.episodes()
+
+    def __len__(self) -> int:
+        return len(self.seeds())
+
+    def __contains__(self, seed: object) -> bool:
+        return seed in self.only and seed in self.store
+
+    def __repr__(self) -> str:
+        return f"EpisodeSubset({str(self.root)!r}, episodes={len(self)})"

@@ -1,8 +1,19 @@
-"""``dreamgym build``: collect, train V, train M and package, from one YAML config.
+"""``dreamgym build``: collect, train V, M and C, iterate, and package, from one YAML config.
 
-Each stage resumes on its own (collection skips finished episodes, training continues from
-the last epoch's checkpoint), so re-running a build after a crash or Ctrl-C picks up where
-it stopped, and re-running a finished build does nothing but report.
+The stages follow the paper:
+
+1. ``collect`` random rollouts, train V (``vae``) and M (``rnn``) into ``out``;
+2. with a ``controller`` section, train C with CMA-ES in that M's dream (``out/controller``);
+3. each entry of ``iterations`` is one round of the paper's iterative training: collect more
+   real rollouts (typically with the previous round's controller plus exploration noise, as
+   ``policy: "controller:{controller}?noise=0.3"``; ``{controller}`` names the previous
+   round's selected controller), retrain M from scratch on all the data so far into
+   ``out/round-K`` (V is kept), and train C again in the new dream (``out/round-K/controller``).
+
+The last round's folder is the built world model. Each stage resumes on its own (collection
+skips finished episodes, training continues from the last epoch's or generation's
+checkpoint), so re-running a build after a crash or Ctrl-C picks up where it stopped, and
+re-running a finished build does nothing but report.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import inspect
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +30,8 @@ import yaml
 
 from dreamgym.config import ConfigError, WorldModelConfig
 
-SECTIONS = ("out", "collect", "model", "vae", "rnn")
+SECTIONS = ("out", "collect", "model", "vae", "rnn", "controller", "iterations")
+ROUND_SECTIONS = ("collect", "rnn", "controller")
 # What `dreamgym inspect` draws next to a built model; packaging ships them for the card.
 PREVIEW_IMAGES = ("reconstruction.png", "open_loop.png", "curves_vae.png", "curves_rnn.png")
 
@@ -37,6 +50,7 @@ def _stage_kwargs(section: str, values: Any, func: Callable, reserved: tuple[str
 
 def load_build_config(path: str | Path) -> dict[str, Any]:
     """Read and check a build config, raising :class:`ConfigError` on anything malformed."""
+    from dreamgym.agents.cmaes import train_controller
     from dreamgym.data.collect import collect
     from dreamgym.training.rnn import train_rnn
     from dreamgym.training.vae import train_vae
@@ -56,25 +70,70 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw.get("out"), str):
         raise ConfigError(f"build config {str(path)!r} needs 'out': the folder the world model is written to")
     collect_kwargs = _stage_kwargs("collect", raw.get("collect"), collect, ())
-    if "out" not in collect_kwargs:
-        raise ConfigError(f"build config {str(path)!r}: section 'collect' needs 'out', the data folder")
+    if "out" not in collect_kwargs or "episodes" not in collect_kwargs:
+        raise ConfigError(f"build config {str(path)!r}: section 'collect' needs 'out', the data folder, and 'episodes'")
     model = raw.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError("build config section 'model' must be a mapping of WorldModelConfig fields")
     model_config = WorldModelConfig.from_dict({"format_version": 1, **model})
+    controller_kwargs = _stage_kwargs("controller", raw.get("controller"), train_controller, ("model", "out", "revision"))
+    rounds = raw.get("iterations") or []
+    if not isinstance(rounds, list):
+        raise ConfigError(f"build config {str(path)!r}: 'iterations' must be a list of rounds, got {type(rounds).__name__}")
+    if rounds and "controller" not in raw:
+        raise ConfigError(
+            f"build config {str(path)!r} has 'iterations' but no 'controller' section: each round retrains C, "
+            "and its collection drives with the previous round's controller"
+        )
+    iterations = []
+    for k, entry in enumerate(rounds, 1):
+        where = f"iterations[{k - 1}]"
+        if not isinstance(entry, dict) or not set(entry) <= set(ROUND_SECTIONS):
+            raise ConfigError(f"build config {str(path)!r}: {where} must be a mapping with some of {list(ROUND_SECTIONS)}")
+        collections = entry.get("collect") or []
+        collections = [collections] if isinstance(collections, dict) else collections
+        if not isinstance(collections, list):
+            raise ConfigError(f"build config {str(path)!r}: {where}.collect must be a mapping or a list of them")
+        for c in collections:
+            if not isinstance(c, dict) or "episodes" not in c:
+                raise ConfigError(f"build config {str(path)!r}: every collection of {where}.collect needs 'episodes'")
+        iterations.append({
+            # The data store is shared by every round: M is retrained on all of it.
+            "collect": [_stage_kwargs(f"{where}.collect", c, collect, ("out",)) for c in collections],
+            "rnn": _stage_kwargs(f"{where}.rnn", entry.get("rnn"), train_rnn, ("data", "vae", "out")),
+            "controller": _stage_kwargs(f"{where}.controller", entry.get("controller"), train_controller, ("model", "out", "revision")),
+        })
     return {
         "out": raw["out"],
         "collect": collect_kwargs,
         "model": model_config,
         "vae": _stage_kwargs("vae", raw.get("vae"), train_vae, ("data", "out", "config")),
         "rnn": _stage_kwargs("rnn", raw.get("rnn"), train_rnn, ("data", "vae", "out")),
+        "controller": controller_kwargs if "controller" in raw else None,
+        "iterations": iterations,
         "source": str(path),
     }
 
 
+def _collection_seeds(kwargs: dict[str, Any]) -> range:
+    return range(int(kwargs.get("seed", 0)), int(kwargs.get("seed", 0)) + int(kwargs["episodes"]))
+
+
+def round_folder(out: str | Path, k: int) -> Path:
+    """Where round ``k`` of a build writes its world model (round 0 is ``out`` itself)."""
+    return Path(out) if k == 0 else Path(out) / f"round-{k}"
+
+
 def build(config_path: str | Path, progress: bool = True) -> Path:
-    """Run every stage of the build described by ``config_path``; return the model folder."""
+    """Run every stage of the build described by ``config_path``; return the final model folder.
+
+    The final folder is ``out`` without iterations, else the last round's ``out/round-K``;
+    its controller (with a ``controller`` section) is in ``<folder>/controller``, and
+    :func:`~dreamgym.agents.cmaes.select_controller` picks the ES mean or the best candidate.
+    """
+    from dreamgym.agents.cmaes import select_controller, train_controller
     from dreamgym.data.collect import collect
+    from dreamgym.data.storage import EpisodeSubset
     from dreamgym.training.rnn import train_rnn
     from dreamgym.training.vae import train_vae
     from dreamgym.visualize import inspect_world_model
@@ -83,6 +142,9 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
     out = Path(cfg["out"])
     data = cfg["collect"]["out"]
     timings: dict[str, float] = {}
+    # Every round collects into the same store; each trains on its own rounds' seeds only, so
+    # re-running a finished round after later ones added episodes changes nothing.
+    seeds = set(_collection_seeds(cfg["collect"]))
 
     def timed(stage: str, func: Callable[[], Any]) -> None:
         start = time.perf_counter()
@@ -90,12 +152,41 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
         func()
         timings[stage] = round(time.perf_counter() - start, 1)
 
+    def train_c(folder: Path, overrides: dict[str, Any], prefix: str) -> None:
+        kwargs = {**cfg["controller"], **overrides}
+        timed(f"{prefix}train-controller", lambda: train_controller(
+            model=str(folder), out=folder / "controller", progress=progress, **kwargs))
+        timed(f"{prefix}inspect-controller", lambda: inspect_world_model(
+            folder, out=folder, controller=folder / "controller", log=lambda _: None))
+
     timed("collect", lambda: collect(progress=progress, **cfg["collect"]))
-    timed("train-vae", lambda: train_vae(data=data, out=out, config=cfg["model"], progress=progress, **cfg["vae"]))
-    timed("train-rnn", lambda: train_rnn(data=data, vae=out, out=out, progress=progress, **cfg["rnn"]))
+    round_data = EpisodeSubset(data, seeds)
+    timed("train-vae", lambda: train_vae(data=round_data, out=out, config=cfg["model"], progress=progress, **cfg["vae"]))
+    timed("train-rnn", lambda: train_rnn(data=round_data, vae=out, out=out, progress=progress, **cfg["rnn"]))
     timed("inspect", lambda: inspect_world_model(out, data=data))
-    _record_build(out, cfg, timings)
-    return out
+    if cfg["controller"] is not None:
+        train_c(out, {}, "")
+    final = out
+    for k, iteration in enumerate(cfg["iterations"], 1):
+        previous = select_controller(round_folder(out, k - 1) / "controller")
+        folder = round_folder(out, k)
+        for j, entry in enumerate(iteration["collect"]):
+            entry = {**cfg["collect"], **entry}
+            entry["policy"] = entry.get("policy", "random").replace("{controller}", str(previous))
+            timed(f"round-{k}/collect-{j}", lambda entry=entry: collect(progress=progress, **entry))
+            seeds |= set(_collection_seeds(entry))
+        # V is shared by every round: its log travels with each round's model for the curves.
+        (folder / "logs").mkdir(parents=True, exist_ok=True)
+        if (out / "logs" / "vae.json").is_file():
+            shutil.copyfile(out / "logs" / "vae.json", folder / "logs" / "vae.json")
+        rnn_kwargs = {**cfg["rnn"], **iteration["rnn"]}
+        round_data = EpisodeSubset(data, seeds)
+        timed(f"round-{k}/train-rnn", lambda: train_rnn(data=round_data, vae=out, out=folder, progress=progress, **rnn_kwargs))
+        timed(f"round-{k}/inspect", lambda: inspect_world_model(folder, data=data))
+        train_c(folder, iteration["controller"], f"round-{k}/")
+        final = folder
+    _record_build(final, cfg, timings)
+    return final
 
 
 def _record_build(out: Path, cfg: dict[str, Any], timings: dict[str, float]) -> None:
@@ -105,7 +196,7 @@ def _record_build(out: Path, cfg: dict[str, Any], timings: dict[str, float]) -> 
     record_path = out / "build.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"runs": []}
     record["config"] = cfg["source"]
-    record["settings"] = {k: cfg[k] for k in ("collect", "vae", "rnn")}
+    record["settings"] = {k: cfg[k] for k in ("collect", "vae", "rnn", "controller", "iterations")}
     record["runs"].append(
         {
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
