@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -69,12 +69,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backend(args: argparse.Namespace) -> Any:
+    """The backend --backend and --address ask for; a missing Ray becomes a one-line error."""
+    from dreamgym.backends import make_backend
+
+    try:
+        return make_backend(args.backend, args.workers, args.address)
+    except ImportError as err:
+        raise ValueError(str(err)) from err
+
+
 def _cmd_collect(args: argparse.Namespace) -> int:
     from dreamgym.data.collect import collect
 
     store = collect(
         env_id=args.env, episodes=args.episodes, out=args.out, workers=args.workers,
-        policy=args.policy, seed=args.seed, max_steps=args.max_steps,
+        policy=args.policy, seed=args.seed, max_steps=args.max_steps, backend=_backend(args),
     )
     print(f"{len(store)} episodes in {args.out}")
     return 0
@@ -128,7 +138,8 @@ def _cmd_package(args: argparse.Namespace) -> int:
     from dreamgym.training.build import package_world_model
 
     dest = package_world_model(args.model_dir, args.out, model_ref=args.ref, data=args.data,
-                               half=not args.fp32, card_copies=tuple(args.card_copy))
+                               half=not args.fp32, card_copies=tuple(args.card_copy), controller=args.controller,
+                               results=args.results, sweep=args.sweep)
     size = sum(p.stat().st_size for p in dest.iterdir()) / 2**20
     print(f"packaged {args.model_dir} into {dest} ({size:.1f} MiB)")
     return 0
@@ -159,7 +170,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(
             args.agent, episodes=args.episodes, seed=args.seed, workers=args.workers, model=args.model,
             revision=args.revision, dream=args.dream, temperature=args.temperature, max_steps=args.max_steps,
-            out=args.out,
+            out=args.out, backend=_backend(args),
         )
     except KeyboardInterrupt:
         print("\ninterrupted: evaluation stopped, nothing written", file=sys.stderr)
@@ -223,6 +234,15 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="where episodes run: worker processes here (default), or Ray tasks on a cluster "
+                        "(pip install \"dreamgym[ray]\")")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: the cluster, 'auto' or 'ray://host:10001' (default: RAY_ADDRESS, "
+                        "else a cluster running on this machine, else a new one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="random", help="'random' (temporally correlated random actions), 'random?gas_mean=0.3&gas_mean_max=0.8', or 'controller:DIR?noise=0.3' (a trained controller plus exploration noise; DIR may be 'reference')")
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the episode store folder (with --backend ray: on storage every node sees)")
+    _add_backend_args(p)
     p.set_defaults(func=_cmd_collect)
 
     p = sub.add_parser("train-vae", help="train V on collected frames (resumes from checkpoints)")
@@ -276,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="episode store to re-measure the packaged weights on")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.add_argument("--card-copy", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
+    p.add_argument("--controller", default=None,
+                   help="train-controller folder to ship under controller/ (its ES mean or best, by held-out dream score)")
+    p.add_argument("--results", default=None, help="the controller's results.json from dreamgym evaluate, for the card")
+    p.add_argument("--sweep", default=None, help="temperature_sweep.json from examples/temperature_sweep.py, for the card")
     p.set_defaults(func=_cmd_package)
 
     p = sub.add_parser("card", help="write a world model's model card from its metrics and build record")
@@ -322,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None)
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--out", default=None, help="results JSON file to write (a folder gets results.json)")
+    _add_backend_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("play", help="drive the dream (or, with --real, the real car) with the arrow keys")

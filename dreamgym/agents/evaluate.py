@@ -18,26 +18,24 @@ Agents are named by a spec string, so that worker processes can load them themse
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
+import dataclasses
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dreamgym.backends import Backend, LocalBackend, TaskError, WorkerDiedError, headless, make_backend
+
 __all__ = ["DREAM_ENV_ID", "REAL_ENV_ID", "AgentSpec", "evaluate", "load_agent", "parse_agent_spec", "run_episode"]
 
 REAL_ENV_ID = "dreamgym/RealCarRacing-v0"
 DREAM_ENV_ID = "dreamgym/DreamCarRacing-v0"
 RESULTS_FILE = "results.json"
-_HEADLESS_ENV = {"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy", "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
 
 Agent = Callable[[np.ndarray], np.ndarray]
 
@@ -163,9 +161,6 @@ class _EpisodeConfig:
     max_steps: int
 
 
-_WORKER: dict[str, Any] = {}
-
-
 def _make_real_env(config: _EpisodeConfig) -> Any:
     import gymnasium as gym
 
@@ -174,30 +169,9 @@ def _make_real_env(config: _EpisodeConfig) -> Any:
     return gym.make(REAL_ENV_ID, model=config.model, revision=config.revision, max_episode_steps=config.max_steps)
 
 
-def _init_worker(config: _EpisodeConfig) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides and terminates the workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.update(_HEADLESS_ENV)
-    import torch
-
-    # One env per core: intra-op threads would only make the workers fight.
-    torch.set_num_threads(1)
-    _WORKER["config"] = config
-
-
-def _worker_episode(seed: int) -> tuple[float, int]:
-    if "env" not in _WORKER:
-        # Built on the first episode rather than in the initializer, so that a failure comes
-        # back to the parent as an exception with its traceback, not as a broken pool.
-        config = _WORKER["config"]
-        _WORKER["act"], _ = load_agent(config.agent)
-        _WORKER["env"] = _make_real_env(config)
-    return run_episode(_WORKER["env"], _WORKER["act"], seed)
-
-
 @contextlib.contextmanager
 def _single_thread() -> Iterator[None]:
-    """Run in-process with one torch thread, as a worker would, so results match the workers' bit for bit."""
+    """One torch thread, as one env per core wants; in-process runs thus match the workers' bit for bit."""
     import torch
 
     threads = torch.get_num_threads()
@@ -208,72 +182,40 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _real_inline(config: _EpisodeConfig, seeds: Sequence[int], bar: Any) -> Iterator[tuple[int, float, int]]:
-    for name, value in _HEADLESS_ENV.items():
-        os.environ.setdefault(name, value)
+@contextlib.contextmanager
+def _real_worker(config: _EpisodeConfig) -> Iterator[Callable[[int], tuple[float, int]]]:
+    """A worker's agent and real env; ``work(seed)`` plays the episode of ``seed``: (return, length)."""
+    headless()
     act, _ = load_agent(config.agent)
     with _single_thread():
         env = _make_real_env(config)
         try:
-            for i, seed in enumerate(seeds):
-                total, length = run_episode(env, act, seed)
-                bar.update(1)
-                yield i, total, length
+            yield lambda seed: run_episode(env, act, seed)
         finally:
             env.close()
 
 
-def _terminate(executor: ProcessPoolExecutor) -> None:
-    # ProcessPoolExecutor has no public way to stop running tasks (3.14 adds terminate_workers).
-    terminate = getattr(executor, "terminate_workers", None)
-    if terminate is not None:
-        terminate()
-        return
-    for proc in list((getattr(executor, "_processes", None) or {}).values()):
-        with contextlib.suppress(Exception):
-            proc.terminate()
-
-
 def _real_pool(
-    config: _EpisodeConfig, seeds: Sequence[int], workers: int, bar: Any
+    config: _EpisodeConfig, seeds: Sequence[int], backend: Backend[Any, Any] | int, bar: Any
 ) -> Iterator[tuple[int, float, int]]:
-    from dreamgym.data.collect import _child_environ
+    """Play the real episodes of ``seeds`` on ``backend`` (an int: that many local workers).
 
-    # spawn, not fork: the parent holds torch threads (and maybe CUDA) that fork copies broken.
-    ctx = mp.get_context("spawn")
-    executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(config,))
-    pending: dict[Future, int] = {}
+    :return: an iterator of (index in ``seeds``, return, length), as episodes finish.
+    """
+    if isinstance(backend, int):
+        backend = LocalBackend(backend)
+    index = {seed: i for i, seed in enumerate(seeds)}
     try:
-        with _child_environ():  # the workers start on the first submit and inherit os.environ as it is then
-            pending = {executor.submit(_worker_episode, seed): i for i, seed in enumerate(seeds)}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                i = pending.pop(future)
-                try:
-                    total, length = future.result()
-                except BrokenProcessPool:
-                    # The pool fails every unfinished episode at once, so which one killed it is unknown.
-                    raise RuntimeError(
-                        f"an evaluation worker died unexpectedly (killed, out of memory, or crashed in native code) "
-                        f"with {len(pending) + 1} of {len(seeds)} episodes unfinished; nothing was written"
-                    ) from None
-                except (ValueError, FileNotFoundError, ImportError):
-                    raise  # bad input, already explained: let the CLI print it as one line
-                except Exception as err:
-                    raise RuntimeError(
-                        f"an evaluation worker failed on the episode of seed {seeds[i]}: {type(err).__name__}: {err}"
-                    ) from err
-                bar.update(1)
-                yield i, total, length
-    except BaseException:
-        # Ctrl-C or an error: drop the episodes in flight rather than wait for them.
-        for future in pending:
-            future.cancel()
-        _terminate(executor)
-        raise
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        for seed, (total, length) in backend.run(_real_worker, config, seeds):
+            bar.update(1)
+            yield index[seed], total, length
+    except TaskError as err:
+        if isinstance(err.error, (ValueError, FileNotFoundError, ImportError)):
+            raise err.error from err  # bad input, already explained: let the CLI print it as one line
+        what = "could not start" if err.seed is None else f"failed on the episode of seed {err.seed}"
+        raise RuntimeError(f"an evaluation worker {what}: {err.summary}") from err
+    except WorkerDiedError as err:
+        raise RuntimeError(f"evaluation stopped: {err}; nothing was written") from None
 
 
 def _dream_returns(
@@ -332,6 +274,13 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def _absolute(model: Any) -> Any:
+    """A model folder given by a relative path, made absolute; anything else (a Hub id, a WorldModel) as it is."""
+    if isinstance(model, (str, os.PathLike)) and os.path.isdir(os.path.expanduser(model)):
+        return os.path.abspath(os.path.expanduser(model))
+    return model
+
+
 def _describe(model: Any) -> str | None:
     from dreamgym.models.world_model import WorldModel
 
@@ -354,20 +303,26 @@ def evaluate(
     max_steps: int = 1000,
     out: str | os.PathLike | None = None,
     progress: bool = True,
+    backend: str | Backend[Any, Any] = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """
     Score an agent over ``episodes`` episodes of ``dreamgym/RealCarRacing-v0``.
 
     Episode ``i`` is reset with seed ``seed + i``; real episodes run in ``workers`` spawned
-    processes (one torch thread each), and the returns do not depend on ``workers``.
+    processes, or Ray tasks with ``backend="ray"`` (one torch thread each), and the returns
+    depend neither on ``workers`` nor on the backend.
 
-    Workers are started with the "spawn" method, which re-imports the main module: in a
-    script, call this under ``if __name__ == "__main__":``.
+    Local workers are started with the "spawn" method, which re-imports the main module: in a
+    script, call this under ``if __name__ == "__main__":``. On a Ray cluster, every node must
+    see the agent and a world model folder at the same path (a shared file system), or name
+    the model by Hub id; a task whose worker or node dies is run again.
 
     :param agent: a controller folder, ``"reference"``, or ``"sb3:path/to/agent.zip"``.
     :param episodes: number of real episodes.
     :param seed: seed of the first episode.
-    :param workers: processes running real episodes; 1 runs them in this process.
+    :param workers: real episodes run at once: processes (1 runs them in this process), or Ray
+        tasks in flight.
     :param model: the world model the agent sees through (a folder, a Hub id or a
         :class:`~dreamgym.WorldModel`). None: the one a controller's ``controller.json``
         records, or for an SB3 agent the default shipped with dreamgym.
@@ -377,7 +332,10 @@ def evaluate(
     :param temperature: the dream's temperature (used with ``dream=True`` only).
     :param max_steps: truncate each episode after this many steps.
     :param out: where to write the results as JSON (a file, or a folder to hold ``results.json``).
-    :param progress: show tqdm bars.
+    :param progress: show tqdm bars (driven here, whichever backend runs the episodes).
+    :param backend: where the real episodes run, as for :func:`~dreamgym.data.collect.collect`:
+        ``"local"``, ``"ray"`` or a :class:`~dreamgym.backends.Backend`.
+    :param address: the Ray cluster for ``backend="ray"``, as for :func:`~dreamgym.data.collect.collect`.
     :return: the results: ``agent``, ``model``, ``revision``, ``env_id``, ``episodes``,
         ``seed``, ``seeds``, ``returns``, ``lengths``, ``mean``, ``std`` (population std over
         episodes), ``max_steps``, ``dreamgym_version``, ``wall_seconds``; with ``dream=True``
@@ -385,7 +343,8 @@ def evaluate(
         minus real mean) and ``temperature``.
     :raises ValueError: a bad agent spec or option, or an agent that does not fit the world model.
     :raises FileNotFoundError: the agent or the world model does not exist.
-    :raises RuntimeError: a worker failed or died.
+    :raises RuntimeError: a worker failed, or died more than the backend's ``max_retries`` times.
+    :raises ImportError: ``backend="ray"`` without Ray installed.
     """
     from tqdm.auto import tqdm
 
@@ -399,6 +358,7 @@ def evaluate(
     workers = _check_int("workers", workers, 1)
     max_steps = _check_int("max_steps", max_steps, 1)
     temperature = check_temperature(temperature)
+    runner = make_backend(backend, workers, address)
     started = time.perf_counter()
 
     # Load everything once here first: a bad spec or model fails now, with one clear error,
@@ -411,12 +371,13 @@ def evaluate(
 
     seeds = [seed + i for i in range(episodes)]
     # Workers load the model by name themselves (None: the shipped default); only an
-    # in-memory WorldModel is sent to them, pickled over the pipe.
-    config = _EpisodeConfig(spec, model, revision, max_steps)
+    # in-memory WorldModel is sent to them, pickled. Paths go absolute: a Ray worker may not
+    # share this process's working directory.
+    config = _EpisodeConfig(dataclasses.replace(spec, path=os.path.abspath(spec.path)), _absolute(model), revision, max_steps)
     returns, lengths, finished = [0.0] * episodes, [0] * episodes, []
+    runner.start()
     with tqdm(total=episodes, desc="real", unit="ep", disable=not progress) as bar:
-        results = _real_inline(config, seeds, bar) if workers == 1 else _real_pool(config, seeds, min(workers, episodes), bar)
-        for i, total, length in results:
+        for i, total, length in _real_pool(config, seeds, runner, bar):
             returns[i], lengths[i] = total, length
             finished.append(total)
             bar.set_postfix(mean=f"{np.mean(finished):.1f}", refresh=False)
@@ -437,7 +398,7 @@ def evaluate(
         "mean": float(np.mean(returns)),
         "std": float(np.std(returns)),
         "max_steps": max_steps,
-        "workers": workers,
+        "workers": runner.workers,
     }
     if dream:
         dream_returns, dream_lengths = _dream_returns(act, loaded, world_model, seeds, temperature, max_steps, progress)

@@ -5,9 +5,11 @@ with the same seed, so an episode depends on its seed alone. That is what makes 
 resumable: seeds already in the store are skipped, and a seed that was in flight when the
 collector died is simply run again.
 
-Worker processes run the env and write the shards (compressing an episode costs about as
-much as a second of driving, so it is done in parallel too); the parent process alone owns
-the manifest, and lists a shard only once its worker reports it fully written.
+Workers run the env and write the shards (compressing an episode costs about as much as a
+second of driving, so it is done in parallel too); the parent process alone owns the
+manifest, and lists a shard only once its worker reports it fully written. Workers are local
+processes or Ray tasks on a cluster (:mod:`dreamgym.backends`): the same seeds give the same
+episodes on either.
 """
 
 from __future__ import annotations
@@ -15,20 +17,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing as mp
 import os
-import signal
 import time
-import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from dreamgym.backends import Backend, TaskError, WorkerDiedError, headless, make_backend
 from dreamgym.data.policies import Policy, make_policy
 from dreamgym.data.storage import Episode, EpisodeStore
 from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, preprocess_frames
@@ -39,11 +38,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ENV_ID = "CarRacing-v3"
 LOCK_NAME = ".collect.lock"
-
-# Workers never open a window or a sound device, and each is one env on one core: BLAS
-# threads (numpy's resize matmuls) would only fight the other workers.
-_HEADLESS_ENV = {"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy", "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -95,59 +89,17 @@ def run_episode(env: Any, policy: Policy, seed: int) -> Episode:
     )
 
 
-def _worker_main(conn: Connection, config: _WorkerConfig) -> None:
-    """Run episodes for the seeds the parent sends, until it sends None or dies."""
-    # Ctrl-C reaches the whole process group; the parent decides what to do about it and
-    # terminates the workers, so a worker must not die half-way through on its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.update(_HEADLESS_ENV)
-    parent = mp.parent_process()
+@contextlib.contextmanager
+def _collect_worker(config: _WorkerConfig) -> Iterator[Callable[[int], dict[str, Any]]]:
+    """A worker's env, policy and store; ``work(seed)`` writes the episode's shard and returns its entry."""
+    headless()
+    env = _make_env(config.env_id, config.max_steps)
     try:
-        env = _make_env(config.env_id, config.max_steps)
         policy = make_policy(config.policy, 0)
         store = EpisodeStore(config.root)
-    except Exception:
-        with contextlib.suppress(OSError):
-            conn.send(("error", None, traceback.format_exc()))
-        return
-    try:
-        while True:
-            # Without the parent's sentinel a worker orphaned by a SIGKILL-ed parent would
-            # block on recv forever.
-            ready = wait([conn, parent.sentinel] if parent is not None else [conn])
-            if conn not in ready:
-                return
-            seed = conn.recv()
-            if seed is None:
-                return
-            try:
-                episode = run_episode(env, policy, seed)
-                entry = store.write_shard(episode)
-            except Exception:
-                conn.send(("error", seed, traceback.format_exc()))
-                return
-            conn.send(("done", entry, None))
-    except (EOFError, OSError):
-        return  # the parent is gone; a shard written meanwhile is adopted on resume
+        yield lambda seed: store.write_shard(run_episode(env, policy, seed))
     finally:
         env.close()
-
-
-@contextlib.contextmanager
-def _child_environ() -> Iterator[None]:
-    """Environment for spawned workers, which inherit os.environ as it is when they start."""
-    overrides = dict(_HEADLESS_ENV)
-    overrides.update({name: os.environ.get(name, "1") for name in _THREAD_ENV})
-    saved = {name: os.environ.get(name) for name in overrides}
-    os.environ.update(overrides)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -186,8 +138,7 @@ def _check_env(env_id: str, max_steps: int) -> None:
         gym.spec(env_id)
     except gym.error.Error as exc:
         raise ValueError(f"unknown env id {env_id!r}: {exc}") from exc
-    for name, value in _HEADLESS_ENV.items():
-        os.environ.setdefault(name, value)
+    headless()
     try:
         env = _make_env(env_id, max_steps)
     except TypeError as exc:
@@ -228,6 +179,8 @@ def collect(
     seed: int = 0,
     max_steps: int = 1000,
     progress: bool = True,
+    backend: str | Backend[Any, Any] = "local",
+    address: str | None = None,
 ) -> EpisodeStore:
     """
     Collect ``episodes`` episodes of the real env into the store at ``out``, resuming.
@@ -237,21 +190,33 @@ def collect(
     (at most the episodes in flight were lost). Raising ``episodes`` extends a collection.
     Throughput (episodes/s, steps/s) is logged at INFO level on ``dreamgym.data.collect``.
 
-    Workers are started with the "spawn" method, which re-imports the main module: in a
-    script, call this under ``if __name__ == "__main__":``.
+    Local workers are started with the "spawn" method, which re-imports the main module: in a
+    script, call this under ``if __name__ == "__main__":``. On a Ray cluster
+    (``backend="ray"``), Ray tasks write the shards to ``out``, which must therefore be on
+    storage that this machine and every node see at the same path; this process alone writes
+    the manifest, as locally. A task whose worker or node dies is run again (its shard is
+    rewritten atomically and listed once); the shards are the same as the local backend's.
 
     :param env_id: ``"CarRacing-v3"``, or another env id with CarRacing's spaces (uint8
         ``(96, 96, 3)`` frames, ``(3,)`` continuous actions) that accepts ``continuous=True``.
     :param episodes: number of episodes the store should hold for seeds ``seed .. seed+episodes-1``.
     :param out: folder of the :class:`EpisodeStore` (created if needed).
-    :param workers: worker processes running envs in parallel (spawned, so safe with
-        threads and CUDA in the parent); 1 runs the episodes in this process.
+    :param workers: episodes run in parallel: worker processes (spawned, so safe with threads
+        and CUDA in the parent; 1 runs the episodes in this process), or Ray tasks in flight.
     :param policy: policy spec for :func:`~dreamgym.data.policies.make_policy`: ``"random"``, or
         ``"controller:PATH?noise=0.3"`` for the paper's iterative collection with a trained controller.
     :param seed: env seed of the first episode.
     :param max_steps: truncate each episode after this many steps.
-    :param progress: show a tqdm bar over episodes.
+    :param progress: show a tqdm bar over episodes (driven here, whichever backend runs them).
+    :param backend: ``"local"`` (worker processes on this machine), ``"ray"`` (Ray tasks; needs
+        ``pip install "dreamgym[ray]"``), or a :class:`~dreamgym.backends.Backend`, which
+        brings its own workers.
+    :param address: the Ray cluster for ``backend="ray"``: ``"auto"``, ``"ray://host:10001"``;
+        None: ``RAY_ADDRESS``, else a cluster running on this machine, else a new one (unless Ray
+        is already initialised in this process).
     :return: the store.
+    :raises RuntimeError: a worker failed on an episode, or died on it more than the backend's
+        ``max_retries`` times; the episodes finished before are kept.
     """
     if episodes is None or out is None:
         raise TypeError("collect() needs episodes= (how many) and out= (the store folder)")
@@ -259,6 +224,7 @@ def collect(
     workers = _check_int("workers", workers, 1)
     seed = _check_int("seed", seed, 0)
     max_steps = _check_int("max_steps", max_steps, 1)
+    runner = make_backend(backend, workers, address)
     make_policy(policy, seed)  # a bad spec, option or controller path fails here, not in every worker
     _check_env(env_id, max_steps)
 
@@ -269,10 +235,19 @@ def collect(
             logger.info("adopted %d finished shards the manifest had missed: seeds %s", len(adopted), adopted)
         done = store.seeds()
         todo = [s for s in range(seed, seed + episodes) if s not in done]
-        config = _WorkerConfig(env_id=env_id, policy=policy, max_steps=max_steps, root=str(store.root))
+        # Absolute: a Ray worker may not share this process's working directory.
+        config = _WorkerConfig(env_id=env_id, policy=policy, max_steps=max_steps, root=os.path.abspath(store.root))
+        used = min(runner.workers, len(todo))
+        if todo:
+            runner.start()  # starting or joining a Ray cluster is not collection time
         start, steps = time.perf_counter(), 0
         with tqdm(total=episodes, initial=episodes - len(todo), desc="collect", unit="ep", disable=not progress) as bar:
-            for entry in _run(config, todo, workers):
+            for entry in _run(runner, config, todo):
+                if not (store.root / entry["file"]).is_file():
+                    raise RuntimeError(
+                        f"a {runner.name} worker wrote {entry['file']}, but it is not in {store.root} here: "
+                        f"the store must be on storage that every node sees at the same path"
+                    )
                 store.record(entry)
                 steps += int(entry["length"])
                 elapsed = time.perf_counter() - start
@@ -281,94 +256,22 @@ def collect(
         elapsed = time.perf_counter() - start
         if todo:
             logger.info(
-                "collected %d episodes (%d steps) in %.1f s with %d workers: %.2f episodes/s, %.0f steps/s",
-                len(todo), steps, elapsed, min(workers, len(todo)), len(todo) / elapsed, steps / elapsed,
+                "collected %d episodes (%d steps) in %.1f s with %d %s workers: %.2f episodes/s, %.0f steps/s",
+                len(todo), steps, elapsed, used, runner.name, len(todo) / elapsed, steps / elapsed,
             )
-            _log_run(store.root, episodes=len(todo), steps=steps, seconds=elapsed, workers=min(workers, len(todo)))
+            _log_run(store.root, episodes=len(todo), steps=steps, seconds=elapsed, workers=used, backend=runner.name)
         else:
             logger.info("nothing to collect: %s already holds seeds %d..%d", store.root, seed, seed + episodes - 1)
     return store
 
 
-def _run(config: _WorkerConfig, seeds: list[int], workers: int) -> Iterator[dict[str, Any]]:
-    """Yield the manifest entry of each episode as soon as its shard is on disk."""
-    if not seeds:
-        return
-    if workers == 1:
-        # Inline: no process to spawn, and the easiest way to debug a policy.
-        for name, value in _HEADLESS_ENV.items():
-            os.environ.setdefault(name, value)
-        env = _make_env(config.env_id, config.max_steps)
-        try:
-            policy = make_policy(config.policy, 0)
-            store = EpisodeStore(config.root)
-            for seed in seeds:
-                yield store.write_shard(run_episode(env, policy, seed))
-        finally:
-            env.close()
-        return
-    yield from _run_pool(config, seeds, min(workers, len(seeds)))
-
-
-def _run_pool(config: _WorkerConfig, seeds: list[int], workers: int) -> Iterator[dict[str, Any]]:
-    # spawn, not fork: the parent may hold threads (tqdm's monitor, torch) or CUDA state,
-    # which fork copies in a broken state; spawn starts clean everywhere.
-    ctx = mp.get_context("spawn")
-    pending = list(reversed(seeds))
-    procs: dict[Connection, mp.process.BaseProcess] = {}
-    in_flight: dict[Connection, int] = {}
-    finished = False
+def _run(runner: Backend[Any, Any], config: _WorkerConfig, seeds: list[int]) -> Iterator[dict[str, Any]]:
+    """Yield the manifest entry of each episode as soon as its shard is on disk, each seed once."""
     try:
-        with _child_environ():
-            for _ in range(workers):
-                parent_conn, child_conn = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child_conn, config), daemon=True, name="dreamgym-collect")
-                proc.start()
-                child_conn.close()
-                procs[parent_conn] = proc
-        for conn in procs:
-            seed = pending.pop()
-            conn.send(seed)
-            in_flight[conn] = seed
-            if not pending:
-                break
-        sentinels = {proc.sentinel: conn for conn, proc in procs.items()}
-        while in_flight:
-            ready = wait(list(in_flight) + [s for s, c in sentinels.items() if c in in_flight])
-            for obj in ready:
-                conn = obj if isinstance(obj, Connection) else sentinels[obj]
-                if conn not in in_flight:
-                    continue  # already handled through its other handle in this round
-                seed = in_flight.pop(conn)
-                try:
-                    kind, payload, error = conn.recv()
-                except (EOFError, OSError):
-                    proc = procs[conn]
-                    proc.join(timeout=1)
-                    raise RuntimeError(
-                        f"collection worker pid {proc.pid} died (exit code {proc.exitcode}) while running "
-                        f"the episode of seed {seed}; finished episodes are kept, run collect again to resume"
-                    ) from None
-                if kind == "error":
-                    what = "could not start" if payload is None else f"failed on the episode of seed {seed}"
-                    raise RuntimeError(f"a collection worker {what}:\n{error}")
-                yield payload
-                if pending:
-                    next_seed = pending.pop()
-                    conn.send(next_seed)
-                    in_flight[conn] = next_seed
-        finished = True
-    finally:
-        for conn, proc in procs.items():
-            if finished:
-                with contextlib.suppress(OSError):
-                    conn.send(None)
-            else:
-                # Ctrl-C or an error: drop the episodes in flight rather than wait for them.
-                proc.terminate()
-        for conn, proc in procs.items():
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-            conn.close()
+        for _, entry in runner.run(_collect_worker, config, seeds):
+            yield entry
+    except TaskError as err:
+        what = "could not start" if err.seed is None else f"failed on the episode of seed {err.seed}"
+        raise RuntimeError(f"a collection worker {what}:\n{err.remote_traceback}") from None
+    except WorkerDiedError as err:
+        raise RuntimeError(f"collection stopped: {err}; finished episodes are kept, run collect again to resume") from None
