@@ -15,6 +15,7 @@ IMAGE_CAPTIONS = {
     "open_loop.png": "M's open-loop predictions k steps ahead (bottom) against the truth (top)",
     "curves_vae.png": "V's training curves",
     "curves_rnn.png": "M's training curves",
+    "curves_controller.png": "the reference controller's CMA-ES run in the dream (return per generation, held-out scores)",
 }
 
 METRIC_LABELS = {
@@ -49,11 +50,21 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def _describe_collection(collect: dict[str, Any]) -> str:
+    policy = collect.get("policy", "random")
+    how = {
+        "random": "temporally correlated random actions that lean towards the road ahead",
+    }.get(policy.split("?")[0], "the previous round's controller plus exploration noise" if policy.startswith("controller") else "")
+    seed = int(collect.get("seed", 0))
+    return f"{collect.get('episodes', '?')} episodes with `{policy}`" + (f" ({how})" if how else "") + f", seeds {seed}-{seed + int(collect.get('episodes', 1)) - 1}"
+
+
 def _describe_build(build: dict[str, Any], metrics: dict[str, Any]) -> str:
     if not build.get("runs"):
         return "No build record was found next to the model."
     settings = build.get("settings", {})
     collect = settings.get("collect", {})
+    rounds = settings.get("iterations") or []
     seconds: dict[str, float] = {}
     for run in build["runs"]:
         for stage, value in run["stage_seconds"].items():
@@ -67,13 +78,22 @@ def _describe_build(build: dict[str, Any], metrics: dict[str, Any]) -> str:
     hardware = build["runs"][-1]["hardware"]
     device = hardware.get("cuda") or f"CPU only, {hardware.get('cpu_threads')} threads ({hardware.get('processor')})"
     lines = [
-        f"- **Data:** {collect.get('episodes', '?')} episodes of `{collect.get('env_id', 'CarRacing-v3')}` "
-        f"(up to {collect.get('max_steps', 1000)} steps each) driven by the `{collect.get('policy', 'random')}` "
-        f"policy (temporally correlated random actions that lean towards the road ahead), "
-        f"seeds {collect.get('seed', 0)} onwards; "
-        f"{metrics.get('train_episodes', '?')} for training, {metrics.get('heldout_episodes', '?')} held out.",
-        f"- **V:** {json.dumps(settings.get('vae', {}))}",
-        f"- **M:** {json.dumps(settings.get('rnn', {}))}",
+        f"- **Data:** episodes of `{collect.get('env_id', 'CarRacing-v3')}` (up to {collect.get('max_steps', 1000)} "
+        f"steps each): round 0, {_describe_collection(collect)}"
+        + "".join(f"; round {k}, " + "; ".join(_describe_collection(c) for c in r.get("collect", []))
+                  for k, r in enumerate(rounds, 1))
+        + f". {metrics.get('train_episodes', '?')} for training, {metrics.get('heldout_episodes', '?')} held out.",
+        f"- **V:** {json.dumps(settings.get('vae', {}))} (trained once, on round 0's episodes)",
+        f"- **M:** {json.dumps(settings.get('rnn', {}))}"
+        + "".join(f"; round {k} retrains it from scratch on all episodes so far with {json.dumps(r.get('rnn', {}))}"
+                  for k, r in enumerate(rounds, 1)),
+    ]
+    if settings.get("controller"):
+        lines.append(
+            f"- **C:** CMA-ES in the dream, {json.dumps(settings['controller'])}"
+            + "".join(f"; round {k}: {json.dumps(r.get('controller', {}))}" for k, r in enumerate(rounds, 1))
+        )
+    lines += [
         "- **Time:** " + ", ".join(f"{stage} {value / 60:.1f} min" for stage, value in seconds.items())
         + f" (total {sum(seconds.values()) / 60:.1f} min, summed over {len(build['runs'])} run(s) of the build)"
         + ("." if "collect" in seconds else "; the episodes were collected beforehand by `dreamgym collect`, "
@@ -138,6 +158,7 @@ def make_model_card(
         **extra,
     )
     rows = [(label, _format(metrics[key])) for key, label in METRIC_LABELS.items() if key in metrics]
+    controller_record = _read_json(model_dir / "controller" / "controller.json")
     config_path = build.get("config", "configs/carracing.yaml")
     return ModelCard.from_template(
         card_data,
@@ -153,4 +174,10 @@ def make_model_card(
         images=[(name, caption) for name, caption in IMAGE_CAPTIONS.items() if (model_dir / name).is_file()],
         metrics_rows=rows,
         results=results or None,
+        results_command=(f"dreamgym evaluate {'reference' if model_ref == 'default' else 'CONTROLLER_DIR'} "
+                         f"--episodes {results.get('episodes', 100)} --seed {results.get('seed', 0)} --dream"
+                         if results else None),
+        sweep=_read_json(model_dir / "temperature_sweep.json").get("rows") or None,
+        # 3 * (z_dim + rnn_hidden) + 3: 867 for the paper's model; None without a shipped controller.
+        controller_params=(3 * int(controller_record["obs_dim"]) + 3 if "obs_dim" in controller_record else None),
     )

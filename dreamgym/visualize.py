@@ -325,7 +325,11 @@ def inspect_world_model(
     controller: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Write the inspection images of a world model folder; return the paths written."""
+    """Write the inspection images of a world model folder; return the paths written.
+
+    ``data`` is an episode store folder or a store object (an ``EpisodeStore``, or the
+    ``EpisodeSubset`` of a build round's episodes); its held-out episodes are drawn.
+    """
     from dreamgym.hub import load_world_model
 
     model_dir = Path(model_dir)
@@ -334,7 +338,7 @@ def inspect_world_model(
     written: list[Path] = []
     if data is None:
         log("no --data given: skipping reconstruction.png and open_loop.png")
-    elif not Path(data).is_dir():
+    elif isinstance(data, (str, os.PathLike)) and not Path(data).is_dir():
         log(f"no episode store at {str(data)!r}: skipping reconstruction.png and open_loop.png")
     else:
         world_model = load_world_model(model_dir).eval()

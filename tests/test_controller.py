@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym.agents import cmaes
 from dreamgym.agents import controller as controller_mod
-from dreamgym.agents.cmaes import evaluate_population, generation_seeds, train_controller
+from dreamgym.agents.cmaes import evaluate_population, generation_seeds, select_controller, train_controller
 from dreamgym.agents.controller import (
     ControllerFormatError,
     LinearController,
@@ -99,6 +99,22 @@ def test_save_load_round_trip_is_exact(tmp_path):
     assert config["format_version"] == 1 and config["obs_dim"] == OBS_DIM
     obs = np.random.default_rng(0).normal(size=(4, OBS_DIM)).astype(np.float32)
     np.testing.assert_array_equal(loaded.act(obs), controller.act(obs))
+
+
+def test_saves_are_byte_for_byte_reproducible(tmp_path, tiny_model):
+    """The same weights always give the same files (safetensors' own metadata order varies run to run)."""
+    from safetensors import safe_open
+
+    controller = random_controller()
+    weights = {controller.save(tmp_path / f"c{i}").joinpath("controller.safetensors").read_bytes() for i in range(8)}
+    assert len(weights) == 1
+    with safe_open(str(tmp_path / "c0" / "controller.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt", "format_version": "1"}
+    models = set()
+    for i in range(8):
+        tiny_model.save_pretrained(tmp_path / f"wm{i}")
+        models.add((tmp_path / f"wm{i}" / "model.safetensors").read_bytes())
+    assert len(models) == 1
 
 
 @pytest.fixture
@@ -237,6 +253,47 @@ def test_toy_run_logs_checkpoints_and_saves_the_best(tiny_model, tmp_path):
     assert suffixes == {".safetensors", ".json"}
     state = json.loads((out / "checkpoints" / "cmaes_state.json").read_text())
     assert state["generation"] == 2 and len(state["history"]) == 2
+
+
+def test_select_controller_picks_the_es_mean_or_the_best_by_the_last_held_out_score(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="no controller in"):
+        select_controller(out)
+    train_controller(tiny_model, out, generations=2, eval_every=1, eval_rollouts=2, **TOY)
+    log_path = out / "logs" / "cmaes.json"
+    log = json.loads(log_path.read_text())
+    assert all("eval_es_mean" in e for e in log)
+    last = log[-1]
+    expected = out / "mean" if last["eval_es_mean"] >= last["eval_best"] else out
+    assert select_controller(out) == expected
+    assert select_controller(str(out)) == expected  # a str works too
+    assert LinearController.load(select_controller(out)).obs_dim == OBS_DIM
+
+    def with_last_scores(es_mean, best, first=None):
+        edited = json.loads(json.dumps(log))
+        edited[-1].update(eval_es_mean=es_mean, eval_best=best)
+        if first is not None:
+            edited[0].update(eval_es_mean=first[0], eval_best=first[1])
+        log_path.write_text(json.dumps(edited))
+        return select_controller(out)
+
+    assert with_last_scores(5.0, 4.0) == out / "mean"
+    assert with_last_scores(4.0, 4.0) == out / "mean"  # a tie goes to the mean: its score is not a max of noisy ones
+    assert with_last_scores(3.0, 4.0) == out
+    # Only the last held-out evaluation counts.
+    assert with_last_scores(3.0, 4.0, first=(9.0, 0.0)) == out
+    assert with_last_scores(9.0, 0.0, first=(3.0, 4.0)) == out / "mean"
+    # Generations without a held-out score are passed over.
+    log_path.write_text(json.dumps([*json.loads(log_path.read_text()), {"generation": 3, "best": 1.0}]))
+    assert select_controller(out) == out / "mean"
+    # No held-out score at all, no log, or no ES mean saved: the best candidate.
+    log_path.write_text(json.dumps([{k: v for k, v in e.items() if not k.startswith("eval_")} for e in log]))
+    assert select_controller(out) == out
+    log_path.unlink()
+    assert select_controller(out) == out
+    with_last_scores(5.0, 4.0)
+    (out / "mean" / "controller.json").unlink()
+    assert select_controller(out) == out
 
 
 def test_resume_runs_only_the_missing_generations(tiny_model, tmp_path, monkeypatch):

@@ -23,11 +23,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from dreamgym.data.collect import _exclusive, _make_env, collect, run_episode  # noqa: E402
-from dreamgym.data.policies import CorrelatedRandomPolicy, make_policy, parse_policy_spec  # noqa: E402
+from dreamgym.data.policies import (  # noqa: E402
+    ControllerPolicy,
+    CorrelatedRandomPolicy,
+    make_policy,
+    parse_policy_spec,
+)
 from dreamgym.data.storage import (  # noqa: E402
     CorruptShardWarning,
     Episode,
     EpisodeStore,
+    EpisodeSubset,
     ShardCorruptError,
     shard_name,
 )
@@ -189,6 +195,55 @@ def test_recover_adopts_orphans_and_cleans_up(tmp_path: Path) -> None:
     assert store.recover() == []
 
 
+def test_episode_subset_is_a_read_only_view_of_its_seeds(tmp_path: Path) -> None:
+    store = EpisodeStore(tmp_path / "store")
+    for seed in (4, 0, 2, 1, 3):
+        store.write(make_episode(seed, steps=3))
+    # 9 is not (yet) in the store: simply absent from the view.
+    view = EpisodeSubset(tmp_path / "store", [3, 1, 9, np.int64(4)])
+    assert view.seeds() == {1, 3, 4} and len(view) == 3
+    assert [e.seed for e in view.episodes()] == [1, 3, 4] == [e.seed for e in view]  # seed order
+    assert_same_episode(view.load(3), store.load(3))
+    assert 3 in view and 0 not in view and 9 not in view
+    with pytest.raises(KeyError, match="outside this view"):
+        view.load(0)  # stored, but not in the view
+    with pytest.raises(KeyError, match="not in the episode store"):
+        view.load(9)  # in the view, but not stored
+    assert "episodes=3" in repr(view)
+    # A view of a store object sees episodes written after it was made, if their seeds are kept.
+    view = EpisodeSubset(store, range(3, 7))
+    assert view.seeds() == {3, 4}
+    store.write(make_episode(6, steps=3))
+    store.write(make_episode(7, steps=3))
+    assert view.seeds() == {3, 4, 6} and [e.seed for e in view.episodes()] == [3, 4, 6]
+    assert not hasattr(view, "write") and not hasattr(view, "record")  # read-only
+
+
+def test_training_accepts_an_episode_subset(tmp_path: Path) -> None:
+    from conftest import TINY_CONFIG
+
+    from dreamgym import WorldModel, WorldModelConfig
+    from dreamgym.training import train_rnn, train_vae
+
+    store = EpisodeStore(tmp_path / "store")
+    for seed in range(8):
+        store.write(make_episode(seed, steps=6))
+    kept = [1, 2, 4, 5, 6]
+    view = EpisodeSubset(store, kept)
+    out = tmp_path / "wm"
+    common = {"holdout": 0.2, "progress": False}
+    train_vae(view, out, WorldModelConfig(**TINY_CONFIG), epochs=1, batch_size=8, **common)
+    train_rnn(view, out, out, epochs=1, batch_size=2, seq_len=4, **common)
+    model = WorldModel.from_pretrained(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    # Only the view's episodes were trained on and held out: 4 + 1 of the store's 8.
+    assert metrics["train_episodes"] + metrics["heldout_episodes"] == len(kept)
+    assert model.config.training["vae"]["train_episodes"] == metrics["train_episodes"] == 4
+    assert model.config.training["rnn"]["train_episodes"] == 4
+    with np.load(out / "checkpoints" / "latents.npz") as latents:
+        assert sorted(latents["seeds"].tolist()) == kept
+
+
 # -- policies -------------------------------------------------------------------------------
 
 
@@ -252,6 +307,135 @@ def test_policy_spec_options_reach_the_policy() -> None:
     assert max(means) - min(means) > 0.3
     with pytest.raises(ValueError, match=r"gas_mean_max must be in \[gas_mean, 1\]"):
         make_policy("random?gas_mean=0.5&gas_mean_max=0.4", seed=0)
+
+
+OBS_DIM = 8 + 16  # the tiny world model's z_dim + rnn_hidden
+ACTION_LOW, ACTION_HIGH = np.array([-1.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0])
+
+
+@pytest.fixture
+def controller_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A controller whose controller.json records the tiny world model's folder, as training writes it."""
+    from dreamgym.agents.controller import LinearController
+
+    record = {"model": str(tiny_model_dir), "revision": None, "source": "path"}
+    params = np.random.default_rng(0).normal(0, 2.0, 3 * OBS_DIM + 3)
+    return LinearController.from_flat(params, OBS_DIM, world_model=record).save(tmp_path / "ctrl")
+
+
+def real_env_lockstep(model_dir: Path, seed: int, steps: int, choose):
+    """Drive ``dreamgym/RealCarRacing-v0`` for ``steps`` steps, handing ``choose(raw_frame, obs)``
+    the raw 96x96 frame that the env has just encoded into ``obs``; return the actions taken."""
+    import gymnasium as gym
+
+    import dreamgym  # noqa: F401  (registers the envs)
+
+    env = gym.make("dreamgym/RealCarRacing-v0", model=str(model_dir), max_episode_steps=steps)
+    frames: list[np.ndarray] = []
+    unwrapped = env.unwrapped
+    encode = unwrapped._encode
+    unwrapped._encode = lambda frame: (frames.append(frame.copy()), encode(frame))[1]
+    try:
+        obs, _ = env.reset(seed=seed)
+        actions = []
+        for _ in range(steps):
+            action = choose(frames[-1], obs)
+            actions.append(action)
+            obs, _, terminated, _, _ = env.step(action)
+            if terminated:
+                break
+        return np.stack(actions), frames
+    finally:
+        env.close()
+
+
+def test_controller_policy_without_noise_acts_as_the_controller_in_the_real_env(controller_dir, tiny_model_dir) -> None:
+    from dreamgym.agents.controller import LinearController
+
+    controller = LinearController.load(controller_dir)
+    policy = make_policy(f"controller:{controller_dir}?noise=0", seed=0)
+    assert isinstance(policy, ControllerPolicy) and policy.noise == 0
+    # Seen from a different episode first: reset must clear M's state.
+    for frame in real_env_lockstep(tiny_model_dir, 5, 3, lambda frame, obs: controller.act(obs))[1]:
+        policy(frame)
+    policy.reset(3)
+    compared = []
+
+    def choose(frame, obs):
+        # The env's own action (controller on the env's [z, h]) against the policy's, on the same frame.
+        expected = controller.act(obs)
+        got = policy(frame)
+        assert got.dtype == np.float32 and got.shape == (3,)
+        np.testing.assert_array_equal(got, expected)
+        compared.append(got)
+        return expected
+
+    actions, _ = real_env_lockstep(tiny_model_dir, 3, 20, choose)
+    assert len(compared) == 20
+    # Not a constant action: the frames and M's state really moved the controller.
+    assert np.abs(np.diff(actions, axis=0)).max() > 1e-3
+
+
+def test_controller_policy_noise_is_bounded_reproducible_and_fed_to_m(controller_dir, tiny_model_dir) -> None:
+    from dreamgym.agents.controller import LinearController
+
+    controller = LinearController.load(controller_dir)
+    clean, frames = real_env_lockstep(tiny_model_dir, 3, 20, lambda frame, obs: controller.act(obs))
+
+    def replay(spec: str, seed: int, policy=None) -> np.ndarray:
+        policy = policy or make_policy(spec, seed=1234)
+        policy.reset(seed)
+        return np.stack([policy(frame) for frame in frames[:20]])
+
+    spec = f"controller:{controller_dir}?noise=0.3"
+    noisy = replay(spec, 3)
+    assert noisy.dtype == np.float32 and noisy.shape == (20, 3)
+    assert (noisy >= ACTION_LOW).all() and (noisy <= ACTION_HIGH).all()
+    assert np.abs(noisy - clean).max() > 1e-3  # the noise moves the actions
+    policy = make_policy(spec, seed=0)
+    np.testing.assert_array_equal(replay(spec, 3, policy), noisy)  # same seed, same actions
+    np.testing.assert_array_equal(replay(spec, 3, policy), noisy)  # ... also after another episode
+    assert not np.array_equal(replay(spec, 4, policy), noisy)
+    # Large noise is clipped into the action space.
+    wild = replay(f"controller:{controller_dir}?noise=5&noise_theta=0", 3)
+    assert (wild >= ACTION_LOW).all() and (wild <= ACTION_HIGH).all()
+    assert (wild == ACTION_LOW).any() and (wild == ACTION_HIGH).any()
+
+    # M is stepped with the action actually taken, noise included, as the real env steps it:
+    # the policy's action is always the controller's on the env's [z, h] plus the policy's noise.
+    policy = ControllerPolicy(seed=0, controller=str(controller_dir), noise=0.3)
+    policy.reset(3)
+
+    def choose(frame, obs):
+        action = policy(frame)
+        expected = np.clip(controller.act(obs) + policy._noise, ACTION_LOW, ACTION_HIGH).astype(np.float32)
+        np.testing.assert_allclose(action, expected, atol=1e-6)
+        return action
+
+    taken, seen = real_env_lockstep(tiny_model_dir, 3, 20, choose)
+    # The car went elsewhere than in the clean run; replaying what it saw gives the same actions.
+    policy.reset(3)
+    np.testing.assert_array_equal(np.stack([policy(frame) for frame in seen[: len(taken)]]), taken)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        ControllerPolicy(controller=str(controller_dir), noise=-1)
+
+
+def test_collect_with_a_controller_policy(tmp_path: Path, controller_dir) -> None:
+    spec = f"controller:{controller_dir}?noise=0.3"
+    store = collect(episodes=2, out=tmp_path / "store", workers=1, max_steps=MAX_STEPS, seed=7, policy=spec, progress=False)
+    assert store.seeds() == {7, 8}
+    env = _make_env("CarRacing-v3", MAX_STEPS)
+    try:
+        for seed in (7, 8):
+            episode = store.load(seed)
+            assert episode.length == MAX_STEPS
+            actions = episode.actions
+            assert (actions >= ACTION_LOW).all() and (actions <= ACTION_HIGH).all()
+            # The episode of a seed is a function of the seed alone: the same policy run here agrees.
+            assert_same_episode(run_episode(env, make_policy(spec, 0), seed), episode)
+    finally:
+        env.close()
+    assert not np.array_equal(store.load(7).actions, store.load(8).actions)
 
 
 # -- collect -----------------------------------------------------------------------------------

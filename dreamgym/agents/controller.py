@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from dreamgym.models.world_model import canonical_safetensors
 from dreamgym.training.common import atomic_write_bytes, atomic_write_json
 
 __all__ = [
@@ -234,7 +235,9 @@ class LinearController:
         folder = Path(directory)
         tensors = {"weight": self.weight.contiguous(), "bias": self.bias.contiguous()}
         metadata = {"format": "pt", "format_version": str(FORMAT_VERSION)}
-        atomic_write_bytes(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        # Canonical bytes: the same controller saved twice gives the same file.
+        data = canonical_safetensors(save(tensors, metadata=metadata))
+        atomic_write_bytes(folder / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
         atomic_write_json(folder / CONFIG_FILE, self.config())
         return folder
 

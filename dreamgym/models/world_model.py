@@ -12,7 +12,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download, list_repo_files
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from dreamgym.config import FORMAT_VERSION, ConfigError, WorldModelConfig
@@ -26,6 +26,25 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 class WorldModelFormatError(ValueError):
     """A world model's files are missing, corrupt, or do not match its config."""
+
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with the keys of its ``__metadata__`` in sorted order.
+
+    safetensors writes the metadata from a Rust ``HashMap``, in an order that changes from
+    run to run, so the same weights saved twice could differ byte for byte (and a re-run
+    that changes nothing would look like a new file to git, the Hub or a checksum). The
+    header is re-serialised with the same content and length, so the file stays valid.
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    metadata = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(metadata.items()))} if metadata else {}) | header
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    if len(text) > size or data[8 + len(text) : 8 + size].strip(b" "):
+        return data  # not the compact header this expects: keep it as written
+    return data[:8] + text + data[8 + len(text) :]
 
 
 class WorldModel(
@@ -98,7 +117,8 @@ class WorldModel(
     def _save_pretrained(self, save_directory: Path) -> None:
         (save_directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        save_file(tensors, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt", "format_version": str(FORMAT_VERSION)})
+        metadata = {"format": "pt", "format_version": str(FORMAT_VERSION)}
+        (save_directory / WEIGHTS_FILE).write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> WorldModel:

@@ -33,7 +33,9 @@ from dreamgym.config import ConfigError, WorldModelConfig
 SECTIONS = ("out", "collect", "model", "vae", "rnn", "controller", "iterations")
 ROUND_SECTIONS = ("collect", "rnn", "controller")
 # What `dreamgym inspect` draws next to a built model; packaging ships them for the card.
-PREVIEW_IMAGES = ("reconstruction.png", "open_loop.png", "curves_vae.png", "curves_rnn.png")
+PREVIEW_IMAGES = ("reconstruction.png", "open_loop.png", "curves_vae.png", "curves_rnn.png", "curves_controller.png")
+# Results of agents trained in the model, shipped next to it for the card.
+RESULT_RECORDS = ("results.json", "temperature_sweep.json")
 
 
 def _stage_kwargs(section: str, values: Any, func: Callable, reserved: tuple[str, ...]) -> dict[str, Any]:
@@ -85,6 +87,13 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
             f"build config {str(path)!r} has 'iterations' but no 'controller' section: each round retrains C, "
             "and its collection drives with the previous round's controller"
         )
+    if "{controller}" in str(collect_kwargs.get("policy", "")):
+        raise ConfigError(
+            f"build config {str(path)!r}: section 'collect' is round 0, which has no previous controller; "
+            "'{controller}' can only be used in the collections of 'iterations'"
+        )
+    claimed: list[tuple[str, range]] = []
+    _claim_seeds(claimed, "collect", collect_kwargs, path)
     iterations = []
     for k, entry in enumerate(rounds, 1):
         where = f"iterations[{k - 1}]"
@@ -97,9 +106,12 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
         for c in collections:
             if not isinstance(c, dict) or "episodes" not in c:
                 raise ConfigError(f"build config {str(path)!r}: every collection of {where}.collect needs 'episodes'")
+        # The data store is shared by every round: M is retrained on all of it.
+        collections = [_stage_kwargs(f"{where}.collect", c, collect, ("out",)) for c in collections]
+        for j, c in enumerate(collections):
+            _claim_seeds(claimed, f"{where}.collect[{j}]", {**collect_kwargs, **c}, path)
         iterations.append({
-            # The data store is shared by every round: M is retrained on all of it.
-            "collect": [_stage_kwargs(f"{where}.collect", c, collect, ("out",)) for c in collections],
+            "collect": collections,
             "rnn": _stage_kwargs(f"{where}.rnn", entry.get("rnn"), train_rnn, ("data", "vae", "out")),
             "controller": _stage_kwargs(f"{where}.controller", entry.get("controller"), train_controller, ("model", "out", "revision")),
         })
@@ -119,6 +131,23 @@ def _collection_seeds(kwargs: dict[str, Any]) -> range:
     return range(int(kwargs.get("seed", 0)), int(kwargs.get("seed", 0)) + int(kwargs["episodes"]))
 
 
+def _claim_seeds(claimed: list[tuple[str, range]], where: str, kwargs: dict[str, Any], path: Path) -> None:
+    """Refuse a collection whose seeds overlap an earlier one's: the store already holds those
+    episodes, so it would silently collect nothing new (a round inherits round 0's ``seed``)."""
+    try:
+        seeds = _collection_seeds(kwargs)
+    except (TypeError, ValueError):
+        return  # not numbers: collect itself explains
+    for name, other in claimed:
+        if seeds.start < other.stop and other.start < seeds.stop:
+            raise ConfigError(
+                f"build config {str(path)!r}: {where} collects seeds {seeds.start}-{seeds.stop - 1}, which overlap "
+                f"{name}'s {other.start}-{other.stop - 1}; episodes already stored are not collected again, "
+                f"so give it a 'seed' of {max(o.stop for _, o in claimed)} or more"
+            )
+    claimed.append((where, seeds))
+
+
 def round_folder(out: str | Path, k: int) -> Path:
     """Where round ``k`` of a build writes its world model (round 0 is ``out`` itself)."""
     return Path(out) if k == 0 else Path(out) / f"round-{k}"
@@ -136,7 +165,7 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
     from dreamgym.data.storage import EpisodeSubset
     from dreamgym.training.rnn import train_rnn
     from dreamgym.training.vae import train_vae
-    from dreamgym.visualize import inspect_world_model
+    from dreamgym.visualize import inspect_world_model, plot_curves, read_log
 
     cfg = load_build_config(config_path)
     out = Path(cfg["out"])
@@ -156,14 +185,17 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
         kwargs = {**cfg["controller"], **overrides}
         timed(f"{prefix}train-controller", lambda: train_controller(
             model=str(folder), out=folder / "controller", progress=progress, **kwargs))
-        timed(f"{prefix}inspect-controller", lambda: inspect_world_model(
-            folder, out=folder, controller=folder / "controller", log=lambda _: None))
+        # Only C's curves: V's and M's were drawn by the inspect stage.
+        log_path = folder / "controller" / "logs" / "cmaes.json"
+        timed(f"{prefix}inspect-controller", lambda: plot_curves(
+            read_log(log_path), f"controller CMA-ES ({log_path})", folder / "curves_controller.png"))
 
     timed("collect", lambda: collect(progress=progress, **cfg["collect"]))
     round_data = EpisodeSubset(data, seeds)
     timed("train-vae", lambda: train_vae(data=round_data, out=out, config=cfg["model"], progress=progress, **cfg["vae"]))
     timed("train-rnn", lambda: train_rnn(data=round_data, vae=out, out=out, progress=progress, **cfg["rnn"]))
-    timed("inspect", lambda: inspect_world_model(out, data=data))
+    # Inspected on its own rounds' episodes too, so a re-run draws the same held-out episodes.
+    timed("inspect", lambda: inspect_world_model(out, data=round_data))
     if cfg["controller"] is not None:
         train_c(out, {}, "")
     final = out
@@ -172,7 +204,7 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
         folder = round_folder(out, k)
         for j, entry in enumerate(iteration["collect"]):
             entry = {**cfg["collect"], **entry}
-            entry["policy"] = entry.get("policy", "random").replace("{controller}", str(previous))
+            entry["policy"] = entry.get("policy", "random").replace("{controller}", str(previous.resolve()))
             timed(f"round-{k}/collect-{j}", lambda entry=entry: collect(progress=progress, **entry))
             seeds |= set(_collection_seeds(entry))
         # V is shared by every round: its log travels with each round's model for the curves.
@@ -182,10 +214,13 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
         rnn_kwargs = {**cfg["rnn"], **iteration["rnn"]}
         round_data = EpisodeSubset(data, seeds)
         timed(f"round-{k}/train-rnn", lambda: train_rnn(data=round_data, vae=out, out=folder, progress=progress, **rnn_kwargs))
-        timed(f"round-{k}/inspect", lambda: inspect_world_model(folder, data=data))
+        timed(f"round-{k}/inspect", lambda: inspect_world_model(folder, data=round_data))
         train_c(folder, iteration["controller"], f"round-{k}/")
         final = folder
-    _record_build(final, cfg, timings)
+    _record_build(out, cfg, timings)
+    if final != out:
+        # The record of every run of the build travels with the model that ships.
+        shutil.copyfile(out / "build.json", final / "build.json")
     return final
 
 
@@ -219,6 +254,9 @@ def package_world_model(
     data: str | Path | None = None,
     half: bool = True,
     card_copies: tuple[str | Path, ...] = (),
+    controller: str | Path | None = None,
+    results: str | Path | None = None,
+    sweep: str | Path | None = None,
 ) -> Path:
     """Write a built world model as a shippable folder: weights (fp16 by default), config, records, card.
 
@@ -232,6 +270,14 @@ def package_world_model(
         data: the episode store the model was built from.
         half: store the weights as float16 (halves the size; loading casts back to float32).
         card_copies: more paths to write the model card to, such as ``model_cards/X.md``.
+        controller: a controller trained in this model's dream (a ``train-controller`` folder;
+            :func:`~dreamgym.agents.cmaes.select_controller` picks its ES mean or best
+            candidate), shipped under ``controller/`` with its CMA-ES log, and its curves
+            drawn as ``curves_controller.png``. It is recorded as trained in the packaged
+            model, so ``dreamgym evaluate DEST/controller`` dreams in the shipped weights.
+        results: the controller's ``dreamgym evaluate`` results.json, for the card's score.
+        sweep: a ``temperature_sweep.json`` (``examples/temperature_sweep.py``), for the
+            card's dream-vs-real table.
     """
     import shutil
 
@@ -250,7 +296,41 @@ def package_world_model(
     if data is not None:
         shipped = WorldModel.from_pretrained(dest)
         write_metrics(dest, evaluate_world_model(shipped, data))
-    card = make_model_card(dest, model_ref=model_ref)
+    if controller is not None:
+        _package_controller(Path(controller), dest)
+    for name, source in zip(RESULT_RECORDS, (results, sweep)):
+        if source is not None:
+            shutil.copyfile(source, dest / name)
+    card = make_model_card(dest, model_ref=model_ref, results=dest / "results.json" if results is not None else None)
     for path in (dest / "README.md", *map(Path, card_copies)):
         card.save(path)
     return dest
+
+
+def _package_controller(controller: Path, dest: Path) -> Path:
+    """Ship the selected controller of a CMA-ES run under ``dest/controller``, with its log and curves."""
+    import shutil
+
+    from dreamgym.agents.cmaes import select_controller
+    from dreamgym.agents.controller import CONFIG_FILE, WEIGHTS_FILE
+    from dreamgym.hub import DEFAULT_MODEL_DIR
+    from dreamgym.visualize import plot_curves, read_log
+
+    chosen = select_controller(controller)
+    target = dest / "controller"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(chosen / WEIGHTS_FILE, target / WEIGHTS_FILE)
+    record = json.loads((chosen / CONFIG_FILE).read_text())
+    trained_in = record.get("world_model", {})
+    if dest.resolve() == DEFAULT_MODEL_DIR.resolve():
+        record["world_model"] = {"model": None, "revision": None, "source": "default"}
+    else:
+        record["world_model"] = {"model": str(dest.resolve()), "revision": None, "source": "path"}
+    # Where it was trained before packaging (the float32 build), for the record.
+    record.setdefault("training", {})["trained_in"] = trained_in
+    (target / CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+    log = controller / "logs" / "cmaes.json"
+    if log.is_file():
+        shutil.copyfile(log, target / "training_log.json")
+        plot_curves(read_log(log), "reference controller: CMA-ES in the dream", dest / "curves_controller.png")
+    return target
