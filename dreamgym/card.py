@@ -94,7 +94,8 @@ def _describe_build(build: dict[str, Any], metrics: dict[str, Any]) -> str:
             + "".join(f"; round {k}: {json.dumps(r.get('controller', {}))}" for k, r in enumerate(rounds, 1))
         )
     lines += [
-        "- **Time:** " + ", ".join(f"{stage} {value / 60:.1f} min" for stage, value in seconds.items())
+        # Stages under a second were skipped as already done (a resumed build).
+        "- **Time:** " + ", ".join(f"{stage} {value / 60:.1f} min" for stage, value in seconds.items() if value >= 1.0)
         + f" (total {sum(seconds.values()) / 60:.1f} min, summed over {len(build['runs'])} run(s) of the build)"
         + ("." if "collect" in seconds else "; the episodes were collected beforehand by `dreamgym collect`, "
            "whose time was not recorded."),
@@ -176,6 +177,7 @@ def make_model_card(
         results=results or None,
         results_command=(f"dreamgym evaluate {'reference' if model_ref == 'default' else 'CONTROLLER_DIR'} "
                          f"--episodes {results.get('episodes', 100)} --seed {results.get('seed', 0)} --dream"
+                         + (f" --temperature {results['temperature']}" if results.get("temperature") is not None else "")
                          if results else None),
         sweep=_read_json(model_dir / "temperature_sweep.json").get("rows") or None,
         # 3 * (z_dim + rnn_hidden) + 3: 867 for the paper's model; None without a shipped controller.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -241,6 +242,29 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
                    help="with --backend ray: the cluster, 'auto' or 'ray://host:10001' (default: RAY_ADDRESS, "
                         "else a cluster running on this machine, else a new one)")
+
+
+T = TypeVar("T")
+
+
+def dataclass_args(cls: type[T], description: str | None = None, argv: list[str] | None = None) -> T:
+    """Parse command-line flags into the dataclass ``cls``, as the CleanRL-style examples declare them.
+
+    Each field becomes ``--field-name`` with the field's default and type (``None`` defaults
+    take a string, booleans become ``--flag/--no-flag``); a field's ``metadata["help"]`` is
+    its help text.
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, type=str if default is None else type(default), default=default, help=help_text)
+    return cls(**vars(parser.parse_args(argv)))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,11 +13,10 @@ Writes ``final_model.zip``, ``best_model.zip`` (best real score) and ``evaluatio
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 from stable_baselines3 import PPO
@@ -26,6 +25,7 @@ from stable_baselines3.common.monitor import Monitor
 
 import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym import load_world_model
+from dreamgym.cli import dataclass_args
 from dreamgym.sb3 import make_dream_vec_env
 
 
@@ -57,22 +57,8 @@ class Args:
     progress_bar: bool = arg(False, "show a progress bar (needs tqdm and rich)")
 
 
-def parse_args() -> Args:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = Args()
-    for f in fields(Args):
-        default = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
-        else:
-            kind = str if default is None else type(default)
-            parser.add_argument(flag, type=kind, default=default, help=f.metadata["help"])
-    return Args(**vars(parser.parse_args()))
-
-
 if __name__ == "__main__":
-    args = parse_args()
+    args = dataclass_args(Args, __doc__)
     os.makedirs(args.out, exist_ok=True)
 
     # One copy of the world model serves the dream and the real env, so both see the world alike.

@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 
 import dreamgym  # noqa: F401  (registers the envs)
+from dreamgym.cli import dataclass_args
 
 
 @dataclass
@@ -23,13 +23,6 @@ class Args:
     steps: int = 200
     """steps per env"""
     seed: int = 0
-
-
-def parse_args() -> Args:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, default in vars(Args()).items():
-        parser.add_argument(f"--{name}", type=type(default) if default is not None else str, default=default)
-    return Args(**vars(parser.parse_args()))
 
 
 def rollout(env: gym.Env, steps: int, seed: int) -> float:
@@ -45,7 +38,7 @@ def rollout(env: gym.Env, steps: int, seed: int) -> float:
 
 
 if __name__ == "__main__":
-    args = parse_args()
+    args = dataclass_args(Args, __doc__)
     dream = gym.make("dreamgym/DreamCarRacing-v0", model=args.model, temperature=args.temperature)
     real = gym.make("dreamgym/RealCarRacing-v0", model=dream.unwrapped.world_model)
     assert dream.observation_space == real.observation_space and dream.action_space == real.action_space

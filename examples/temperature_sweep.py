@@ -21,16 +21,16 @@ both scores and both commands) and prints the table as Markdown.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shlex
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamgym.agents.cmaes import select_controller, train_controller
 from dreamgym.agents.evaluate import evaluate
+from dreamgym.cli import dataclass_args
 
 
 def arg(default, help: str):
@@ -57,15 +57,6 @@ class Args:
     results: str = arg("results/temperature_sweep.json", "JSON file for the table")
 
 
-def parse_args() -> Args:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = Args()
-    for f in fields(Args):
-        default = getattr(defaults, f.name)
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default, help=f.metadata["help"])
-    return Args(**vars(parser.parse_args()))
-
-
 def train_command(args: Args, tau: float, out: Path) -> str:
     return shlex.join([
         "dreamgym", "train-controller", "--model", args.model, "--out", str(out), "--temperature", str(tau),
@@ -84,7 +75,7 @@ def evaluate_command(args: Args, tau: float, controller: Path, results: Path) ->
 
 
 if __name__ == "__main__":
-    args = parse_args()
+    args = dataclass_args(Args, __doc__)
     taus = [float(t) for t in args.temperatures.split(",")]
     rows = []
     for tau in taus:
