@@ -50,13 +50,21 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+# What each collection policy (data/policies.py) is, for the card's data line.
+POLICY_DESCRIPTIONS = {
+    "random": "temporally correlated random actions that lean towards the road ahead",
+    "controller": "the previous round's controller plus exploration noise",
+}
+
+
 def _describe_collection(collect: dict[str, Any]) -> str:
     policy = collect.get("policy", "random")
-    how = {
-        "random": "temporally correlated random actions that lean towards the road ahead",
-    }.get(policy.split("?")[0], "the previous round's controller plus exploration noise" if policy.startswith("controller") else "")
-    seed = int(collect.get("seed", 0))
-    return f"{collect.get('episodes', '?')} episodes with `{policy}`" + (f" ({how})" if how else "") + f", seeds {seed}-{seed + int(collect.get('episodes', 1)) - 1}"
+    # The NAME of a "NAME[:ARG][?OPTIONS]" spec, without parse_policy_spec's registry check:
+    # a card must also describe a model collected with a policy this install lacks.
+    how = POLICY_DESCRIPTIONS.get(policy.partition("?")[0].partition(":")[0])
+    seed, episodes = int(collect.get("seed", 0)), collect.get("episodes", "?")
+    last = seed + int(episodes) - 1 if isinstance(episodes, int) else "?"
+    return f"{episodes} episodes with `{policy}`" + (f" ({how})" if how else "") + f", seeds {seed}-{last}"
 
 
 def _describe_build(build: dict[str, Any], metrics: dict[str, Any]) -> str:

@@ -279,8 +279,6 @@ def package_world_model(
         sweep: a ``temperature_sweep.json`` (``examples/temperature_sweep.py``), for the
             card's dream-vs-real table.
     """
-    import shutil
-
     from dreamgym.card import make_model_card
     from dreamgym.models.world_model import WorldModel
     from dreamgym.training.metrics import evaluate_world_model, write_metrics
@@ -309,8 +307,6 @@ def package_world_model(
 
 def _package_controller(controller: Path, dest: Path) -> Path:
     """Ship the selected controller of a CMA-ES run under ``dest/controller``, with its log and curves."""
-    import shutil
-
     from dreamgym.agents.cmaes import select_controller
     from dreamgym.agents.controller import CONFIG_FILE, WEIGHTS_FILE
     from dreamgym.hub import DEFAULT_MODEL_DIR
