@@ -103,7 +103,19 @@ def _cmd_train_rnn(args: argparse.Namespace) -> int:
     from dreamgym.training.rnn import train_rnn
 
     train_rnn(data=args.data, vae=args.vae, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
-              seq_len=args.seq_len, lr=args.lr, seed=args.seed, device=args.device)
+              seq_len=args.seq_len, lr=args.lr, seed=args.seed, device=args.device,
+              reward_weight=args.reward_weight, dropout=args.dropout,
+              reward_overprediction_weight=args.reward_overprediction_weight,
+              trajectory_starts=args.trajectory_starts)
+    return 0
+
+
+def _cmd_start_bank(args: argparse.Namespace) -> int:
+    from dreamgym.training.rnn import add_trajectory_starts
+
+    model = add_trajectory_starts(model=args.model_dir, data=args.data, out=args.out, size=args.size,
+                                  burn_in=args.burn_in, every=args.every, seed=args.seed)
+    print(f"{model.config.num_trajectory_starts} trajectory starts added; world model saved in {args.out}")
     return 0
 
 
@@ -154,7 +166,7 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
             model=args.model, revision=args.revision, out=args.out, generations=args.generations,
             popsize=args.popsize, rollouts=args.rollouts, sigma0=args.sigma0, temperature=args.temperature,
             max_steps=args.max_steps, seed=args.seed, weight_decay=args.weight_decay, device=args.device,
-            eval_every=args.eval_every,
+            eval_every=args.eval_every, start=args.start, dropout=args.dropout,
         )
     except KeyboardInterrupt:
         return 130  # train_controller has said where the checkpoint is
@@ -303,7 +315,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--reward-weight", type=float, default=1.0, help="weight of the reward loss")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout on M's input and output while training (default: the V folder's config)")
+    p.add_argument("--reward-overprediction-weight", type=float, default=1.0,
+                   help="weight of reward over-predictions relative to under-predictions (pessimism; 1: plain MSE)")
+    p.add_argument("--trajectory-starts", type=int, default=0,
+                   help="store this many real trajectory states with the model, for start='trajectory' dreams")
     p.set_defaults(func=_cmd_train_rnn)
+
+    p = sub.add_parser("start-bank", help="add a bank of real trajectory states to a world model (start='trajectory')")
+    p.add_argument("model_dir", help="a trained world model folder")
+    p.add_argument("--data", required=True, help="the episode store to take real trajectories from")
+    p.add_argument("--out", required=True, help="new folder for the world model with its bank")
+    p.add_argument("--size", type=int, default=2048, help="states in the bank")
+    p.add_argument("--burn-in", type=int, default=50, help="real steps before the first state taken per episode")
+    p.add_argument("--every", type=int, default=4, help="take a state every this many steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_start_bank)
 
     p = sub.add_parser("build", help="collect, train V and M from one YAML config; skips finished stages")
     p.add_argument("--config", required=True)
@@ -357,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=25, help="generations between held-out scores (0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--start", choices=["first_frame", "trajectory"], default="first_frame",
+                   help="dream episodes start at real first frames, or at real states along real trajectories")
+    p.add_argument("--dropout", type=float, default=0.0, help="dream-time dropout of M, a new mask per episode")
     p.set_defaults(func=_cmd_train_controller)
 
     p = sub.add_parser("evaluate", help="score an agent in RealCarRacing-v0 (and with --dream, the dream gap)")

@@ -16,6 +16,11 @@ FORMAT_VERSION = 1
 
 SUPPORTED_FORMAT_VERSIONS = (1,)
 
+OMITTED_WHEN_ABSENT = ("num_trajectory_starts",)
+
+MAX_TRAJECTORY_STARTS = 65536
+"""Largest bank of trajectory starts a config may ask for (about 140 MB at the default sizes)."""
+
 
 class ConfigError(ValueError):
     """A world-model configuration is malformed or from an unsupported version."""
@@ -39,7 +44,9 @@ class WorldModelConfig:
         action_dim: size of the continuous action fed to M.
         rnn_hidden: LSTM units of M.
         num_mixtures: Gaussians per latent dimension in M's mixture head.
-        num_start_latents: size of the bank of real starting latents dream episodes start from.
+        num_start_latents: size of the bank of real first-frame latents dream episodes start from.
+        num_trajectory_starts: size of the bank of real states ``(z, h, c)`` taken along real
+            trajectories, for ``start="trajectory"`` dreams (0: the model has none).
         crop_dashboard: drop the bottom 12-pixel dashboard strip of CarRacing's 96x96 frame
             before resizing (the paper does).
         kl_free_bits: floor on V's KL term per frame, in nats.
@@ -58,6 +65,7 @@ class WorldModelConfig:
     rnn_hidden: int = 256
     num_mixtures: int = 5
     num_start_latents: int = 256
+    num_trajectory_starts: int = 0
     crop_dashboard: bool = True
     kl_free_bits: float = 16.0
     dropout: float = 0.0
@@ -81,6 +89,11 @@ class WorldModelConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")
+        starts = self.num_trajectory_starts
+        if not isinstance(starts, int) or isinstance(starts, bool) or not 0 <= starts <= MAX_TRAJECTORY_STARTS:
+            raise ConfigError(
+                f"config field 'num_trajectory_starts' must be an integer in [0, {MAX_TRAJECTORY_STARTS}], got {starts!r}"
+            )
         if self.image_size != 64:
             raise ConfigError(f"image_size must be 64 (the ConvVAE's geometry), got {self.image_size}")
         if len(self.encoder_channels) != 4 or any(c <= 0 for c in self.encoder_channels):
@@ -113,7 +126,13 @@ class WorldModelConfig:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        # Optional parts left at "absent" are not written, so a model without them keeps the
+        # config.json that older dreamgym versions read.
+        for name in OMITTED_WHEN_ABSENT:
+            if not data[name]:
+                del data[name]
+        return data
 
     @property
     def observation_dim(self) -> int:

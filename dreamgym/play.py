@@ -180,7 +180,7 @@ class PlaySession:
         """The frames to show, each view_size: the dream's, or the real one beside V's reconstruction."""
         if self.real:
             real = getattr(self.base.car, "state", None)
-            z = self.base._z
+            z = self.base.observer.z
             recon = self.world_model.decode(z)[0].cpu().numpy()
             if real is None:
                 real = np.zeros_like(recon)

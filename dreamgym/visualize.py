@@ -38,7 +38,6 @@ def record_real(world_model: Any, act: Callable[[np.ndarray], np.ndarray], seed:
     Stops early when the episode ends.
     """
     from dreamgym.envs.real import RealCarRacingEnv
-    from dreamgym.preprocessing import preprocess_frames
 
     cfg = world_model.config
     env = RealCarRacingEnv(model=world_model)
@@ -46,7 +45,7 @@ def record_real(world_model: Any, act: Callable[[np.ndarray], np.ndarray], seed:
     try:
         obs, _ = env.reset(seed=seed)
         for t in range(steps + 1):
-            frames.append(preprocess_frames(env.car.state, cfg.image_size, cfg.crop_dashboard))
+            frames.append(env.observer.frame)
             zs.append(np.asarray(obs[: cfg.z_dim], dtype=np.float32))
             if t == steps:
                 break
@@ -54,7 +53,7 @@ def record_real(world_model: Any, act: Callable[[np.ndarray], np.ndarray], seed:
             actions.append(action)
             obs, _, terminated, truncated, _ = env.step(action)
             if terminated or truncated:
-                frames.append(preprocess_frames(env.car.state, cfg.image_size, cfg.crop_dashboard))
+                frames.append(env.observer.frame)
                 zs.append(np.asarray(obs[: cfg.z_dim], dtype=np.float32))
                 break
     finally:
@@ -237,16 +236,15 @@ def open_loop_frames(world_model: Any, frames: np.ndarray, actions: np.ndarray, 
     then its own mixture-mean predictions under the real actions, as
     :func:`dreamgym.training.metrics.open_loop_errors` does; predictions are decoded by V.
     """
+    from dreamgym.envs.observer import teacher_forced_states
     from dreamgym.training.metrics import encode_frames, mixture_mean
 
     rnn = world_model.rnn
     device = world_model.device
     mu, _ = encode_frames(world_model, frames)
     acts = torch.as_tensor(np.asarray(actions, np.float32), device=device)
-    h = torch.zeros(1, rnn.hidden, device=device)
-    c = torch.zeros_like(h)
-    for t in range(start):
-        h, c = rnn.step(mu[t : t + 1], acts[t : t + 1], h, c)
+    h_all, c_all = teacher_forced_states(rnn, mu[:start], acts[:start])
+    h, c = h_all[start : start + 1], c_all[start : start + 1]
     z = mu[start : start + 1]
     predicted = {0: z}
     for j in range(max(ks)):

@@ -53,7 +53,8 @@ def test_actions_are_squashed_into_the_action_space():
     assert brake.min() == 0 and brake.max() <= 1 and (brake == 0).mean() > 0.3  # clip: half the time no brake
     single = controller(obs[0])
     assert single.shape == (3,)
-    np.testing.assert_array_equal(single, actions[0])
+    # A single row and a batch go through different matmul kernels: equal up to float rounding.
+    np.testing.assert_allclose(single, actions[0], rtol=1e-6, atol=1e-6)
     assert gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.ones(3, np.float32)).contains(single)
 
 

@@ -332,9 +332,9 @@ def real_env_lockstep(model_dir: Path, seed: int, steps: int, choose):
 
     env = gym.make("dreamgym/RealCarRacing-v0", model=str(model_dir), max_episode_steps=steps)
     frames: list[np.ndarray] = []
-    unwrapped = env.unwrapped
-    encode = unwrapped._encode
-    unwrapped._encode = lambda frame: (frames.append(frame.copy()), encode(frame))[1]
+    observer = env.unwrapped.observer
+    encode = observer.encode
+    observer.encode = lambda frame: (frames.append(frame.copy()), encode(frame))[1]
     try:
         obs, _ = env.reset(seed=seed)
         actions = []

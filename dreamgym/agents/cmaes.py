@@ -36,7 +36,7 @@ from gymnasium.utils import seeding
 from tqdm.auto import tqdm
 
 from dreamgym.agents.controller import LinearController, population_actions, unflatten_population
-from dreamgym.envs.dynamics import LatentDream, check_temperature, episode_keys
+from dreamgym.envs.dynamics import LatentDream, check_dropout, check_start, check_temperature, episode_keys
 from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
 from dreamgym.training.common import (
@@ -56,7 +56,9 @@ STAGE = "cmaes"
 CMAES_CHECKPOINT_FORMAT = 1
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 # Options that change what a generation computes: a checkpoint made with others cannot be resumed.
-_RESUME_OPTIONS = ("popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay")
+_RESUME_OPTIONS = ("popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay", "start", "dropout")
+# Options added after the first release: a checkpoint that lacks them was made with these.
+_NEW_OPTION_DEFAULTS = {"start": "first_frame", "dropout": 0.0}
 
 
 # ------------------------------------------------------------------ seeds and keys
@@ -85,6 +87,8 @@ def evaluate_population(
     temperature: float = 1.0,
     max_steps: int = 1000,
     return_lengths: bool = False,
+    start: str = "first_frame",
+    dropout: float = 0.0,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Dream returns of ``P`` controllers, each on the same episodes (one per env seed).
 
@@ -99,6 +103,8 @@ def evaluate_population(
     :param temperature: the dream's temperature tau.
     :param max_steps: truncation horizon.
     :param return_lengths: also return the episodes' lengths.
+    :param start: where dream episodes start, ``"first_frame"`` or ``"trajectory"``.
+    :param dropout: dream-time dropout of M, one mask per episode.
     :return: float64 (P, len(seeds)) returns, and with ``return_lengths`` int64 (P, len(seeds)) lengths.
     """
     cfg = world_model.config
@@ -109,7 +115,7 @@ def evaluate_population(
     weights, biases = (t.to(device) for t in unflatten_population(params, obs_dim))
 
     n = population * rollouts
-    dream = LatentDream(world_model, n, temperature)
+    dream = LatentDream(world_model, n, temperature, start=start, dropout=dropout)
     # Row p * rollouts + r is member p's episode r: every member gets the same keys.
     dream.reset(np.arange(n), np.tile(dream_keys(seeds), population))
     returns = torch.zeros(n, dtype=torch.float64, device=device)
@@ -195,6 +201,8 @@ def train_controller(
     eval_every: int = 25,
     eval_rollouts: int = 256,
     revision: str | None = None,
+    start: str = "first_frame",
+    dropout: float = 0.0,
 ) -> LinearController:
     """
     Train the paper's linear controller in the dream with CMA-ES and save the best one to ``out``.
@@ -238,6 +246,10 @@ def train_controller(
     :param eval_every: generations between held-out evaluations; 0 for none.
     :param eval_rollouts: dream episodes per held-out evaluation.
     :param revision: branch, tag or commit when ``model`` is a Hub repo id.
+    :param start: where dream episodes start: ``"first_frame"`` (the paper) or
+        ``"trajectory"`` (real states along real trajectories; pair it with a short
+        ``max_steps``, so that the fitness averages many short segments).
+    :param dropout: dream-time dropout of M, a new mask per episode (Dropout's Dream Land).
     :return: the best controller found.
     """
     if out is None:
@@ -250,6 +262,7 @@ def train_controller(
     eval_rollouts = _check_positive_int("eval_rollouts", eval_rollouts)
     seed = _check_positive_int("seed", seed, 0)
     temperature = check_temperature(temperature)
+    dropout = check_dropout(dropout)
     if not (math.isfinite(sigma0) and sigma0 > 0):
         raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0!r}")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
@@ -259,6 +272,7 @@ def train_controller(
     out = Path(out)
     device = pick_device(device)
     world_model = load_world_model(model, revision=revision, device=str(device))
+    check_start(start, world_model)
     cfg = world_model.config
     obs_dim = cfg.z_dim + cfg.rnn_hidden
     n_params = 3 * obs_dim + 3
@@ -268,6 +282,7 @@ def train_controller(
         "popsize": popsize, "rollouts": rollouts, "temperature": temperature, "max_steps": max_steps,
         "seed": seed, "weight_decay": weight_decay, "sigma0": sigma0, "generations": generations,
         "eval_every": eval_every, "eval_rollouts": eval_rollouts, "obs_dim": obs_dim, "n_params": n_params,
+        "start": start, "dropout": dropout,
     }
 
     def make_controller(params: np.ndarray, history: list[dict[str, Any]], **score: Any) -> LinearController:
@@ -281,7 +296,7 @@ def train_controller(
         }
         return LinearController.from_flat(params, obs_dim, world_model=record, temperature=temperature, training=summary)
 
-    start, history = 0, []
+    done, history = 0, []
     mean, sigma = np.zeros(n_params), float(sigma0)
     best_params, best_fitness = np.zeros(n_params, dtype=np.float32), -math.inf
     checkpoint = _load_checkpoint(out)
@@ -293,30 +308,35 @@ def train_controller(
                 "use another output folder or delete the checkpoint to start over"
             )
         saved = state.get("options", {})
-        changed = [f"{k}: {saved.get(k)!r} -> {options[k]!r}" for k in _RESUME_OPTIONS if saved.get(k) != options[k]]
+        changed = [
+            f"{k}: {saved.get(k, _NEW_OPTION_DEFAULTS.get(k))!r} -> {options[k]!r}"
+            for k in _RESUME_OPTIONS
+            if saved.get(k, _NEW_OPTION_DEFAULTS.get(k)) != options[k]
+        ]
         if changed or len(mean) != n_params:
             raise CheckpointError(
                 f"the CMA-ES checkpoint in {out / CHECKPOINT_DIR} was made with other options ({'; '.join(changed)}); "
                 "pass the same options to resume, or use another output folder"
             )
-        start, history = int(state["generation"]), list(state["history"])
+        done, history = int(state["generation"]), list(state["history"])
         sigma, best_fitness = float(state["sigma"]), float(state["best_fitness"])
         # The controller in `out` may lag its checkpoint if a run was killed between the two writes.
         make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness).save(out)
-        if start < generations and progress:
-            tqdm.write(f"resuming CMA-ES at generation {start + 1}/{generations} (covariance restarts from identity)")
+        if done < generations and progress:
+            tqdm.write(f"resuming CMA-ES at generation {done + 1}/{generations} (covariance restarts from identity)")
 
-    if start >= generations:
+    if done >= generations:
         return make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness)
 
-    es = cma.CMAEvolutionStrategy(mean, sigma, {"popsize": popsize, "seed": _cma_seed(seed, start), "verbose": -9})
-    bar = tqdm(total=generations, initial=start, desc="CMA-ES", unit="gen", disable=not progress)
+    es = cma.CMAEvolutionStrategy(mean, sigma, {"popsize": popsize, "seed": _cma_seed(seed, done), "verbose": -9})
+    bar = tqdm(total=generations, initial=done, desc="CMA-ES", unit="gen", disable=not progress)
     try:
-        for generation in range(start, generations):
+        for generation in range(done, generations):
             started = time.perf_counter()
             candidates = np.asarray(es.ask())
             returns = evaluate_population(
-                world_model, candidates, generation_seeds(seed, generation, rollouts), temperature, max_steps
+                world_model, candidates, generation_seeds(seed, generation, rollouts), temperature, max_steps,
+                start=start, dropout=dropout,
             )
             fitness = returns.mean(axis=1)
             penalty = weight_decay * np.mean(candidates**2, axis=1)
@@ -338,7 +358,7 @@ def train_controller(
             if eval_every and ((generation + 1) % eval_every == 0 or generation + 1 == generations):
                 held_out = evaluate_population(
                     world_model, np.stack([es.mean, best_params]), _eval_seeds(seed, eval_rollouts),
-                    temperature, max_steps,
+                    temperature, max_steps, start=start, dropout=dropout,
                 )
                 entry.update(
                     eval_es_mean=float(held_out[0].mean()), eval_es_mean_std=float(held_out[0].std()),

@@ -51,6 +51,8 @@ _SHARED_ATTRS = (
     "continuous",
     "max_episode_steps",
     "sample_termination",
+    "start",
+    "dropout",
     "world_model",
     "observation_space",
     "action_space",
@@ -97,6 +99,8 @@ class DreamVecEnv(VecEnv):
     :param render_mode: None, or ``"rgb_array"`` for :meth:`render` to return a grid of the
         decoded frames (``render("human")`` then shows it with OpenCV, as SB3 does).
     :param revision: branch, tag or commit when ``model`` is a Hub repo id.
+    :param start: ``"first_frame"`` or ``"trajectory"`` (see ``DreamCarRacingEnv``).
+    :param dropout: dream-time dropout, one mask per episode (see ``DreamCarRacingEnv``).
     """
 
     def __init__(
@@ -112,6 +116,8 @@ class DreamVecEnv(VecEnv):
         device: str = "cpu",
         render_mode: str | None = None,
         revision: str | None = None,
+        start: str = "first_frame",
+        dropout: float = 0.0,
     ) -> None:
         if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs <= 0:
             raise ValueError(f"n_envs must be a positive int, got {n_envs!r}")
@@ -120,7 +126,7 @@ class DreamVecEnv(VecEnv):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         n_envs = int(n_envs)
         self.world_model = load_world_model(model, revision=revision, device=device)
-        self.dream = LatentDream(self.world_model, n_envs, temperature, sample_termination)
+        self.dream = LatentDream(self.world_model, n_envs, temperature, sample_termination, start, dropout)
         self.obs_mode = obs_mode
         self.continuous = bool(continuous)
         self.max_episode_steps = _check_max_episode_steps(max_episode_steps)
@@ -147,6 +153,16 @@ class DreamVecEnv(VecEnv):
     @temperature.setter
     def temperature(self, value: float) -> None:
         self.dream.temperature = check_temperature(value)
+
+    @property
+    def start(self) -> str:
+        """Where episodes start, ``"first_frame"`` or ``"trajectory"``."""
+        return self.dream.start
+
+    @property
+    def dropout(self) -> float:
+        """Dream-time dropout of M, one mask per episode."""
+        return self.dream.dropout
 
     @property
     def sample_termination(self) -> bool:

@@ -214,9 +214,8 @@ class ControllerPolicy:
         model: str | None = None,
         device: str = "cpu",
     ) -> None:
-        import torch
-
         from dreamgym.agents.evaluate import check_agent_fits, load_agent, parse_agent_spec, resolve_agent_model
+        from dreamgym.envs.observer import LatentObserver
         from dreamgym.hub import load_world_model
 
         if not noise >= 0 or not 0.0 <= noise_theta <= 1.0:
@@ -229,9 +228,8 @@ class ControllerPolicy:
         self.world_model = load_world_model(source, revision=revision, device=device)
         check_agent_fits(loaded, self.world_model, spec.spec)
         self.controller, self.noise, self.noise_theta = str(controller), float(noise), float(noise_theta)
-        cfg = self.world_model.config
-        self._torch = torch
-        self._zeros = torch.zeros(1, cfg.rnn_hidden, device=self.world_model.device)
+        self.observer = LatentObserver(self.world_model)
+        self._started = False
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -239,20 +237,20 @@ class ControllerPolicy:
         self._rng = np.random.default_rng(seed)
         self._scale = self.noise * float(self._rng.random())
         self._noise = np.zeros(3)
-        self._h, self._c = self._zeros.clone(), self._zeros.clone()
+        self._started = False
 
     def __call__(self, obs: Any) -> np.ndarray:
         """Next action for the raw 96x96x3 frame ``obs``."""
-        from dreamgym.preprocessing import preprocess_frames
-
-        cfg = self.world_model.config
-        with self._torch.inference_mode():
-            z = self.world_model.encode(preprocess_frames(obs, cfg.image_size, cfg.crop_dashboard)[None])[0]
-            action = np.asarray(self.act(self._torch.cat([z[0], self._h[0]]).cpu().numpy()), dtype=np.float64)
-            self._noise += -self.noise_theta * self._noise + self._scale * self._rng.standard_normal(3)
-            action = np.clip(action + self._noise, [-1.0, 0.0, 0.0], [1.0, 1.0, 1.0]).astype(np.float32)
-            a = self._torch.from_numpy(action[None]).to(self.world_model.device)
-            self._h, self._c = self.world_model.rnn.step(z, a, self._h, self._c)
+        if self._started:
+            self.observer.encode(obs)
+        else:
+            self.observer.reset(obs)
+            self._started = True
+        action = np.asarray(self.act(self.observer.observation()), dtype=np.float64)
+        self._noise += -self.noise_theta * self._noise + self._scale * self._rng.standard_normal(3)
+        action = np.clip(action + self._noise, [-1.0, 0.0, 0.0], [1.0, 1.0, 1.0]).astype(np.float32)
+        # M steps with the action actually taken, noise included: it is the one stored in the episode.
+        self.observer.advance(action)
         return action
 
     def __repr__(self) -> str:

@@ -41,8 +41,14 @@ class DreamCarRacingEnv(WorldModelEnv):
     1000/N per newly visited tile, -100 for leaving the playfield).
 
     ## Starting State
-    ``z`` is drawn from the world model's bank of latents of real first frames (with V's
-    posterior noise); ``h`` and the LSTM cell start at zero.
+    - ``start="first_frame"`` (default): ``z`` is drawn from the world model's bank of
+      latents of real first frames (with V's posterior noise); ``h`` and the LSTM cell start
+      at zero, as in the paper.
+    - ``start="trajectory"``: ``(z, h, c)`` is drawn from the world model's bank of real
+      states taken along real trajectories after a burn-in of real frames, so episodes start
+      anywhere the real car went, with M's memory of how it got there. Pair it with a short
+      horizon (``max_episode_steps=100..250``): many short dreams branched from real states
+      give an optimiser less room to drift into what M never saw (as Dreamer and MBPO do).
 
     ## Episode End
     - Termination: M's termination probability exceeds 0.5, or, with
@@ -62,6 +68,11 @@ class DreamCarRacingEnv(WorldModelEnv):
     - ``continuous``: Box(3) or Discrete(5) actions.
     - ``max_episode_steps``: truncation horizon of a directly constructed env (None: none).
     - ``sample_termination``: see Episode End.
+    - ``start``: ``"first_frame"`` or ``"trajectory"``; see Starting State.
+    - ``dropout``: dream-time dropout on M's input and output (Dropout's Dream Land): one
+      mask per episode, drawn at reset, so each episode is dreamt by a slightly different M
+      and a policy cannot rely on one M's quirks. Meant for an M trained with dropout
+      (its ``config.dropout``); 0 (default) is off.
     - ``render_mode``: ``"rgb_array"`` (the decoded frame, upscaled 4x) or ``"human"``.
     - ``device``: torch device for the model (default ``"cpu"``).
 
@@ -69,7 +80,7 @@ class DreamCarRacingEnv(WorldModelEnv):
     trajectory.
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version; ``start`` and ``dropout`` added without changing the default dream.
     """
 
     def __init__(
@@ -83,9 +94,11 @@ class DreamCarRacingEnv(WorldModelEnv):
         sample_termination: bool = False,
         render_mode: str | None = None,
         device: str = "cpu",
+        start: str = "first_frame",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(model, revision, obs_mode, continuous, max_episode_steps, render_mode, device)
-        self.dream = LatentDream(self.world_model, 1, temperature, sample_termination)
+        self.dream = LatentDream(self.world_model, 1, temperature, sample_termination, start, dropout)
         self._frame: np.ndarray | None = None
 
     @property

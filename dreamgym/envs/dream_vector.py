@@ -53,6 +53,8 @@ class DreamCarRacingVectorEnv(VectorEnv):
         sample_termination: bool = False,
         render_mode: str | None = None,
         device: str = "cpu",
+        start: str = "first_frame",
+        dropout: float = 0.0,
     ) -> None:
         if not isinstance(num_envs, int) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -63,7 +65,7 @@ class DreamCarRacingVectorEnv(VectorEnv):
         self.continuous = continuous
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
-        self.dream = LatentDream(self.world_model, num_envs, temperature, sample_termination)
+        self.dream = LatentDream(self.world_model, num_envs, temperature, sample_termination, start, dropout)
         self.single_action_space = carracing_action_space(continuous)
         self.single_observation_space = observation_space(self.world_model, obs_mode)
         self.action_space = batch_space(self.single_action_space, num_envs)

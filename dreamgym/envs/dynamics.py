@@ -45,33 +45,76 @@ def check_temperature(temperature: float) -> float:
     return temperature
 
 
+START_MODES = ("first_frame", "trajectory")
+
+
+def check_start(start: str, world_model: WorldModel) -> str:
+    """Check a dream's ``start`` mode against what the world model carries."""
+    if start not in START_MODES:
+        raise ValueError(f"start must be one of {list(START_MODES)}, got {start!r}")
+    if start == "trajectory" and not world_model.has_trajectory_starts:
+        raise ValueError(
+            "start='trajectory' needs a world model with a bank of real trajectory states, and this one has none; "
+            "add one with `dreamgym start-bank MODEL --data DATA --out OUT`, or use start='first_frame'"
+        )
+    return start
+
+
+def check_dropout(dropout: float) -> float:
+    """Check a dream-time dropout rate."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    dropout = float(dropout)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    return dropout
+
+
 class LatentDream:
     """State and stepping of ``num_envs`` dream episodes.
 
     Args:
-        world_model: the V + M bundle; only M and the start-latent bank are used here.
+        world_model: the V + M bundle; only M and the start banks are used here.
         num_envs: batch size.
         temperature: the paper's tau: mixture logits are divided by it, noise scaled by its root.
         sample_termination: draw termination from M's probability instead of thresholding it at 0.5.
+        start: ``"first_frame"``: ``z`` from the bank of real first frames, M's state at zero
+            (the paper's start). ``"trajectory"``: ``(z, h, c)`` from the bank of real states
+            along real trajectories, so episodes start where the real car goes.
+        dropout: dream-time dropout on M's input and output (Dropout's Dream Land): each
+            episode draws one mask at reset and keeps it, so each episode is dreamt by a
+            slightly different M. 0 turns it off.
     """
 
     def __init__(
-        self, world_model: WorldModel, num_envs: int, temperature: float = 1.0, sample_termination: bool = False
+        self,
+        world_model: WorldModel,
+        num_envs: int,
+        temperature: float = 1.0,
+        sample_termination: bool = False,
+        start: str = "first_frame",
+        dropout: float = 0.0,
     ) -> None:
         self.model = world_model
         self.num_envs = num_envs
         self.temperature = check_temperature(temperature)
         self.sample_termination = sample_termination
+        self.start = check_start(start, world_model)
+        self.dropout = check_dropout(dropout)
         cfg = world_model.config
         self.z_dim, self.hidden = cfg.z_dim, cfg.rnn_hidden
         self._normal_lanes = 2 * math.ceil(cfg.z_dim / 2)
         self._lanes = cfg.z_dim + self._normal_lanes + 1
+        self._input_dim = cfg.z_dim + cfg.action_dim
         device = world_model.device
         self.z = torch.zeros(num_envs, cfg.z_dim, device=device)
         self.h = torch.zeros(num_envs, cfg.rnn_hidden, device=device)
         self.c = torch.zeros(num_envs, cfg.rnn_hidden, device=device)
         self.keys = np.zeros(num_envs, dtype=np.uint64)
         self.counters = np.zeros(num_envs, dtype=np.uint64)
+        if self.dropout:
+            self.input_mask = torch.ones(num_envs, self._input_dim, device=device)
+            self.output_mask = torch.ones(num_envs, cfg.rnn_hidden, device=device)
 
     def _draw(self, index: np.ndarray | None, n: int) -> np.ndarray:
         """The next ``n`` random numbers of the episodes in slots ``index`` (None: every slot)."""
@@ -85,26 +128,47 @@ class LatentDream:
 
     @torch.inference_mode()
     def reset(self, index: np.ndarray, keys: np.ndarray) -> None:
-        """Start fresh episodes in slots ``index`` from random real start latents, with RNG ``keys``."""
+        """Start fresh episodes in slots ``index`` from the start bank, with RNG ``keys``."""
         index = np.asarray(index, dtype=np.int64)
         self.keys[index] = keys
         self.counters[index] = 0
-        draws = self._draw(index, 1 + self._normal_lanes)
-        bank_mu, bank_logvar = self.model.start_mu, self.model.start_logvar
+        # Only the draws a setting needs are made, so a model's first-frame dream without
+        # dropout stays the same, bit for bit, whatever else the dream can do.
+        mask_lanes = self._input_dim + self.hidden if self.dropout else 0
+        draws = self._draw(index, 1 + self._normal_lanes + mask_lanes)
+        device = self.z.device
+        idx = torch.from_numpy(index).to(device)
+        if self.start == "trajectory":
+            bank_mu, bank_logvar = self.model.trajectory_mu, self.model.trajectory_logvar
+        else:
+            bank_mu, bank_logvar = self.model.start_mu, self.model.start_logvar
         start = np.minimum((draws[:, 0] * len(bank_mu)).astype(np.int64), len(bank_mu) - 1)
-        noise = torch.from_numpy(counter_normal(draws[:, 1:])[:, : self.z_dim]).to(self.z.device)
-        start_t = torch.from_numpy(start).to(self.z.device)
-        idx = torch.from_numpy(index).to(self.z.device)
+        noise = torch.from_numpy(counter_normal(draws[:, 1 : 1 + self._normal_lanes])[:, : self.z_dim]).to(device)
+        start_t = torch.from_numpy(start).to(device)
         self.z[idx] = bank_mu[start_t] + torch.exp(0.5 * bank_logvar[start_t]) * noise
-        self.h[idx] = 0.0
-        self.c[idx] = 0.0
+        if self.start == "trajectory":
+            self.h[idx] = self.model.trajectory_h[start_t]
+            self.c[idx] = self.model.trajectory_c[start_t]
+        else:
+            self.h[idx] = 0.0
+            self.c[idx] = 0.0
+        if self.dropout:
+            keep = torch.from_numpy(draws[:, 1 + self._normal_lanes :] >= self.dropout).to(device)
+            scaled = keep.to(torch.float32) / (1.0 - self.dropout)
+            self.input_mask[idx] = scaled[:, : self._input_dim]
+            self.output_mask[idx] = scaled[:, self._input_dim :]
 
     @torch.inference_mode()
     def step(self, actions: torch.Tensor) -> DreamStep:
         """Advance every episode by one step under ``actions`` (num_envs, action_dim)."""
         rnn = self.model.rnn
-        self.h, self.c = rnn.step(self.z, actions, self.h, self.c)
-        out = rnn.heads(self.h, normalize=False)
+        if self.dropout:
+            z_in = self.z * self.input_mask[:, : self.z_dim]
+            self.h, self.c = rnn.step(z_in, actions * self.input_mask[:, self.z_dim :], self.h, self.c)
+            out = rnn.heads(self.h * self.output_mask, normalize=False)
+        else:
+            self.h, self.c = rnn.step(self.z, actions, self.h, self.c)
+            out = rnn.heads(self.h, normalize=False)
         draws = self._draw(None, self._lanes)
         z = self.z_dim
         # One host-to-tensor copy for all the noise: component uniforms, normals, termination uniform.

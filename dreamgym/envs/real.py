@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from gymnasium.envs.box2d.car_racing import CarRacing
 
 from dreamgym.envs.common import WorldModelEnv
+from dreamgym.envs.observer import LatentObserver
 from dreamgym.hub import ModelSource
-from dreamgym.preprocessing import preprocess_frames
 
 
 class RealCarRacingEnv(WorldModelEnv):
@@ -75,35 +74,26 @@ class RealCarRacingEnv(WorldModelEnv):
             lap_complete_percent=lap_complete_percent,
             domain_randomize=domain_randomize,
         )
-        cfg = self.world_model.config
-        self._z = torch.zeros(1, cfg.z_dim, device=self.world_model.device)
-        self._h = torch.zeros(1, cfg.rnn_hidden, device=self.world_model.device)
-        self._c = torch.zeros_like(self._h)
+        self.observer = LatentObserver(self.world_model)
 
-    def _encode(self, frame: np.ndarray) -> tuple[np.ndarray, dict]:
-        cfg = self.world_model.config
-        small = preprocess_frames(frame, cfg.image_size, cfg.crop_dashboard)
-        self._z = self.world_model.encode(small[None])[0]
-        obs = self._observation(self._z, self._h)
-        return obs, ({"frame": small} if self.obs_mode == "pixels" else {})
+    def _observe(self) -> tuple[np.ndarray, dict]:
+        obs = self._observation(self.observer.z, self.observer.h)
+        return obs, ({"frame": self.observer.frame} if self.obs_mode == "pixels" else {})
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         frame, info = self.car.reset(seed=seed, options=options)
-        self._h = torch.zeros_like(self._h)
-        self._c = torch.zeros_like(self._c)
         self._elapsed = 0
-        obs, extra = self._encode(frame)
+        self.observer.reset(frame)
+        obs, extra = self._observe()
         return obs, {**info, **extra}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         continuous_action = self._begin_step(action)
         raw = continuous_action if self.continuous else int(action)
         frame, reward, terminated, truncated, info = self.car.step(raw)
-        with torch.inference_mode():
-            a = torch.from_numpy(continuous_action[None]).to(self.world_model.device)
-            self._h, self._c = self.world_model.rnn.step(self._z, a, self._h, self._c)
-        obs, extra = self._encode(frame)
+        self.observer.step(continuous_action, frame)
+        obs, extra = self._observe()
         return obs, float(reward), bool(terminated), bool(truncated) or self._truncated(), {**info, **extra}
 
     def render(self) -> np.ndarray | None:

@@ -79,6 +79,14 @@ class WorldModel(
         # Real episodes' first latents (mean and log-variance): dream episodes start here.
         self.register_buffer("start_mu", torch.zeros(config.num_start_latents, config.z_dim))
         self.register_buffer("start_logvar", torch.full((config.num_start_latents, config.z_dim), -4.0))
+        if config.num_trajectory_starts:
+            # Real states along real trajectories, after a burn-in of real frames: V's (mu,
+            # logvar) of the frame and M's (h, c) after the actions that led there.
+            n = config.num_trajectory_starts
+            self.register_buffer("trajectory_mu", torch.zeros(n, config.z_dim))
+            self.register_buffer("trajectory_logvar", torch.full((n, config.z_dim), -4.0))
+            self.register_buffer("trajectory_h", torch.zeros(n, config.rnn_hidden))
+            self.register_buffer("trajectory_c", torch.zeros(n, config.rnn_hidden))
 
     @property
     def device(self) -> torch.device:
@@ -112,6 +120,26 @@ class WorldModel(
             )
         self.start_mu.copy_(mu)
         self.start_logvar.copy_(logvar)
+
+    @property
+    def has_trajectory_starts(self) -> bool:
+        """Whether the model carries a bank of real trajectory states for ``start="trajectory"``."""
+        return self.config.num_trajectory_starts > 0
+
+    def set_trajectory_starts(
+        self, mu: torch.Tensor, logvar: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> None:
+        """Replace the bank of trajectory starts, resizing it (and the config) to ``len(mu)`` states."""
+        n, cfg = len(mu), self.config
+        shapes = {"mu": (mu, cfg.z_dim), "logvar": (logvar, cfg.z_dim), "h": (h, cfg.rnn_hidden), "c": (c, cfg.rnn_hidden)}
+        for name, (tensor, width) in shapes.items():
+            if tuple(tensor.shape) != (n, width):
+                raise ValueError(f"trajectory start {name} must have shape ({n}, {width}), got {tuple(tensor.shape)}")
+        if n == 0:
+            raise ValueError("a bank of trajectory starts needs at least one state")
+        cfg.num_trajectory_starts = n
+        for name, (tensor, _) in shapes.items():
+            self.register_buffer(f"trajectory_{name}", tensor.detach().to(self.device, torch.float32).clone())
 
     # ------------------------------------------------------------ persistence
     def _save_pretrained(self, save_directory: Path) -> None:

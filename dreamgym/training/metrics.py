@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamgym.envs.observer import teacher_forced_states
 from dreamgym.models.mdnrnn import MDNOutput, MDNRNN, mixture_nll
 from dreamgym.models.world_model import WorldModel
 from dreamgym.training.common import (
@@ -75,16 +76,8 @@ def open_loop_errors(
     Returns ``{k: [mse per start]}``; a horizon longer than the episode has no entries.
     """
     steps = len(actions)
-    hidden = rnn.hidden
     # (h_t, c_t) for every t, by stepping the LSTM cell: nn.LSTM only returns h.
-    h = torch.zeros(1, hidden, device=z.device)
-    c = torch.zeros(1, hidden, device=z.device)
-    hs, cs = [h], [c]
-    for t in range(steps):
-        h, c = rnn.step(z[t : t + 1], actions[t : t + 1], h, c)
-        hs.append(h)
-        cs.append(c)
-    h_all, c_all = torch.cat(hs), torch.cat(cs)
+    h_all, c_all = teacher_forced_states(rnn, z, actions)
     errors: dict[int, list[float]] = {}
     for k in horizons:
         if k > steps:

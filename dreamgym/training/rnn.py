@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from dreamgym.envs.observer import teacher_forced_states
 from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
 from dreamgym.models.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
 from dreamgym.training.common import (
@@ -159,11 +160,21 @@ def rnn_losses(
     terminated: torch.Tensor,
     mask: torch.Tensor,
     termination_pos_weight: float,
+    reward_overprediction_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """M's losses averaged over the real (unmasked) steps: mixture NLL per dim, reward MSE, termination BCE."""
+    """M's losses averaged over the real (unmasked) steps: mixture NLL per dim, reward MSE, termination BCE.
+
+    With ``reward_overprediction_weight`` > 1 the reward error counts that many times more
+    where M predicts more reward than the step earned: a pessimistic reward head, since an
+    optimiser in the dream seeks out exactly the places where M over-promises.
+    """
     count = mask.sum().clamp(min=1.0)
     nll = (mixture_nll(out, target_z).mean(-1) * mask).sum() / count
-    reward = ((out.reward - rewards).pow(2) * mask).sum() / count
+    error = out.reward - rewards
+    squared = error.pow(2)
+    if reward_overprediction_weight != 1.0:
+        squared = torch.where(error > 0, reward_overprediction_weight * squared, squared)
+    reward = (squared * mask).sum() / count
     pos_weight = torch.tensor(termination_pos_weight, device=mask.device)
     bce = F.binary_cross_entropy_with_logits(out.termination_logit, terminated, pos_weight=pos_weight, reduction="none")
     return {"nll": nll, "reward_mse": reward, "termination_bce": (bce * mask).sum() / count}
@@ -182,7 +193,9 @@ def rnn_step(
 ) -> dict[str, float]:
     """One gradient step of M on a batch of chunks; returns the losses as floats (``loss`` is the weighted total)."""
     out, _ = rnn(z, actions)
-    losses = rnn_losses(out, target_z, rewards, terminated, mask, weights["termination_pos_weight"])
+    losses = rnn_losses(
+        out, target_z, rewards, terminated, mask, weights["termination_pos_weight"], weights["reward_overprediction"]
+    )
     loss = losses["nll"] + weights["reward"] * losses["reward_mse"] + weights["termination"] * losses["termination_bce"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -244,6 +257,96 @@ def start_latent_bank(
     return torch.from_numpy(latents.mu[first].copy()), torch.from_numpy(latents.logvar[first].copy())
 
 
+def trajectory_start_bank(
+    model: WorldModel,
+    latents: EpisodeLatents,
+    episodes: list[int],
+    size: int,
+    seed: int,
+    burn_in: int = 50,
+    every: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Real states ``(mu, logvar, h, c)`` along the ``episodes``, for ``start="trajectory"`` dreams.
+
+    M is run teacher forced over each episode on V's means and the actions taken, exactly as
+    ``RealCarRacing-v0`` runs it (:func:`~dreamgym.envs.observer.teacher_forced_states`), and
+    the state is taken every ``every`` steps after the first ``burn_in`` (CarRacing zooms in
+    over its first ~50 frames, and M needs a few real frames to know the speed). ``size``
+    states are drawn from all of them without replacement (all of them if there are fewer).
+
+    Returns:
+        ``mu``, ``logvar`` (size, z_dim) of V's posterior at the frame, ``h``, ``c`` (size, hidden).
+    """
+    if not episodes:
+        raise ValueError("no episodes to take trajectory starts from")
+    if size <= 0 or burn_in < 0 or every <= 0:
+        raise ValueError(f"size and every must be > 0 and burn_in >= 0, got {size}, {every}, {burn_in}")
+    device = model.device
+    taken: dict[str, list[torch.Tensor]] = {"mu": [], "logvar": [], "h": [], "c": []}
+    with torch.inference_mode():
+        for e in episodes:
+            f0, f1 = int(latents.frame_offsets[e]), int(latents.frame_offsets[e + 1])
+            s0, s1 = int(latents.step_offsets[e]), int(latents.step_offsets[e + 1])
+            steps = min(s1 - s0, f1 - f0 - 1)
+            if steps <= burn_in:
+                continue
+            mu = torch.as_tensor(latents.mu[f0:f1], device=device)
+            actions = torch.as_tensor(latents.actions[s0 : s0 + steps], device=device)
+            h, c = teacher_forced_states(model.rnn, mu, actions)
+            at = torch.arange(burn_in, steps + 1, every, device=device)
+            taken["mu"].append(mu[at])
+            taken["logvar"].append(torch.as_tensor(latents.logvar[f0:f1], device=device)[at])
+            taken["h"].append(h[at])
+            taken["c"].append(c[at])
+    if not taken["mu"]:
+        raise ValueError(f"no episode is longer than the burn-in of {burn_in} steps")
+    pool = {k: torch.cat(v) for k, v in taken.items()}
+    total = len(pool["mu"])
+    rng = np.random.default_rng([seed, 0x7EA7])
+    pick = torch.from_numpy(np.sort(rng.choice(total, min(size, total), replace=False))).to(device)
+    return pool["mu"][pick], pool["logvar"][pick], pool["h"][pick], pool["c"][pick]
+
+
+def add_trajectory_starts(
+    model: str | Path,
+    data: DataSource,
+    out: str | Path,
+    size: int = 2048,
+    burn_in: int = 50,
+    every: int = 4,
+    holdout: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> WorldModel:
+    """Give a trained world model a bank of real trajectory starts and save it to ``out``.
+
+    The states come from the training episodes of ``data`` (the held-out split, by the same
+    rule as :func:`train_rnn`'s, is left out); see :func:`trajectory_start_bank`. ``out`` is a
+    new folder: the source model is never written to.
+    """
+    source, out = Path(model), Path(out)
+    if out.resolve() == source.resolve():
+        raise ValueError(f"--out {str(out)!r} is the source model's folder; give a new folder")
+    if (out / WEIGHTS_FILE).exists():
+        raise ValueError(f"{str(out)!r} already holds a world model; give a new folder")
+    world_model = load_trained_vae(source)
+    if "rnn" not in world_model.config.training:
+        raise ValueError(f"the world model in {str(source)!r} has no trained M; run `dreamgym train-rnn` first")
+    store = open_store(data)
+    train_seeds, _ = split_seeds(store.seeds(), holdout, seed)
+    latents = encode_episodes(world_model, store, out / CHECKPOINT_DIR / LATENTS_FILE, progress)
+    train_eps = latents.select(train_seeds)
+    bank = trajectory_start_bank(world_model, latents, train_eps, size, seed, burn_in, every)
+    world_model.set_trajectory_starts(*bank)
+    world_model.config.training = {
+        **world_model.config.training,
+        "trajectory_starts": {"size": len(bank[0]), "burn_in": burn_in, "every": every, "episodes": len(train_eps),
+                              "holdout": holdout, "seed": seed},
+    }
+    world_model.save_pretrained(out)
+    return world_model
+
+
 def train_rnn(
     data: DataSource,
     vae: str | Path,
@@ -260,6 +363,9 @@ def train_rnn(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    dropout: float | None = None,
+    reward_overprediction_weight: float = 1.0,
+    trajectory_starts: int = 0,
 ) -> WorldModel:
     """Train M on V's latents of the collected episodes in ``data`` and save the full world model to ``out``.
 
@@ -287,8 +393,20 @@ def train_rnn(
     :param seed: seeds the latent sampling, shuffling, the split and the start bank.
     :param device: torch device; None picks CUDA when available, else CPU.
     :param progress: show tqdm progress bars.
+    :param dropout: dropout on M's input and output while training (Dropout's Dream Land
+        uses 0.05); None keeps the V folder's ``config.dropout``. Recorded in the config.
+    :param reward_overprediction_weight: how many times more a reward over-prediction
+        counts than an under-prediction in the reward loss (1: plain MSE).
+    :param trajectory_starts: size of the bank of real trajectory states to store with the
+        model for ``start="trajectory"`` dreams (0: none); see :func:`trajectory_start_bank`.
     :return: the trained world model, in eval mode on ``device``.
     """
+    if dropout is not None and not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if not reward_overprediction_weight >= 1.0:
+        raise ValueError(f"reward_overprediction_weight must be >= 1, got {reward_overprediction_weight!r}")
+    if isinstance(trajectory_starts, bool) or not isinstance(trajectory_starts, int) or trajectory_starts < 0:
+        raise ValueError(f"trajectory_starts must be an integer >= 0, got {trajectory_starts!r}")
     if epochs < 0 or batch_size <= 0 or seq_len <= 0:
         raise ValueError(f"epochs must be >= 0, batch_size and seq_len > 0; got {epochs}, {batch_size}, {seq_len}")
     out = Path(out)
@@ -304,6 +422,8 @@ def train_rnn(
     # finished world model) must not decide where training starts.
     seed_everything(seed)
     cfg = model.config
+    if dropout is not None:
+        cfg.dropout = float(dropout)
     model.rnn = MDNRNN(cfg.z_dim, cfg.action_dim, cfg.rnn_hidden, cfg.num_mixtures, cfg.dropout).to(device)
     checkpoint = load_checkpoint(out, STAGE)
     optimizer = torch.optim.Adam(model.rnn.parameters(), lr=lr)
@@ -336,6 +456,7 @@ def train_rnn(
         "termination": termination_weight,
         "termination_pos_weight": termination_pos_weight,
         "grad_clip": grad_clip,
+        "reward_overprediction": reward_overprediction_weight,
     }
     training_record = {
         "epochs": epochs,
@@ -344,6 +465,8 @@ def train_rnn(
         "lr": lr,
         "grad_clip": grad_clip,
         "reward_weight": reward_weight,
+        "reward_overprediction_weight": reward_overprediction_weight,
+        "dropout": cfg.dropout,
         "termination_weight": termination_weight,
         "termination_pos_weight": termination_pos_weight,
         "holdout": holdout,
@@ -399,6 +522,9 @@ def train_rnn(
     write_log(out, STAGE, history)
     bank_mu, bank_logvar = start_latent_bank(latents, train_eps, model.config.num_start_latents, seed)
     model.set_start_latents(bank_mu.to(device), bank_logvar.to(device))
+    if trajectory_starts:
+        model.eval()
+        model.set_trajectory_starts(*trajectory_start_bank(model, latents, train_eps, trajectory_starts, seed))
     model.config.training = {**model.config.training, "rnn": {**training_record, "epochs_done": len(history)}}
     model.eval()
     model.save_pretrained(out)

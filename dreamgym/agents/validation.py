@@ -1,0 +1,135 @@
+"""Scoring an SB3 agent on the real car while it trains in the dream, on validation seeds.
+
+An agent trained in a dream does well in the real env only up to a point: past it, it learns
+to exploit M's mistakes, its dream return climbs and its real return falls. The checkpoint to
+keep is therefore chosen by real returns, and to keep that choice honest it is made on
+*validation* seeds, which are never the seeds a final score is reported on.
+
+:class:`RealValidationCallback` saves the agent every ``eval_freq`` dream steps, scores the
+checkpoint over the validation seeds in ``dreamgym/RealCarRacing-v0`` (in parallel worker
+processes, through :func:`~dreamgym.agents.evaluate.evaluate`), logs it to SB3's logger, and
+keeps the best one as ``best_model.zip``. Everything it measured is in ``validation.json``:
+the real score against dream training, the curve users need to see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from dreamgym.agents.evaluate import evaluate
+from dreamgym.training.common import atomic_write_json
+
+#: The first of the real validation seeds of dreamgym's own experiments; the final test
+#: seeds (:data:`TEST_SEED`) are disjoint from them and are never used for any choice.
+VALIDATION_SEED = 20_000
+TEST_SEED = 30_000
+VALIDATION_FILE = "validation.json"
+
+
+class RealValidationCallback(BaseCallback):
+    """Save, score on real validation seeds, and keep the best, every ``eval_freq`` dream steps.
+
+    Args:
+        out: folder for ``checkpoints/step-N.zip``, ``best_model.zip`` and ``validation.json``.
+        model: the world model the agent sees the real car through: the dream's own.
+        eval_freq: dream timesteps (summed over envs) between validations.
+        episodes: real validation episodes per checkpoint; episode ``i`` has seed ``seed + i``.
+        seed: first validation seed.
+        workers: real episodes run at once, in worker processes.
+        max_steps: real episode length cap.
+        dream: also score each checkpoint in the first-frame dream at ``temperature`` for the
+            same seeds, so ``validation.json`` holds the dream-vs-real gap as training goes on.
+        temperature: the dream's temperature for ``dream``.
+        verbose: print a line per validation.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        model: Any,
+        eval_freq: int,
+        episodes: int = 30,
+        seed: int = VALIDATION_SEED,
+        workers: int = 2,
+        max_steps: int = 1000,
+        dream: bool = True,
+        temperature: float = 1.0,
+        verbose: int = 1,
+    ) -> None:
+        super().__init__(verbose)
+        if isinstance(eval_freq, bool) or not isinstance(eval_freq, int) or eval_freq <= 0:
+            raise ValueError(f"eval_freq must be a positive int, got {eval_freq!r}")
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
+            raise ValueError(f"episodes must be a positive int, got {episodes!r}")
+        self.out = Path(out)
+        self.world_model = model
+        self.eval_freq, self.episodes, self.seed, self.workers = eval_freq, episodes, seed, workers
+        self.max_steps, self.dream, self.temperature = max_steps, dream, temperature
+        self.history: list[dict[str, Any]] = []
+        self.best_mean = -float("inf")
+        self._next = eval_freq
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The validation entry of the best checkpoint so far."""
+        return max(self.history, key=lambda e: e["mean"]) if self.history else None
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.eval_freq
+            self.validate()
+        return True
+
+    def validate(self) -> dict[str, Any]:
+        """Save the agent as it is now, score it on the validation seeds, and record it."""
+        steps = int(self.num_timesteps)
+        checkpoint = self.out / "checkpoints" / f"step-{steps}.zip"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        self.model.save(checkpoint)
+        result = evaluate(
+            f"sb3:{checkpoint}", episodes=self.episodes, seed=self.seed, workers=self.workers,
+            model=self.world_model, dream=self.dream, temperature=self.temperature,
+            max_steps=self.max_steps, progress=False,
+        )
+        entry = {
+            "timesteps": steps,
+            "checkpoint": str(checkpoint),
+            "mean": result["mean"],
+            "std": result["std"],
+            "stderr": result["std"] / max(self.episodes - 1, 1) ** 0.5,
+            "returns": result["returns"],
+            "seeds": result["seeds"],
+        }
+        if self.dream:
+            entry["dream_mean"] = result["dream"]["mean"]
+            entry["dream_std"] = result["dream"]["std"]
+        self.history.append(entry)
+        if entry["mean"] > self.best_mean:
+            self.best_mean = entry["mean"]
+            shutil.copyfile(checkpoint, self.out / "best_model.zip")
+        self.logger.record("validation/mean_return", entry["mean"])
+        self.logger.record("validation/std_return", entry["std"])
+        if self.dream:
+            self.logger.record("validation/dream_mean_return", entry["dream_mean"])
+        atomic_write_json(self.out / VALIDATION_FILE, {
+            "episodes": self.episodes, "seed": self.seed, "max_steps": self.max_steps,
+            "temperature": self.temperature, "history": self.history, "best": self.best,
+        })
+        if self.verbose:
+            dream = f", dream {entry['dream_mean']:.1f}" if self.dream else ""
+            print(f"validation at {steps} dream steps: real {entry['mean']:.1f} +/- {entry['std']:.1f}{dream}")
+        return entry
+
+
+def load_validation(out: str | os.PathLike) -> dict[str, Any]:
+    """The ``validation.json`` a :class:`RealValidationCallback` wrote to ``out``."""
+    path = Path(out) / VALIDATION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {VALIDATION_FILE} in {str(out)!r}")
+    return json.loads(path.read_text(encoding="utf-8"))

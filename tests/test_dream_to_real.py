@@ -1,0 +1,248 @@
+"""Dreams that are hard to exploit: trajectory starts, dream-time dropout, a pessimistic reward
+loss, the one observer of the real env, and real validation while an SB3 agent trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dreamgym  # noqa: F401  (registers the envs)
+from dreamgym import WorldModel
+from dreamgym.cli import main
+from dreamgym.envs.dynamics import LatentDream
+from dreamgym.envs.observer import LatentObserver, teacher_forced_states
+from dreamgym.models.mdnrnn import MDNOutput
+from dreamgym.training import train_rnn
+from dreamgym.training.rnn import add_trajectory_starts, rnn_losses
+
+from conftest import make_tiny_model
+from test_training import RNN_ARGS, make_store
+
+BANK = 12
+
+
+def with_bank(model: WorldModel, n: int = BANK, seed: int = 0) -> WorldModel:
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    model.set_trajectory_starts(
+        torch.randn(n, cfg.z_dim, generator=g),
+        torch.full((n, cfg.z_dim), -3.0),
+        torch.rand(n, cfg.rnn_hidden, generator=g) * 2 - 1,
+        torch.randn(n, cfg.rnn_hidden, generator=g),
+    )
+    return model
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def trained_m(tmp_path_factory, store) -> Path:
+    """A tiny V + M, M trained with dropout, a pessimistic reward loss and a trajectory bank."""
+    out = tmp_path_factory.mktemp("wm")
+    make_tiny_model().save_pretrained(out)
+    config = json.loads((out / "config.json").read_text())
+    config["training"] = {"vae": {"epochs": 0}}  # the tiny V counts as trained here
+    (out / "config.json").write_text(json.dumps(config))
+    train_rnn(store, out, out, epochs=2, dropout=0.1, reward_overprediction_weight=4.0,
+              trajectory_starts=20, **RNN_ARGS)
+    return out
+
+
+# ----------------------------------------------------------------------------- observer
+def test_real_env_observations_are_the_observers_and_the_bank_uses_the_same_states(tiny_model):
+    """RealCarRacing-v0's [z, h] is LatentObserver's, and teacher forcing over the same
+    frames and actions (what the bank of trajectory starts is built from) gives the same h."""
+    env = gym.make("dreamgym/RealCarRacing-v0", model=tiny_model, max_episode_steps=6)
+    observer = LatentObserver(tiny_model)
+    obs, _ = env.reset(seed=3)
+    frames = [env.unwrapped.car.state.copy()]
+    observer.reset(frames[0])
+    np.testing.assert_array_equal(obs, observer.observation())
+    rng = np.random.default_rng(0)
+    actions, zs = [], [observer.z]
+    for _ in range(5):
+        action = rng.uniform([-1, 0, 0], [1, 1, 1]).astype(np.float32)
+        obs, *_ = env.step(action)
+        observer.step(action, env.unwrapped.car.state.copy())
+        np.testing.assert_array_equal(obs, observer.observation())
+        actions.append(action)
+        zs.append(observer.z)
+    h, c = teacher_forced_states(tiny_model.rnn, torch.cat(zs), torch.as_tensor(np.stack(actions)))
+    torch.testing.assert_close(h[-1:], observer.h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c[-1:], observer.c, rtol=1e-5, atol=1e-6)
+    env.close()
+
+
+# ----------------------------------------------------------------------------- trajectory starts
+def test_trajectory_start_needs_a_bank_and_names_the_fix(tiny_model):
+    with pytest.raises(ValueError, match="has none; add one with `dreamgym start-bank"):
+        gym.make("dreamgym/DreamCarRacing-v0", model=tiny_model, start="trajectory")
+    with pytest.raises(ValueError, match=r"start must be one of \['first_frame', 'trajectory'\]"):
+        gym.make("dreamgym/DreamCarRacing-v0", model=tiny_model, start="middle")
+
+
+def test_trajectory_start_takes_z_h_and_c_from_the_bank():
+    model = with_bank(make_tiny_model())
+    dream = LatentDream(model, 64, start="trajectory")
+    dream.reset(np.arange(64), np.arange(64, dtype=np.uint64) + 7)
+    # Every h is one of the bank's, with its c; z lies near the bank's mu (sigma = e^-1.5).
+    match = (dream.h[:, None, :] == model.trajectory_h[None]).all(-1)
+    assert match.any(1).all()
+    index = match.float().argmax(1)
+    torch.testing.assert_close(dream.c, model.trajectory_c[index])
+    assert (dream.z - model.trajectory_mu[index]).abs().max() < 6 * np.exp(-1.5)
+    assert len(index.unique()) > BANK // 2  # the draws spread over the bank
+
+
+def test_first_frame_dream_is_unchanged_by_the_new_options():
+    """A model with a bank, dreaming from first frames without dropout, dreams exactly as before."""
+    plain, banked = make_tiny_model(), with_bank(make_tiny_model())
+    trajectories = []
+    for model in (plain, banked):
+        env = gym.make("dreamgym/DreamCarRacing-v0", model=model)
+        obs, _ = env.reset(seed=11)
+        steps = [obs]
+        for t in range(10):
+            steps.append(env.step(np.array([0.3, 0.5, 0.0], np.float32))[0])
+        trajectories.append(np.stack(steps))
+    np.testing.assert_array_equal(*trajectories)
+
+
+@pytest.mark.parametrize("start", ["first_frame", "trajectory"])
+def test_vector_sub_env_equals_single_env_with_trajectory_starts_and_dropout(start):
+    model = with_bank(make_tiny_model())
+    kwargs = dict(model=model, start=start, dropout=0.2, max_episode_steps=30)
+    vec = gym.make_vec("dreamgym/DreamCarRacing-v0", num_envs=3, **kwargs)
+    obs_v, _ = vec.reset(seed=5)
+    actions = np.random.default_rng(1).uniform([-1, 0, 0], [1, 1, 1], (8, 3, 3)).astype(np.float32)
+    vec_obs = [obs_v]
+    for a in actions:
+        vec_obs.append(vec.step(a)[0])
+    for i in range(3):
+        env = gym.make("dreamgym/DreamCarRacing-v0", **kwargs)
+        single = [env.reset(seed=5 + i)[0]]
+        for a in actions:
+            single.append(env.step(a[i])[0])
+        np.testing.assert_allclose(np.stack(single), np.stack(vec_obs)[:, i], rtol=1e-4, atol=1e-5)
+
+
+def test_dream_dropout_keeps_one_mask_per_episode():
+    model = make_tiny_model()
+    dream = LatentDream(model, 4, dropout=0.5)
+    dream.reset(np.arange(4), np.array([1, 2, 3, 4], dtype=np.uint64))
+    masks = dream.input_mask.clone(), dream.output_mask.clone()
+    assert set(masks[0].unique().tolist()) <= {0.0, 2.0} and (masks[1] == 0).any() and (masks[1] == 2).any()
+    assert not torch.equal(masks[1][0], masks[1][1])  # each episode its own M
+    for _ in range(5):
+        dream.step(torch.zeros(4, 3))
+    assert torch.equal(dream.input_mask, masks[0]) and torch.equal(dream.output_mask, masks[1])
+    # Dropout changes the dream: the same keys without it give other latents.
+    plain = LatentDream(model, 4)
+    plain.reset(np.arange(4), np.array([1, 2, 3, 4], dtype=np.uint64))
+    a = torch.full((4, 3), 0.5)
+    assert not torch.allclose(plain.step(a).z, dream.step(a).z)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        LatentDream(model, 1, dropout=1.0)
+
+
+def test_bank_round_trips_and_old_configs_stay_as_they_were(tmp_path):
+    model = with_bank(make_tiny_model())
+    model.save_pretrained(tmp_path / "banked")
+    loaded = WorldModel.from_pretrained(tmp_path / "banked")
+    assert loaded.config.num_trajectory_starts == BANK
+    torch.testing.assert_close(loaded.trajectory_h, model.trajectory_h)
+    make_tiny_model().save_pretrained(tmp_path / "plain")
+    assert "num_trajectory_starts" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert not WorldModel.from_pretrained(tmp_path / "plain").has_trajectory_starts
+
+
+# ----------------------------------------------------------------------------- training M
+def test_m_trained_with_dropout_pessimism_and_a_bank_records_them(trained_m, store):
+    model = WorldModel.from_pretrained(trained_m)
+    record = model.config.training["rnn"]
+    assert model.config.dropout == 0.1 and record["dropout"] == 0.1
+    assert record["reward_overprediction_weight"] == 4.0
+    # 4 training episodes of 60 steps, states at t = 50, 54, 58 after the burn-in: fewer than asked.
+    assert model.config.num_trajectory_starts == 4 * 3
+    # The bank's h are M's real teacher-forced states along the training episodes.
+    states = []
+    for episode in store:
+        z = model.encode(np.asarray(episode.frames))[0]
+        states.append(teacher_forced_states(model.rnn, z, torch.as_tensor(episode.actions))[0])
+    states = torch.cat(states)
+    distance = (model.trajectory_h[:, None, :] - states[None]).abs().amax(-1).amin(-1)
+    assert distance.max() < 1e-5
+    env = gym.make("dreamgym/DreamCarRacing-v0", model=model, start="trajectory", dropout=0.1, max_episode_steps=5)
+    env.reset(seed=0)
+    assert np.isfinite(env.step(env.action_space.sample())[0]).all()
+
+
+def test_pessimistic_reward_loss_counts_over_prediction_more():
+    z = torch.zeros(1, 2, 1, 3, 1)
+    out = MDNOutput(z, z, z, torch.tensor([[1.0, -1.0]]), torch.zeros(1, 2))
+    target, mask = torch.zeros(1, 2), torch.ones(1, 2)
+    zeros = torch.zeros(1, 2, 3)
+    plain = rnn_losses(out, zeros, target, torch.zeros(1, 2), mask, 1.0)["reward_mse"]
+    pessimistic = rnn_losses(out, zeros, target, torch.zeros(1, 2), mask, 1.0, 5.0)["reward_mse"]
+    assert plain.item() == pytest.approx(1.0) and pessimistic.item() == pytest.approx(3.0)  # (5 + 1) / 2
+
+
+def test_start_bank_command_adds_a_bank_without_touching_the_source(trained_m, store, tmp_path, capsys):
+    before = (trained_m / "model.safetensors").read_bytes()
+    out = tmp_path / "banked"
+    assert main(["start-bank", str(trained_m), "--data", str(store.root), "--out", str(out),
+                 "--size", "16", "--burn-in", "5", "--every", "3"]) == 0
+    assert "16 trajectory starts added" in capsys.readouterr().out
+    assert (trained_m / "model.safetensors").read_bytes() == before
+    model = WorldModel.from_pretrained(out)
+    assert model.config.num_trajectory_starts == 16
+    assert model.config.training["trajectory_starts"]["burn_in"] == 5
+    assert main(["start-bank", str(trained_m), "--data", str(store.root), "--out", str(trained_m)]) == 2
+    assert "is the source model's folder" in capsys.readouterr().err
+    assert main(["start-bank", str(trained_m), "--data", str(store.root), "--out", str(out)]) == 2
+    assert "already holds a world model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- agents
+def test_cmaes_trains_from_trajectory_starts_and_records_it(tmp_path):
+    from dreamgym.agents.cmaes import train_controller
+
+    model = with_bank(make_tiny_model())
+    controller = train_controller(model, tmp_path / "c", generations=2, popsize=4, rollouts=2, max_steps=10,
+                                  eval_every=0, progress=False, start="trajectory", dropout=0.1)
+    state = json.loads((tmp_path / "c" / "checkpoints" / "cmaes_state.json").read_text())
+    assert state["options"]["start"] == "trajectory" and state["options"]["dropout"] == 0.1
+    assert controller.training["generations_done"] == 2
+    from dreamgym.training.common import CheckpointError
+
+    with pytest.raises(CheckpointError, match="start: 'trajectory' -> 'first_frame'"):
+        train_controller(model, tmp_path / "c", generations=3, popsize=4, rollouts=2, max_steps=10,
+                         eval_every=0, progress=False)
+
+
+def test_real_validation_callback_scores_checkpoints_on_validation_seeds(tmp_path, tiny_model_dir):
+    from stable_baselines3 import PPO
+
+    from dreamgym.agents.validation import RealValidationCallback, load_validation
+    from dreamgym.sb3 import make_dream_vec_env
+
+    venv = make_dream_vec_env(n_envs=4, model=str(tiny_model_dir), max_episode_steps=20, seed=0)
+    callback = RealValidationCallback(tmp_path, model=str(tiny_model_dir), eval_freq=64, episodes=2, seed=40,
+                                      workers=1, max_steps=5, verbose=0)
+    PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0).learn(128, callback=callback)
+    record = load_validation(tmp_path)
+    assert [e["timesteps"] for e in record["history"]] == [64, 128]
+    assert all(e["seeds"] == [40, 41] and len(e["returns"]) == 2 and "dream_mean" in e for e in record["history"])
+    best = max(record["history"], key=lambda e: e["mean"])
+    assert record["best"] == best
+    assert (tmp_path / "best_model.zip").read_bytes() == Path(best["checkpoint"]).read_bytes()
+    with pytest.raises(ValueError, match="eval_freq must be a positive int"):
+        RealValidationCallback(tmp_path, None, eval_freq=0)
