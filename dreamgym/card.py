@@ -54,6 +54,7 @@ def _format(value: Any) -> str:
 POLICY_DESCRIPTIONS = {
     "random": "temporally correlated random actions that lean towards the road ahead",
     "controller": "the previous round's controller plus exploration noise",
+    "agent": "the previous round's agent plus exploration noise",
 }
 
 

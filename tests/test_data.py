@@ -281,7 +281,7 @@ def test_random_policy_is_deterministic_and_correlated() -> None:
 
 
 def test_make_policy_rejects_unknown_specs() -> None:
-    with pytest.raises(ValueError, match=r"unknown policy 'nope'; expected one of \['controller', 'random'\]"):
+    with pytest.raises(ValueError, match=r"unknown policy 'nope'; expected one of \['agent', 'controller', 'random'\]"):
         make_policy("nope", seed=0)
     with pytest.raises(ValueError, match=r"'random\?speed=3' does not fit CorrelatedRandomPolicy.*'speed'"):
         make_policy("random?speed=3", seed=0)

@@ -217,7 +217,13 @@ def test_cmaes_trains_from_trajectory_starts_and_records_it(tmp_path):
 
     model = with_bank(make_tiny_model())
     controller = train_controller(model, tmp_path / "c", generations=2, popsize=4, rollouts=2, max_steps=10,
-                                  eval_every=0, progress=False, start="trajectory", dropout=0.1)
+                                  eval_every=1, eval_rollouts=4, progress=False, start="trajectory", dropout=0.1)
+    # The ES mean of every evaluated generation is kept, for the real score against dream training.
+    snapshots = sorted(p.name for p in (tmp_path / "c" / "snapshots").iterdir())
+    assert snapshots == ["generation-0001", "generation-0002"]
+    from dreamgym.agents.controller import LinearController
+
+    assert not np.array_equal(*(LinearController.load(tmp_path / "c" / "snapshots" / n).flat() for n in snapshots))
     state = json.loads((tmp_path / "c" / "checkpoints" / "cmaes_state.json").read_text())
     assert state["options"]["start"] == "trajectory" and state["options"]["dropout"] == 0.1
     assert controller.training["generations_done"] == 2
@@ -225,7 +231,7 @@ def test_cmaes_trains_from_trajectory_starts_and_records_it(tmp_path):
 
     with pytest.raises(CheckpointError, match="start: 'trajectory' -> 'first_frame'"):
         train_controller(model, tmp_path / "c", generations=3, popsize=4, rollouts=2, max_steps=10,
-                         eval_every=0, progress=False)
+                         eval_every=1, eval_rollouts=4, progress=False)
 
 
 def test_real_validation_callback_scores_checkpoints_on_validation_seeds(tmp_path, tiny_model_dir):
@@ -246,3 +252,26 @@ def test_real_validation_callback_scores_checkpoints_on_validation_seeds(tmp_pat
     assert (tmp_path / "best_model.zip").read_bytes() == Path(best["checkpoint"]).read_bytes()
     with pytest.raises(ValueError, match="eval_freq must be a positive int"):
         RealValidationCallback(tmp_path, None, eval_freq=0)
+
+
+def test_agent_policy_drives_with_an_sb3_agent_through_its_world_model(tmp_path, tiny_model_dir):
+    from stable_baselines3 import PPO
+
+    from dreamgym.data.policies import AgentPolicy, make_policy
+    from dreamgym.sb3 import make_dream_vec_env
+
+    venv = make_dream_vec_env(n_envs=2, model=str(tiny_model_dir), max_episode_steps=10, seed=0)
+    agent = PPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0)
+    agent.save(tmp_path / "ppo.zip")
+    policy = make_policy(f"agent:sb3:{tmp_path / 'ppo.zip'}?noise=0&model={tiny_model_dir}", seed=0)
+    assert isinstance(policy, AgentPolicy)
+    env = gym.make("dreamgym/RealCarRacing-v0", model=str(tiny_model_dir), max_episode_steps=4)
+    obs, _ = env.reset(seed=2)
+    policy.reset(2)
+    for _ in range(3):
+        action = policy(env.unwrapped.car.state)
+        np.testing.assert_allclose(action, np.clip(agent.predict(obs, deterministic=True)[0], [-1, 0, 0], 1), atol=1e-6)
+        obs, *_ = env.step(action)
+    env.close()
+    with pytest.raises(ValueError, match="policy 'controller' needs a controller folder or 'reference'"):
+        make_policy(f"controller:sb3:{tmp_path / 'ppo.zip'}", seed=0)

@@ -56,6 +56,7 @@ STAGE = "cmaes"
 CMAES_CHECKPOINT_FORMAT = 1
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 # Options that change what a generation computes: a checkpoint made with others cannot be resumed.
+SNAPSHOT_DIR = "snapshots"
 _RESUME_OPTIONS = ("popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay", "start", "dropout")
 # Options added after the first release: a checkpoint that lacks them was made with these.
 _NEW_OPTION_DEFAULTS = {"start": "first_frame", "dropout": 0.0}
@@ -222,7 +223,8 @@ def train_controller(
       seconds, and every ``eval_every`` generations the scores of the ES mean and of the best
       candidate on ``eval_rollouts`` fixed held-out dream episodes).
 
-    Every ``eval_every`` generations the ES mean is also saved as a controller in ``out/mean``:
+    Every ``eval_every`` generations the ES mean is also saved as a controller in ``out/mean``
+    and in ``out/snapshots/generation-NNNN``:
     the best candidate's fitness is the maximum of noisy estimates and so biased upwards, and
     the mean is often the better controller; the held-out scores in the log tell which.
 
@@ -364,9 +366,13 @@ def train_controller(
                     eval_es_mean=float(held_out[0].mean()), eval_es_mean_std=float(held_out[0].std()),
                     eval_best=float(held_out[1].mean()), eval_best_std=float(held_out[1].std()),
                 )
-                make_controller(
+                mean_controller = make_controller(
                     np.asarray(es.mean), history + [entry], selected="ES mean", held_out_return=entry["eval_es_mean"]
-                ).save(out / "mean")
+                )
+                mean_controller.save(out / "mean")
+                # Kept per generation, so that the real score can be traced against dream
+                # training afterwards: where it peaks is what the dream's exploitation costs.
+                mean_controller.save(out / SNAPSHOT_DIR / f"generation-{generation + 1:04d}")
             entry["seconds"] = time.perf_counter() - started
             history.append(entry)
             state = {

@@ -10,6 +10,8 @@ re-run and produce the same shards.
 
 - ``"random"``: :class:`CorrelatedRandomPolicy`, the default for a first collection;
   ``"random?gas_mean=0.3&gas_mean_max=0.8"`` varies the speed from episode to episode.
+- ``"agent:SPEC?model=DIR"``: any agent ``dreamgym evaluate`` takes, SB3 included, the same
+  way: :class:`AgentPolicy`.
 - ``"controller:PATH"``: a trained controller (a folder written by ``dreamgym
   train-controller``, or ``reference``) driving through its world model's V and M, with
   exploration noise (``"controller:PATH?noise=0.3"``): :class:`ControllerPolicy`. This is the
@@ -22,7 +24,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["POLICIES", "ControllerPolicy", "CorrelatedRandomPolicy", "Policy", "make_policy", "parse_policy_spec", "register_policy"]
+__all__ = ["POLICIES", "AgentPolicy", "ControllerPolicy", "CorrelatedRandomPolicy", "Policy", "make_policy", "parse_policy_spec", "register_policy"]
 
 
 @runtime_checkable
@@ -205,6 +207,10 @@ class ControllerPolicy:
     :param device: torch device of the world model.
     """
 
+    agent_kinds: tuple[str, ...] = ("controller",)
+    spec_name = "controller"
+    agent_text = "a controller folder or 'reference'"
+
     def __init__(
         self,
         seed: int = 0,
@@ -221,8 +227,8 @@ class ControllerPolicy:
         if not noise >= 0 or not 0.0 <= noise_theta <= 1.0:
             raise ValueError(f"noise must be >= 0 and noise_theta in [0, 1], got {noise} and {noise_theta}")
         spec = parse_agent_spec(str(controller))
-        if spec.kind != "controller":
-            raise ValueError(f"policy 'controller' needs a controller folder or 'reference', got {controller!r}")
+        if spec.kind not in self.agent_kinds:
+            raise ValueError(f"policy {self.spec_name!r} needs {self.agent_text}, got {controller!r}")
         self.act, loaded = load_agent(spec)
         source, revision = resolve_agent_model(spec, loaded, model, None)
         self.world_model = load_world_model(source, revision=revision, device=device)
@@ -257,6 +263,21 @@ class ControllerPolicy:
         return f"{type(self).__name__}(controller={self.controller!r}, noise={self.noise}, noise_theta={self.noise_theta})"
 
 
+class AgentPolicy(ControllerPolicy):
+    """
+    Any dreamgym agent driving the real car, plus exploration noise: the paper's iterative step
+    for SB3 agents as well as controllers.
+
+    As :class:`ControllerPolicy`, with the agent named as ``dreamgym evaluate`` names it: a
+    controller folder, ``reference``, or ``sb3:path/to/agent.zip``. An SB3 zip does not record
+    its world model, so name it with ``model=``: ``"agent:sb3:runs/ppo/best_model.zip?noise=0.3&model=runs/wm"``.
+    """
+
+    agent_kinds = ("controller", "sb3")
+    spec_name = "agent"
+    agent_text = "a controller folder, 'reference' or 'sb3:path/to/agent.zip'"
+
+
 #: Policy specs known to :func:`make_policy`: name -> ``factory(seed, [ARG], **options)``.
 #: Factories run inside the spawned collection workers, so they must live at module level in
 #: a module the workers import, and load whatever they need (weights, torch) themselves.
@@ -264,6 +285,7 @@ class ControllerPolicy:
 POLICIES: dict[str, Callable[..., Policy]] = {
     "random": CorrelatedRandomPolicy,
     "controller": ControllerPolicy,
+    "agent": AgentPolicy,
 }
 
 
