@@ -110,6 +110,20 @@ def _cmd_train_rnn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_policy(args: argparse.Namespace) -> int:
+    from dreamgym.agents.mlp_policy import MlpPolicyAgent
+    from dreamgym.agents.sb3 import load_sb3_agent
+
+    source = args.agent[len("sb3:"):] if args.agent.startswith("sb3:") else args.agent
+    agent = load_sb3_agent(source, device="cpu")
+    model = str(Path(args.model).resolve()) if args.model and Path(args.model).exists() else args.model
+    record = {"model": model, "revision": args.revision}
+    exported = MlpPolicyAgent.from_sb3(agent, world_model=record, training={"exported_from": str(Path(source).name)})
+    exported.save(args.out)
+    print(f"exported {type(agent).__name__} policy {exported.sizes} ({exported.activation}) to {args.out}")
+    return 0
+
+
 def _cmd_start_bank(args: argparse.Namespace) -> int:
     from dreamgym.training.rnn import add_trajectory_starts
 
@@ -263,8 +277,8 @@ def dataclass_args(cls: type[T], description: str | None = None, argv: list[str]
     """Parse command-line flags into the dataclass ``cls``, as the CleanRL-style examples declare them.
 
     Each field becomes ``--field-name`` with the field's default and type (``None`` defaults
-    take a string, booleans become ``--flag/--no-flag``); a field's ``metadata["help"]`` is
-    its help text.
+    take a string, booleans become ``--flag/--no-flag``, lists take any number of strings); a
+    field's ``metadata["help"]`` is its help text.
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = cls()
@@ -274,6 +288,8 @@ def dataclass_args(cls: type[T], description: str | None = None, argv: list[str]
         help_text = f.metadata.get("help")
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif isinstance(default, list):
+            parser.add_argument(flag, nargs="*", type=str, default=default, help=help_text)
         else:
             parser.add_argument(flag, type=str if default is None else type(default), default=default, help=help_text)
     return cls(**vars(parser.parse_args(argv)))
@@ -333,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=4, help="take a state every this many steps")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_start_bank)
+
+    p = sub.add_parser("export-policy", help="export a trained SB3 agent's policy as safetensors + JSON (no pickle to load)")
+    p.add_argument("agent", help="the SB3 agent zip you trained, 'sb3:path/to/agent.zip' or the path itself")
+    p.add_argument("--model", default=None, help="the world model it was trained in (folder or Hub id; default: the shipped one)")
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
+    p.add_argument("--out", required=True, help="folder for policy.safetensors and policy.json")
+    p.set_defaults(func=_cmd_export_policy)
 
     p = sub.add_parser("build", help="collect, train V and M from one YAML config; skips finished stages")
     p.add_argument("--config", required=True)

@@ -275,3 +275,52 @@ def test_agent_policy_drives_with_an_sb3_agent_through_its_world_model(tmp_path,
     env.close()
     with pytest.raises(ValueError, match="policy 'controller' needs a controller folder or 'reference'"):
         make_policy(f"controller:sb3:{tmp_path / 'ppo.zip'}", seed=0)
+
+
+def test_controller_snapshots_are_validated_once_each(tmp_path, tiny_model_dir, monkeypatch):
+    from dreamgym.agents import validation
+    from dreamgym.agents.cmaes import train_controller
+
+    train_controller(str(tiny_model_dir), tmp_path / "c", generations=2, popsize=4, rollouts=2, max_steps=10,
+                     eval_every=1, eval_rollouts=4, progress=False)
+    calls = []
+    evaluate = validation.evaluate
+    monkeypatch.setattr(validation, "evaluate", lambda *a, **k: (calls.append(a[0]), evaluate(*a, **k))[1])
+    record = validation.validate_controller_snapshots(tmp_path / "c", episodes=2, seed=50, workers=1, max_steps=5,
+                                                      progress=False)
+    assert [(e["generation"], e["timesteps"]) for e in record["history"]] == [(1, 4 * 2 * 10), (2, 2 * 4 * 2 * 10)]
+    assert all(e["seeds"] == [50, 51] and "dream_mean" in e for e in record["history"])
+    assert len(calls) == 2
+    again = validation.validate_controller_snapshots(tmp_path / "c", episodes=2, seed=50, workers=1, max_steps=5,
+                                                     progress=False)
+    assert len(calls) == 2 and again == record  # finished scores are kept, not run again
+    validation.validate_controller_snapshots(tmp_path / "c", episodes=3, seed=50, workers=1, max_steps=5,
+                                             progress=False)
+    assert len(calls) == 4  # other episodes: scored anew
+
+
+def test_exported_policy_acts_as_the_sb3_agent_and_loads_without_sb3(tmp_path, tiny_model_dir, capsys):
+    from stable_baselines3 import PPO
+
+    from dreamgym.agents.evaluate import evaluate, parse_agent_spec
+    from dreamgym.agents.mlp_policy import MlpPolicyAgent, PolicyFormatError
+    from dreamgym.sb3 import make_dream_vec_env
+
+    venv = make_dream_vec_env(n_envs=2, model=str(tiny_model_dir), max_episode_steps=10, seed=0)
+    agent = PPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0).learn(16)
+    agent.save(tmp_path / "ppo.zip")
+    assert main(["export-policy", f"sb3:{tmp_path / 'ppo.zip'}", "--model", str(tiny_model_dir),
+                 "--out", str(tmp_path / "policy")]) == 0
+    assert "[24, 64, 64, 3] (tanh)" in capsys.readouterr().out
+    policy = MlpPolicyAgent.load(tmp_path / "policy")
+    obs = np.random.default_rng(0).normal(0, 2, (50, 24)).astype(np.float32)
+    np.testing.assert_allclose(policy.act(obs), agent.predict(obs, deterministic=True)[0], atol=1e-6)
+    # The exported folder is an agent spec of its own, scored through the world model it records.
+    assert parse_agent_spec(str(tmp_path / "policy")).kind == "mlp"
+    exported = evaluate(str(tmp_path / "policy"), episodes=2, seed=3, workers=1, max_steps=5, progress=False)
+    original = evaluate(f"sb3:{tmp_path / 'ppo.zip'}", episodes=2, seed=3, workers=1, max_steps=5,
+                        model=str(tiny_model_dir), progress=False)
+    np.testing.assert_allclose(exported["returns"], original["returns"], atol=1e-4)
+    (tmp_path / "policy" / "policy.safetensors").write_bytes(b"junk")
+    with pytest.raises(PolicyFormatError, match="corrupt or unreadable"):
+        MlpPolicyAgent.load(tmp_path / "policy")

@@ -11,6 +11,8 @@ Agents are named by a spec string, so that worker processes can load them themse
 - a folder written by :meth:`~dreamgym.agents.controller.LinearController.save`
   (``controller:<folder>`` also works);
 - ``reference``: the controller shipped with dreamgym;
+- a folder written by :meth:`~dreamgym.agents.mlp_policy.MlpPolicyAgent.save`: an SB3
+  policy exported as safetensors + JSON (``dreamgym export-policy``), loaded without SB3;
 - ``sb3:<path/to/agent.zip>``: a Stable-Baselines3 agent (loaded by
   :func:`dreamgym.agents.sb3.load_sb3_agent`, driven with ``predict(obs, deterministic=True)``).
 """
@@ -43,7 +45,7 @@ Agent = Callable[[np.ndarray], np.ndarray]
 # --------------------------------------------------------------------------- agents
 @dataclass(frozen=True)
 class AgentSpec:
-    """A parsed agent spec: ``kind`` is ``"controller"`` or ``"sb3"``, ``path`` what to load."""
+    """A parsed agent spec: ``kind`` is ``"controller"``, ``"mlp"`` (an exported policy) or ``"sb3"``, ``path`` what to load."""
 
     kind: str
     path: str
@@ -58,6 +60,7 @@ def parse_agent_spec(spec: str) -> AgentSpec:
         is asked for and none is installed.
     """
     from dreamgym.agents.controller import CONFIG_FILE, REFERENCE_DIR, reference_controller_installed
+    from dreamgym.agents.mlp_policy import CONFIG_FILE as POLICY_CONFIG_FILE
 
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"agent spec must be a non-empty string, got {spec!r}")
@@ -80,6 +83,8 @@ def parse_agent_spec(spec: str) -> AgentSpec:
         return AgentSpec("sb3", expanded, spec)
     path = spec[len("controller:") :] if spec.startswith("controller:") else spec
     expanded = os.path.expanduser(path)
+    if os.path.isdir(expanded) and os.path.isfile(os.path.join(expanded, POLICY_CONFIG_FILE)):
+        return AgentSpec("mlp", expanded, spec)
     if os.path.isdir(expanded):
         if not os.path.isfile(os.path.join(expanded, CONFIG_FILE)):
             raise ValueError(f"folder {path!r} holds no {CONFIG_FILE}: it is not a controller written by `dreamgym train-controller`")
@@ -108,6 +113,11 @@ def load_agent(spec: AgentSpec | str) -> tuple[Agent, Any]:
 
         controller = LinearController.load(spec.path)
         return controller.act, controller
+    if spec.kind == "mlp":
+        from dreamgym.agents.mlp_policy import MlpPolicyAgent
+
+        policy = MlpPolicyAgent.load(spec.path)
+        return policy.act, policy
     try:
         from dreamgym.agents.sb3 import load_sb3_agent
     except ImportError as err:
@@ -254,7 +264,7 @@ def _dream_returns(
 # ----------------------------------------------------------------------- evaluation
 def resolve_agent_model(spec: AgentSpec, loaded: Any, model: Any, revision: str | None) -> tuple[Any, str | None]:
     """The world model to score in: ``model`` if given, else the one a controller records."""
-    if model is not None or spec.kind != "controller":
+    if model is not None or spec.kind not in ("controller", "mlp"):
         return model, revision
     record = getattr(loaded, "world_model", None) or {}
     if record.get("source") == "in-memory":

@@ -97,18 +97,7 @@ class RealValidationCallback(BaseCallback):
             model=self.world_model, dream=self.dream, temperature=self.temperature,
             max_steps=self.max_steps, progress=False,
         )
-        entry = {
-            "timesteps": steps,
-            "checkpoint": str(checkpoint),
-            "mean": result["mean"],
-            "std": result["std"],
-            "stderr": result["std"] / max(self.episodes - 1, 1) ** 0.5,
-            "returns": result["returns"],
-            "seeds": result["seeds"],
-        }
-        if self.dream:
-            entry["dream_mean"] = result["dream"]["mean"]
-            entry["dream_std"] = result["dream"]["std"]
+        entry = _validation_entry(result, timesteps=steps, checkpoint=str(checkpoint))
         self.history.append(entry)
         if entry["mean"] > self.best_mean:
             self.best_mean = entry["mean"]
@@ -125,6 +114,71 @@ class RealValidationCallback(BaseCallback):
             dream = f", dream {entry['dream_mean']:.1f}" if self.dream else ""
             print(f"validation at {steps} dream steps: real {entry['mean']:.1f} +/- {entry['std']:.1f}{dream}")
         return entry
+
+
+def _validation_entry(result: dict[str, Any], **where: Any) -> dict[str, Any]:
+    episodes = len(result["returns"])
+    entry = {
+        **where,
+        "mean": result["mean"],
+        "std": result["std"],
+        "stderr": result["std"] / max(episodes - 1, 1) ** 0.5,
+        "returns": result["returns"],
+        "seeds": result["seeds"],
+    }
+    if "dream" in result:
+        entry["dream_mean"] = result["dream"]["mean"]
+        entry["dream_std"] = result["dream"]["std"]
+    return entry
+
+
+def validate_controller_snapshots(
+    out: str | os.PathLike,
+    model: Any = None,
+    episodes: int = 30,
+    seed: int = VALIDATION_SEED,
+    workers: int = 2,
+    max_steps: int = 1000,
+    temperature: float = 1.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every ES-mean snapshot of a CMA-ES run on the real validation seeds.
+
+    ``out`` is a folder written by :func:`~dreamgym.agents.cmaes.train_controller`; its
+    ``snapshots/generation-NNNN`` controllers are scored in ``RealCarRacing-v0`` (and in the
+    first-frame dream at ``temperature``, for the gap) over ``episodes`` episodes from
+    ``seed``, and ``validation.json`` is written as :class:`RealValidationCallback` writes it,
+    with the generation and the dream steps it took. Snapshots already scored with the same
+    episodes and seeds are kept, not run again, so an interrupted run resumes.
+    """
+    from dreamgym.agents.cmaes import SNAPSHOT_DIR
+
+    out = Path(out)
+    snapshots = sorted((out / SNAPSHOT_DIR).glob("generation-*"))
+    if not snapshots:
+        raise FileNotFoundError(f"no snapshots in {str(out / SNAPSHOT_DIR)!r}; train with eval_every > 0 first")
+    state = json.loads((out / "checkpoints" / "cmaes_state.json").read_text(encoding="utf-8"))
+    options = state["options"]
+    steps_per_generation = options["popsize"] * options["rollouts"] * options["max_steps"]
+    previous = {}
+    if (out / VALIDATION_FILE).is_file():
+        saved = load_validation(out)
+        if (saved.get("episodes"), saved.get("seed"), saved.get("max_steps")) == (episodes, seed, max_steps):
+            previous = {e["checkpoint"]: e for e in saved["history"]}
+    history = []
+    for snapshot in snapshots:
+        if str(snapshot) not in previous:
+            result = evaluate(str(snapshot), episodes=episodes, seed=seed, workers=workers, model=model, dream=True,
+                              temperature=temperature, max_steps=max_steps, progress=progress)
+            generation = int(snapshot.name.split("-")[1])
+            previous[str(snapshot)] = _validation_entry(
+                result, generation=generation, timesteps=generation * steps_per_generation, checkpoint=str(snapshot)
+            )
+        history.append(previous[str(snapshot)])
+        record = {"episodes": episodes, "seed": seed, "max_steps": max_steps, "temperature": temperature,
+                  "history": history, "best": max(history, key=lambda e: e["mean"])}
+        atomic_write_json(out / VALIDATION_FILE, record)
+    return record
 
 
 def load_validation(out: str | os.PathLike) -> dict[str, Any]:

@@ -273,7 +273,7 @@ class AgentPolicy(ControllerPolicy):
     its world model, so name it with ``model=``: ``"agent:sb3:runs/ppo/best_model.zip?noise=0.3&model=runs/wm"``.
     """
 
-    agent_kinds = ("controller", "sb3")
+    agent_kinds = ("controller", "mlp", "sb3")
     spec_name = "agent"
     agent_text = "a controller folder, 'reference' or 'sb3:path/to/agent.zip'"
 

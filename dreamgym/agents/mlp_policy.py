@@ -1,0 +1,183 @@
+"""SB3 policies as safetensors + JSON: a trained agent anyone can load without unpickling.
+
+An SB3 agent zip holds pickled fields, and loading one from a stranger can run code. What
+driving needs is much smaller: the actor network. :class:`MlpPolicyAgent` is that network,
+exported from a trained PPO or A2C ``MlpPolicy`` with Box actions, and saved as a folder
+holding ``policy.safetensors`` (the weights) and ``policy.json`` (the architecture, the
+action bounds and the world model it was trained in). It acts exactly as the SB3 agent's
+``predict(obs, deterministic=True)``: the action distribution's mean, clipped to the action
+space.
+
+Example::
+
+    from stable_baselines3 import PPO
+    from dreamgym.agents.mlp_policy import MlpPolicyAgent
+
+    agent = MlpPolicyAgent.from_sb3(PPO.load("runs/ppo/best_model.zip"), world_model={"model": "runs/wm"})
+    agent.save("runs/ppo/policy")                       # safetensors + JSON
+    act = MlpPolicyAgent.load("runs/ppo/policy")        # no SB3, no pickle
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import nn
+
+from dreamgym.models.world_model import canonical_safetensors
+from dreamgym.training.common import atomic_write_bytes, atomic_write_json
+
+WEIGHTS_FILE = "policy.safetensors"
+CONFIG_FILE = "policy.json"
+FORMAT_VERSION = 1
+KIND = "mlp_policy"
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
+
+
+class PolicyFormatError(ValueError):
+    """A policy folder is malformed, from an unknown format version, or its weights do not fit."""
+
+
+class MlpPolicyAgent:
+    """A deterministic MLP actor: ``action = clip(mean(obs), low, high)``.
+
+    Args:
+        sizes: layer widths from the observation to the action, e.g. ``[288, 64, 64, 3]``.
+        activation: the hidden layers' activation, one of ``"tanh"``, ``"relu"``, ``"elu"``,
+            ``"leaky_relu"``.
+        low: the action space's lower bounds.
+        high: the action space's upper bounds.
+        state_dict: the weights of the ``nn.Sequential`` the sizes describe; random if None.
+        world_model: the world model the agent was trained in, recorded as a controller
+            records it: ``{"model": ..., "revision": ...}``.
+        training: free-form training summary kept in ``policy.json``.
+    """
+
+    def __init__(
+        self,
+        sizes: list[int],
+        activation: str,
+        low: list[float],
+        high: list[float],
+        state_dict: dict[str, torch.Tensor] | None = None,
+        world_model: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
+    ) -> None:
+        if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
+            raise PolicyFormatError(f"sizes must be at least 2 positive ints, got {sizes!r}")
+        if activation not in ACTIVATIONS:
+            raise PolicyFormatError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if len(low) != sizes[-1] or len(high) != sizes[-1]:
+            raise PolicyFormatError(f"low and high must have {sizes[-1]} entries, got {low!r} and {high!r}")
+        self.sizes, self.activation = [int(s) for s in sizes], activation
+        self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(n_in, n_out))
+            if i < len(sizes) - 2:
+                layers.append(ACTIVATIONS[activation]())
+        self.net = nn.Sequential(*layers).eval()
+        if state_dict is not None:
+            self.net.load_state_dict(state_dict, strict=True)
+        self.world_model = world_model or {}
+        self.training = training or {}
+
+    @property
+    def obs_dim(self) -> int:
+        return self.sizes[0]
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for an observation (obs_dim,) or a batch (N, obs_dim), float32."""
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
+        mean = self.net(x).numpy()
+        return np.clip(mean, self.low, self.high).astype(np.float32)
+
+    __call__ = act
+
+    def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """SB3's ``predict``: the deterministic action and no recurrent state."""
+        return self.act(obs), None
+
+    # ----------------------------------------------------------------- SB3
+    @classmethod
+    def from_sb3(cls, agent: Any, world_model: dict[str, Any] | None = None, training: dict[str, Any] | None = None) -> MlpPolicyAgent:
+        """The actor of a trained SB3 PPO or A2C agent with an ``MlpPolicy`` and Box actions.
+
+        Raises:
+            ValueError: the agent's policy is not one this export reproduces exactly.
+        """
+        policy = agent.policy
+        space = agent.action_space
+        if not hasattr(space, "low") or getattr(policy, "squash_output", False):
+            raise ValueError("only SB3 policies with unsquashed Box actions (PPO, A2C MlpPolicy) can be exported")
+        extractor = getattr(policy, "mlp_extractor", None)
+        if extractor is None or not hasattr(policy, "action_net") or type(policy.features_extractor).__name__ != "FlattenExtractor":
+            raise ValueError(f"cannot export {type(policy).__name__}: expected an ActorCriticPolicy (MlpPolicy)")
+        linear = [m for m in extractor.policy_net if isinstance(m, nn.Linear)] + [policy.action_net]
+        activation = {cls_.__name__: name for name, cls_ in ACTIVATIONS.items()}.get(policy.activation_fn.__name__)
+        if activation is None:
+            raise ValueError(f"cannot export the activation {policy.activation_fn.__name__}; expected one of {sorted(ACTIVATIONS)}")
+        sizes = [linear[0].in_features] + [layer.out_features for layer in linear]
+        exported = cls(sizes, activation, space.low.tolist(), space.high.tolist(), world_model=world_model, training=training)
+        with torch.no_grad():
+            for target, source in zip([m for m in exported.net if isinstance(m, nn.Linear)], linear):
+                target.weight.copy_(source.weight.detach().cpu())
+                target.bias.copy_(source.bias.detach().cpu())
+        return exported
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``policy.safetensors`` and ``policy.json`` to ``folder``, each atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.net.state_dict().items()}
+        data = canonical_safetensors(save(tensors, metadata={"format": "pt"}))
+        atomic_write_bytes(folder / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
+        atomic_write_json(folder / CONFIG_FILE, {
+            "format_version": FORMAT_VERSION, "kind": KIND, "sizes": self.sizes, "activation": self.activation,
+            "low": self.low.tolist(), "high": self.high.tolist(), "world_model": self.world_model,
+            "training": self.training,
+        })
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> MlpPolicyAgent:
+        """Load a folder written by :meth:`save`, strictly; nothing is unpickled."""
+        folder = Path(folder)
+        where = str(folder)
+        if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{where!r} is not a policy folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise PolicyFormatError(f"{CONFIG_FILE} of policy {where!r} is not valid JSON: {err}") from err
+        if not isinstance(config, dict) or config.get("kind") != KIND:
+            raise PolicyFormatError(f"{CONFIG_FILE} of {where!r} does not describe a dreamgym MLP policy")
+        if config.get("format_version") != FORMAT_VERSION:
+            raise PolicyFormatError(
+                f"policy {where!r} has format_version {config.get('format_version')!r}; this dreamgym reads {FORMAT_VERSION}"
+            )
+        try:
+            tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise PolicyFormatError(f"{WEIGHTS_FILE} of policy {where!r} is corrupt or unreadable: {err}") from err
+        try:
+            agent = cls(config["sizes"], config["activation"], config["low"], config["high"],
+                        world_model=config.get("world_model"), training=config.get("training"))
+            agent.net.load_state_dict(tensors, strict=True)
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise PolicyFormatError(f"policy {where!r} does not match its {CONFIG_FILE}: {err}") from err
+        if not all(torch.isfinite(t).all() for t in tensors.values()):
+            raise PolicyFormatError(f"{WEIGHTS_FILE} of policy {where!r} holds NaN or inf")
+        return agent
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sizes={self.sizes}, activation={self.activation!r}, world_model={self.world_model})"
