@@ -52,13 +52,21 @@ from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, DASHBOARD_ROWS
 __all__ = [
     "DIAGNOSE_FILE",
     "PLOT_FILE",
+    "ZOOM_STEPS",
     "DreamEpisode",
     "RealEpisode",
+    "branch_keys",
+    "branch_starts",
     "car_box",
     "diagnose",
+    "drive_dream",
+    "drive_real",
     "format_table",
     "on_road",
+    "open_loop_returns",
+    "plot_diagnosis",
     "road_fraction",
+    "teacher_forced",
 ]
 
 DIAGNOSE_FILE = "diagnose.json"
@@ -318,6 +326,14 @@ def branch_starts(length: int, terminated: bool, horizon: int, every: int) -> li
     return [t for t in range(0, length, every) if terminated or t + horizon <= length]
 
 
+def branch_keys(seed: int, horizon: int, starts: Sequence[int]) -> np.ndarray:
+    """The dream RNG keys of the branches from ``starts`` of the real episode of ``seed``: one per branch, reproducible."""
+    return np.array(
+        [np.random.default_rng([seed, horizon, t]).integers(0, 2**64, dtype=np.uint64) for t in starts],
+        dtype=np.uint64,
+    )
+
+
 def open_loop_returns(
     world_model: Any, predict: Callable[[np.ndarray], np.ndarray], episode: RealEpisode, starts: Sequence[int],
     horizon: int, temperature: float,
@@ -325,8 +341,8 @@ def open_loop_returns(
     """Dream ``horizon`` steps from the real states at ``starts``, the agent acting on the dream's observations.
 
     All branches of the episode run as one batch of :class:`~dreamgym.envs.dynamics.LatentDream`;
-    each branch's random stream is keyed by (episode seed, horizon, start), so the result is
-    reproducible. A branch stops accumulating reward when the dream terminates it.
+    each branch's random stream is keyed by :func:`branch_keys`, so the result is
+    reproducible and the same as a single dream with that key. A branch stops accumulating reward when the dream terminates it.
 
     Args:
         world_model: the V + M bundle.
@@ -344,11 +360,7 @@ def open_loop_returns(
     n = len(starts)
     index = np.arange(n)
     dream = LatentDream(world_model, n, temperature)
-    keys = np.array(
-        [np.random.default_rng([episode.seed, horizon, t]).integers(0, 2**64, dtype=np.uint64) for t in starts],
-        dtype=np.uint64,
-    )
-    dream.reset(index, keys)
+    dream.reset(index, branch_keys(episode.seed, horizon, starts))
     starts = np.asarray(starts, dtype=np.int64)
     dream.set_state(index, episode.z[starts], episode.h[starts], episode.c[starts])
     device = world_model.device
