@@ -200,7 +200,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    from dreamgym.agents.diagnose import DIAGNOSE_FILE, PLOT_FILE, diagnose, format_table
+    from dreamgym.agents.diagnose import diagnose, format_table
 
     try:
         result = diagnose(
@@ -211,8 +211,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: diagnosis stopped, nothing written", file=sys.stderr)
         return 130
-    print(format_table(result))
-    print(f"\nwrote {Path(args.out) / DIAGNOSE_FILE} and {Path(args.out) / PLOT_FILE}")
+    print(format_table(result))  # diagnose itself says on stderr where the JSON and the plot went
     return 0
 
 

@@ -182,6 +182,7 @@ def test_road_classifier_tests_the_pixels_around_the_car():
     road_at_car[around] = grey[around]
     grass_at_car[rows, cols] = road_at_car[rows, cols] = (200, 20, 20)  # the red car itself
     np.testing.assert_array_equal(on_road(np.stack([grass_at_car, road_at_car])), [False, True])
+    assert road_fraction(road_at_car) == 1.0  # the car's own pixels are left out
     with pytest.raises(ValueError, match="uint8"):
         road_fraction(grey.astype(np.float32))
 
