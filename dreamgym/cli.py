@@ -213,6 +213,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from dreamgym.agents.diagnose import diagnose, format_table
+
+    try:
+        result = diagnose(
+            args.agent, model=args.model, revision=args.revision, episodes=args.episodes, seed=args.seed,
+            temperature=args.temperature, max_steps=args.max_steps, horizons=args.horizons,
+            branch_every=args.branch_every, out=args.out,
+        )
+    except KeyboardInterrupt:
+        print("\ninterrupted: diagnosis stopped, nothing written", file=sys.stderr)
+        return 130
+    print(format_table(result))  # diagnose itself says on stderr where the JSON and the plot went
+    return 0
+
+
 def _cmd_play(args: argparse.Namespace) -> int:
     from dreamgym.play import play
 
@@ -428,6 +444,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results JSON file to write (a folder gets results.json)")
     _add_backend_args(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("diagnose", help="where the dream lies to an agent: M's predictions along its real trajectories")
+    p.add_argument("agent", help="controller folder, 'reference', or 'sb3:path/to/agent.zip'")
+    p.add_argument("--model", default=None,
+                   help="world model folder or Hub id (default: the controller's own, else the shipped one)")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--episodes", type=int, default=5, help="real episodes, and as many dream episodes")
+    p.add_argument("--seed", type=int, default=40000, help="episode i uses seed + i, in the dream and the real env")
+    p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--horizons", type=int, nargs="+", default=[50, 200],
+                   help="dream steps of the open-loop branches from real states")
+    p.add_argument("--branch-every", type=int, default=25, help="real steps between open-loop branch points")
+    p.add_argument("--out", default="diagnose", help="folder for diagnose.json and diagnose.png")
+    p.set_defaults(func=_cmd_diagnose)
 
     p = sub.add_parser("play", help="drive the dream (or, with --real, the real car) with the arrow keys")
     p.add_argument("--real", action="store_true", help="the real CarRacing, shown beside V's reconstruction")

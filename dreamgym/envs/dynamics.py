@@ -159,6 +159,38 @@ class LatentDream:
             self.output_mask[idx] = scaled[:, self._input_dim :]
 
     @torch.inference_mode()
+    def set_state(self, index: np.ndarray, z: torch.Tensor | np.ndarray, h: torch.Tensor | np.ndarray,
+                  c: torch.Tensor | np.ndarray) -> None:
+        """Put the episodes in slots ``index`` at the states ``(z, h, c)``, e.g. to branch a dream from a real state.
+
+        Call it after :meth:`reset`, which sets the slots' RNG keys and dropout masks; the
+        start that reset drew is overwritten, the random stream is not rewound.
+
+        Args:
+            index: the slots, (n,) ints in ``[0, num_envs)``.
+            z: latents, (n, z_dim).
+            h: M's hidden states, (n, rnn_hidden).
+            c: M's LSTM cell states, (n, rnn_hidden).
+
+        Raises:
+            ValueError: an index out of range, or a state of the wrong shape or with NaN or inf.
+        """
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self.num_envs):
+            raise ValueError(f"slot indices must be in [0, {self.num_envs}), got {index.tolist()}")
+        device = self.z.device
+        values = []
+        for name, value, width in (("z", z, self.z_dim), ("h", h, self.hidden), ("c", c, self.hidden)):
+            tensor = torch.as_tensor(value, dtype=torch.float32, device=device)
+            if tuple(tensor.shape) != (len(index), width):
+                raise ValueError(f"{name} must have shape ({len(index)}, {width}), got {tuple(tensor.shape)}")
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{name} contains NaN or inf")
+            values.append(tensor)
+        idx = torch.from_numpy(index).to(device)
+        self.z[idx], self.h[idx], self.c[idx] = values
+
+    @torch.inference_mode()
     def step(self, actions: torch.Tensor) -> DreamStep:
         """Advance every episode by one step under ``actions`` (num_envs, action_dim)."""
         rnn = self.model.rnn
