@@ -77,17 +77,23 @@ def teacher_forced_states(rnn: MDNRNN, z: torch.Tensor, actions: torch.Tensor) -
 
     Args:
         rnn: M (``world_model.rnn``).
-        z: V's means of the episode's frames, (T+1, z_dim) or at least (T, z_dim).
-        actions: the actions taken, (T, action_dim).
+        z: V's means of the episode's frames, (T+1, z_dim) or at least (T, z_dim); or a batch
+            of episodes padded to one length, (B, T+1, z_dim).
+        actions: the actions taken, (T, action_dim), or (B, T, action_dim).
 
     Returns:
-        ``h`` and ``c``, each (T+1, hidden): row ``t`` is the state after ``t`` actions.
+        ``h`` and ``c``, each (T+1, hidden) (or (B, T+1, hidden)): row ``t`` is the state after
+        ``t`` actions. Padding after an episode's end only affects rows after its end.
     """
-    h = torch.zeros(1, rnn.hidden, device=z.device)
+    batched = actions.ndim == 3
+    if not batched:
+        z, actions = z[None], actions[None]
+    h = torch.zeros(len(actions), rnn.hidden, device=z.device)
     c = torch.zeros_like(h)
     hs, cs = [h], [c]
-    for t in range(len(actions)):
-        h, c = rnn.step(z[t : t + 1], actions[t : t + 1], h, c)
+    for t in range(actions.shape[1]):
+        h, c = rnn.step(z[:, t], actions[:, t], h, c)
         hs.append(h)
         cs.append(c)
-    return torch.cat(hs), torch.cat(cs)
+    h_all, c_all = torch.stack(hs, dim=1), torch.stack(cs, dim=1)
+    return (h_all, c_all) if batched else (h_all[0], c_all[0])

@@ -282,22 +282,30 @@ def trajectory_start_bank(
     if size <= 0 or burn_in < 0 or every <= 0:
         raise ValueError(f"size and every must be > 0 and burn_in >= 0, got {size}, {every}, {burn_in}")
     device = model.device
+    # Episodes padded to one length and stepped as one batch: one LSTM step per time step.
+    spans = []
+    for e in episodes:
+        f0, f1 = int(latents.frame_offsets[e]), int(latents.frame_offsets[e + 1])
+        s0, s1 = int(latents.step_offsets[e]), int(latents.step_offsets[e + 1])
+        steps = min(s1 - s0, f1 - f0 - 1)
+        if steps > burn_in:
+            spans.append((f0, s0, steps))
     taken: dict[str, list[torch.Tensor]] = {"mu": [], "logvar": [], "h": [], "c": []}
-    with torch.inference_mode():
-        for e in episodes:
-            f0, f1 = int(latents.frame_offsets[e]), int(latents.frame_offsets[e + 1])
-            s0, s1 = int(latents.step_offsets[e]), int(latents.step_offsets[e + 1])
-            steps = min(s1 - s0, f1 - f0 - 1)
-            if steps <= burn_in:
-                continue
-            mu = torch.as_tensor(latents.mu[f0:f1], device=device)
-            actions = torch.as_tensor(latents.actions[s0 : s0 + steps], device=device)
+    if spans:
+        longest = max(steps for _, _, steps in spans)
+        frames = np.stack([f0 + np.minimum(np.arange(longest + 1), steps) for f0, _, steps in spans])
+        moves = np.stack([s0 + np.minimum(np.arange(longest), steps - 1) for _, s0, steps in spans])
+        mu = torch.as_tensor(latents.mu[frames], device=device)
+        actions = torch.as_tensor(latents.actions[moves], device=device)
+        with torch.inference_mode():
             h, c = teacher_forced_states(model.rnn, mu, actions)
+        logvar = torch.as_tensor(latents.logvar[frames], device=device)
+        for i, (_, _, steps) in enumerate(spans):
             at = torch.arange(burn_in, steps + 1, every, device=device)
-            taken["mu"].append(mu[at])
-            taken["logvar"].append(torch.as_tensor(latents.logvar[f0:f1], device=device)[at])
-            taken["h"].append(h[at])
-            taken["c"].append(c[at])
+            taken["mu"].append(mu[i, at])
+            taken["logvar"].append(logvar[i, at])
+            taken["h"].append(h[i, at])
+            taken["c"].append(c[i, at])
     if not taken["mu"]:
         raise ValueError(f"no episode is longer than the burn-in of {burn_in} steps")
     pool = {k: torch.cat(v) for k, v in taken.items()}
