@@ -15,6 +15,7 @@ from huggingface_hub.errors import (
 )
 
 from dreamgym.models.world_model import WorldModel
+from dreamgym.validation import check_device
 
 ModelSource = WorldModel | str | os.PathLike | None
 
@@ -46,11 +47,15 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         device: torch device for the model.
 
     Raises:
-        ValueError: ``model`` is None and no default world model is available.
+        ValueError: ``model`` is None and no default world model is available; ``revision``
+            with a local folder or a loaded model; a device this machine lacks.
         FileNotFoundError: the folder or Hub repo (or its revision) does not exist.
         ConnectionError: the Hub could not be reached and the model is not in the cache.
     """
+    device = check_device(device)
     if isinstance(model, WorldModel):
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} was given with an in-memory WorldModel; a revision names a commit of a Hub repo")
         return model.to(device).eval()
     if model is None:
         model = default_model_path()
@@ -64,6 +69,11 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
     source = os.fspath(model)
     expanded = os.path.expanduser(source)
     if os.path.isdir(expanded):
+        if revision is not None:
+            raise ValueError(
+                f"revision={revision!r} was given with the local folder {source!r}; a revision names a commit "
+                "of a Hub repo, a folder has none: drop revision= (or pass the Hub repo id)"
+            )
         return WorldModel.from_pretrained(Path(expanded), map_location=device)
     if os.path.exists(expanded) or _looks_like_path(source):
         raise FileNotFoundError(

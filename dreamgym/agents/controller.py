@@ -34,6 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from dreamgym.errors import DreamgymError
 from dreamgym.models.world_model import canonical_safetensors
 from dreamgym.training.common import atomic_write_bytes, atomic_write_json
 
@@ -61,7 +62,7 @@ REFERENCE_DIR = Path(__file__).resolve().parent.parent / "assets" / "DreamCarRac
 """Where the reference controller trained in the shipped world model is installed."""
 
 
-class ControllerFormatError(ValueError):
+class ControllerFormatError(DreamgymError, ValueError):
     """A controller's files are corrupt, from an unknown format version, or do not match its config."""
 
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from dreamgym.errors import DreamgymError
+
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
@@ -66,7 +68,7 @@ def shard_name(seed: int) -> str:
     return f"episode_{seed:08d}.npz"
 
 
-class ShardCorruptError(ValueError):
+class ShardCorruptError(DreamgymError, ValueError):
     """A shard is missing, truncated, fails its checksum, or does not hold a valid episode."""
 
 

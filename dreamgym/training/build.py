@@ -77,7 +77,7 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
     model = raw.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError("build config section 'model' must be a mapping of WorldModelConfig fields")
-    model_config = WorldModelConfig.from_dict({"format_version": 1, **model})
+    model_config = WorldModelConfig.from_dict({"format_version": 1, **model}, complete=False)
     controller_kwargs = _stage_kwargs("controller", raw.get("controller"), train_controller, ("model", "out", "revision"))
     rounds = raw.get("iterations") or []
     if not isinstance(rounds, list):

@@ -22,6 +22,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dreamgym.errors import DreamgymError
+from dreamgym.validation import check_device
 from dreamgym.data.storage import CorruptShardWarning, EpisodeStore, ShardCorruptError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -57,16 +59,21 @@ class EpisodeStoreLike(Protocol):
 DataSource = str | os.PathLike | EpisodeStoreLike
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DreamgymError, RuntimeError):
     """A training checkpoint is unreadable or belongs to a different run."""
 
 
 # --------------------------------------------------------------------------- device
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The torch device to train on: ``device`` if given, else CUDA when available, else CPU."""
+    """The torch device to train on: ``device`` if given, else CUDA when available, else CPU.
+
+    Raises:
+        ValueError: ``device`` is not a device name, or one this machine lacks (see
+            :func:`dreamgym.validation.check_device`).
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return check_device(device)
 
 
 def seed_everything(seed: int, *parts: int) -> np.random.Generator:
