@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -269,6 +270,7 @@ def dataclass_args(cls: type[T], description: str | None = None, argv: list[str]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="collect real rollouts into a resumable shard store")
@@ -412,17 +414,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gif-steps", type=int, default=200)
     demo.add_argument("--out", default="demo", help="folder for dream.gif and demo.json")
     demo.set_defaults(func=_cmd_demo)
+    for command in sub.choices.values():
+        # --debug after the subcommand too; SUPPRESS keeps the subcommand from resetting the main flag.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``dreamgym`` command; return its exit status.
+
+    Every expected failure (a :class:`~dreamgym.errors.DreamgymError`, bad input raising
+    ``ValueError``, a file-system ``OSError``) prints one line and exits with status 2;
+    ``--debug`` (or ``DREAMGYM_DEBUG=1``) shows its traceback instead. Anything else is a
+    bug, and its traceback is shown.
+    """
+    from dreamgym.errors import DreamgymError
+
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    debug = getattr(args, "debug", False) or os.environ.get("DREAMGYM_DEBUG", "") not in ("", "0")
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, ConnectionError) as err:
-        # Bad input (a wrong path, a malformed config) deserves one clear line, not a traceback.
-        print(f"dreamgym {args.command}: error: {err}", file=sys.stderr)
+    except (DreamgymError, ValueError, OSError) as err:
+        # Bad input, a corrupt or unsafe file, finished work in the way: one clear line, not a traceback.
+        if debug:
+            raise
+        message = str(err) or type(err).__name__
+        print(f"dreamgym {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "ShardCorruptError",
     "UnsafeAgentError",
     "UnsafePathError",
+    "WorkerFailedError",
     "WorldModelFormatError",
     "WouldOverwriteError",
 ]
@@ -66,6 +67,10 @@ class CollectionConflictError(DreamgymError, ValueError):
 
 class CollectorBusyError(DreamgymError, RuntimeError):
     """Another collector holds the episode store's lock."""
+
+
+class WorkerFailedError(DreamgymError, RuntimeError):
+    """A worker process or Ray task failed on an episode, or died more often than it is retried."""
 
 
 class NonFiniteDreamError(DreamgymError, RuntimeError):

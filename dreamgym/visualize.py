@@ -333,6 +333,13 @@ def inspect_world_model(
     from dreamgym.hub import load_world_model
 
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"world model folder {str(model_dir)!r} does not exist; nothing to inspect")
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(model_dir)!r} holds no config.json: it is not a world model folder (written by train-vae, "
+            "train-rnn, build or package)"
+        )
     out = Path(out) if out is not None else model_dir
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

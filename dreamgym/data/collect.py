@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from dreamgym.backends import Backend, TaskError, WorkerDiedError, headless, make_backend
 from dreamgym.data.policies import Policy, make_policy
 from dreamgym.data.storage import Episode, EpisodeStore
+from dreamgym.errors import CollectorBusyError, WorkerFailedError
 from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, preprocess_frames
 
 __all__ = ["DEFAULT_ENV_ID", "collect", "run_episode"]
@@ -114,7 +115,7 @@ def _exclusive(store: EpisodeStore) -> Iterator[None]:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another collector is writing to {store.root}; wait for it or stop it") from None
+            raise CollectorBusyError(f"another collector is writing to {store.root}; wait for it or stop it") from None
         yield  # the lock goes with the file descriptor, also when the process is killed
 
 
@@ -272,6 +273,6 @@ def _run(runner: Backend[Any, Any], config: _WorkerConfig, seeds: list[int]) -> 
             yield entry
     except TaskError as err:
         what = "could not start" if err.seed is None else f"failed on the episode of seed {err.seed}"
-        raise RuntimeError(f"a collection worker {what}:\n{err.remote_traceback}") from None
+        raise WorkerFailedError(f"a collection worker {what}:\n{err.remote_traceback}") from None
     except WorkerDiedError as err:
-        raise RuntimeError(f"collection stopped: {err}; finished episodes are kept, run collect again to resume") from None
+        raise WorkerFailedError(f"collection stopped: {err}; finished episodes are kept, run collect again to resume") from None

@@ -29,6 +29,7 @@ from dreamgym.training.common import (
     write_log,
 )
 from dreamgym.training.metrics import evaluate_world_model, write_metrics
+from dreamgym.validation import check_int
 
 STAGE = "vae"
 # Held-out frames scored after every epoch for the curve; the full set is scored in metrics.json.
@@ -171,6 +172,8 @@ def train_vae(
     """
     if epochs < 0 or batch_size <= 0:
         raise ValueError(f"epochs must be >= 0 and batch_size > 0, got epochs={epochs}, batch_size={batch_size}")
+    if max_frames is not None:
+        max_frames = check_int("max_frames", max_frames, 1)
     out = Path(out)
     device = pick_device(device)
     store = open_store(data)
