@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import httpx2
@@ -35,6 +36,22 @@ def _looks_like_path(source: str) -> bool:
         or os.sep != "/" and os.sep in source
         or source.endswith("/")
     )
+
+
+class UntrainedModelWarning(UserWarning):
+    """A world model was loaded whose M was never trained: its dream is noise."""
+
+
+def _warn_if_m_untrained(model: WorldModel, source: str) -> WorldModel:
+    training = model.config.training
+    if isinstance(training, dict) and "vae" in training and "rnn" not in training:
+        warnings.warn(
+            f"world model {source!r} has a trained V but an untrained M (its config.json records no 'rnn' "
+            "training, only train-vae's): its dream is noise; run `dreamgym train-rnn` on it first",
+            UntrainedModelWarning,
+            stacklevel=3,
+        )
+    return model
 
 
 def load_world_model(model: ModelSource, revision: str | None = None, device: str = "cpu") -> WorldModel:
@@ -74,7 +91,7 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
                 f"revision={revision!r} was given with the local folder {source!r}; a revision names a commit "
                 "of a Hub repo, a folder has none: drop revision= (or pass the Hub repo id)"
             )
-        return WorldModel.from_pretrained(Path(expanded), map_location=device)
+        return _warn_if_m_untrained(WorldModel.from_pretrained(Path(expanded), map_location=device), source)
     if os.path.exists(expanded) or _looks_like_path(source):
         raise FileNotFoundError(
             f"world model folder {source!r} does not exist (expected a folder with config.json and model.safetensors)"
