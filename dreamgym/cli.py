@@ -86,10 +86,29 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     store = collect(
         env_id=args.env, episodes=args.episodes, out=args.out, workers=args.workers,
-        policy=args.policy, seed=args.seed, max_steps=args.max_steps, backend=_backend(args),
+        policy=args.policy, seed=args.seed, max_steps=args.max_steps, backend=_backend(args), verify=args.verify,
     )
     print(f"{len(store)} episodes in {args.out}")
     return 0
+
+
+def _cmd_verify_data(args: argparse.Namespace) -> int:
+    import warnings
+
+    from dreamgym.data.collect import verify_store
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        good, problems, adopted = verify_store(args.data, repair=args.repair)
+    for warning in caught:
+        print(f"repaired: {warning.message}")
+    if adopted:
+        print(f"repaired: listed {len(adopted)} shards the manifest lacked (seeds {adopted[0]}..{adopted[-1]})")
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(f"{len(good)} intact episodes in {args.data}; {len(problems)} problem(s)"
+          + ("" if args.repair or not problems else "; run again with --repair to fix them"))
+    return 1 if problems else 0
 
 
 def _cmd_train_vae(args: argparse.Namespace) -> int:
@@ -281,8 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--out", required=True, help="the episode store folder (with --backend ray: on storage every node sees)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="on resume, do not re-hash the stored shards of these seeds (by default a corrupt one is collected again)")
     _add_backend_args(p)
     p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("verify-data", help="check every shard of an episode store against its manifest; --repair fixes it")
+    p.add_argument("data", help="the episode store folder")
+    p.add_argument("--repair", action="store_true",
+                   help="delete corrupt shards (collect runs their seeds again) and list unlisted ones, "
+                        "also when manifest.json was deleted")
+    p.set_defaults(func=_cmd_verify_data)
 
     p = sub.add_parser("train-vae", help="train V on collected frames (resumes from checkpoints)")
     p.add_argument("--data", required=True)

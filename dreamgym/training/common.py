@@ -106,6 +106,12 @@ def open_store(data: DataSource) -> EpisodeStoreLike:
         store = data
         where = str(getattr(store, "root", store))
     if len(store) == 0:
+        unlisted = store.unlisted_shards() if isinstance(store, EpisodeStore) else []
+        if unlisted:
+            raise FileNotFoundError(
+                f"{where!r} holds {len(unlisted)} episode shards but its manifest.json lists none (deleted or lost?); "
+                f"run `dreamgym verify-data {where} --repair` to check them and list them again"
+            )
         raise FileNotFoundError(f"no episodes found in {where!r}, run `dreamgym collect` first")
     return store
 
