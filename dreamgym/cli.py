@@ -191,7 +191,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(
             args.agent, episodes=args.episodes, seed=args.seed, workers=args.workers, model=args.model,
             revision=args.revision, dream=args.dream, temperature=args.temperature, max_steps=args.max_steps,
-            out=args.out, backend=_backend(args),
+            out=args.out, backend=_backend(args), allow_pickle=args.unsafe_pickle,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: evaluation stopped, nothing written", file=sys.stderr)
@@ -214,7 +214,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     summary = play(model=args.model, revision=args.revision, real=args.real, agent=args.agent,
                    temperature=args.temperature, seed=args.seed, fps=args.fps, max_steps=args.max_steps,
-                   save_frame=args.save_frame)
+                   save_frame=args.save_frame, allow_pickle=args.unsafe_pickle)
     print(f"played {summary['ticks']} steps ({summary['episodes']} episodes ended); "
           f"current episode: {summary['steps']} steps, return {summary['return']:+.1f}")
     if args.save_frame:
@@ -226,7 +226,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     from dreamgym.visualize import make_video
 
     path, frames = make_video(agent=args.agent, steps=args.steps, out=args.out, model=args.model, seed=args.seed,
-                              temperature=args.temperature, scale=args.scale)
+                              temperature=args.temperature, scale=args.scale, allow_pickle=args.unsafe_pickle)
     print(f"wrote {path} ({len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}: real | V reconstruction | dream)")
     return 0
 
@@ -262,6 +262,12 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
                    help="with --backend ray: the cluster, 'auto' or 'ray://host:10001' (default: RAY_ADDRESS, "
                         "else a cluster running on this machine, else a new one)")
+
+
+def _add_unsafe_pickle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unsafe-pickle", action="store_true",
+                   help="load an sb3: agent with SB3's own load, which unpickles its zip and so runs any code in it; "
+                        "only for files you trust (by default nothing is unpickled and such a zip is refused)")
 
 
 T = TypeVar("T")
@@ -402,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--out", default=None, help="results JSON file to write (a folder gets results.json)")
     _add_backend_args(p)
+    _add_unsafe_pickle_arg(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("play", help="drive the dream (or, with --real, the real car) with the arrow keys")
@@ -415,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=50)
     p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--save-frame", default=None, help=argparse.SUPPRESS)
+    _add_unsafe_pickle_arg(p)
     p.set_defaults(func=_cmd_play)
 
     p = sub.add_parser("video", help="video of real | V's reconstruction | open-loop dream from one real start")
@@ -426,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
     p.add_argument("--out", default="dream.mp4", help=".mp4 or .gif")
     p.add_argument("--scale", type=int, default=4, help="screen pixels per frame pixel")
+    _add_unsafe_pickle_arg(p)
     p.set_defaults(func=_cmd_video)
 
     p = sub.add_parser("inspect", help="reconstruction, open-loop and training-curve images of a world model")
