@@ -98,7 +98,7 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         )
     at = f" at revision {revision!r}" if revision else ""
     try:
-        return WorldModel.from_pretrained(source, revision=revision, map_location=device)
+        model = WorldModel.from_pretrained(source, revision=revision, map_location=device)
     except RevisionNotFoundError as err:
         raise FileNotFoundError(f"Hub repo {source!r} has no revision {revision!r}") from err
     except RepositoryNotFoundError as err:
@@ -113,3 +113,4 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         raise FileNotFoundError(f"could not fetch world model {source!r}{at} from the Hub: {err}") from err
     except httpx2.TransportError as err:
         raise ConnectionError(f"could not reach the Hub to fetch world model {source!r}{at}: {err!r}") from err
+    return _warn_if_m_untrained(model, source)
