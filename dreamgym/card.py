@@ -150,8 +150,18 @@ def make_model_card(
         results: a results.json written by ``dreamgym evaluate`` (or its dict: mean, std,
             episodes, env_id, agent); adds a ``model-index`` with the agent's mean_reward
             in the real env. Without it the card is unchanged.
+
+    Raises:
+        FileNotFoundError: ``model_dir`` does not exist or holds no ``config.json``.
     """
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"world model folder {str(model_dir)!r} does not exist; nothing to write a card for")
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(model_dir)!r} holds no config.json: it is not a world model folder (written by train-vae, "
+            "train-rnn, build or package)"
+        )
     config = _read_json(model_dir / "config.json")
     metrics = _read_json(model_dir / "metrics.json")
     build = _read_json(model_dir / "build.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,10 +86,29 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     store = collect(
         env_id=args.env, episodes=args.episodes, out=args.out, workers=args.workers,
-        policy=args.policy, seed=args.seed, max_steps=args.max_steps, backend=_backend(args),
+        policy=args.policy, seed=args.seed, max_steps=args.max_steps, backend=_backend(args), verify=args.verify,
     )
     print(f"{len(store)} episodes in {args.out}")
     return 0
+
+
+def _cmd_verify_data(args: argparse.Namespace) -> int:
+    import warnings
+
+    from dreamgym.data.collect import verify_store
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        good, problems, adopted = verify_store(args.data, repair=args.repair)
+    for warning in caught:
+        print(f"repaired: {warning.message}")
+    if adopted:
+        print(f"repaired: listed {len(adopted)} shards the manifest lacked (seeds {adopted[0]}..{adopted[-1]})")
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(f"{len(good)} intact episodes in {args.data}; {len(problems)} problem(s)"
+          + ("" if args.repair or not problems else "; run again with --repair to fix them"))
+    return 1 if problems else 0
 
 
 def _cmd_train_vae(args: argparse.Namespace) -> int:
@@ -197,7 +217,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(
             args.agent, episodes=args.episodes, seed=args.seed, workers=args.workers, model=args.model,
             revision=args.revision, dream=args.dream, temperature=args.temperature, max_steps=args.max_steps,
-            out=args.out, backend=_backend(args),
+            out=args.out, backend=_backend(args), allow_pickle=args.unsafe_pickle,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: evaluation stopped, nothing written", file=sys.stderr)
@@ -236,7 +256,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     summary = play(model=args.model, revision=args.revision, real=args.real, agent=args.agent,
                    temperature=args.temperature, seed=args.seed, fps=args.fps, max_steps=args.max_steps,
-                   save_frame=args.save_frame)
+                   save_frame=args.save_frame, allow_pickle=args.unsafe_pickle)
     print(f"played {summary['ticks']} steps ({summary['episodes']} episodes ended); "
           f"current episode: {summary['steps']} steps, return {summary['return']:+.1f}")
     if args.save_frame:
@@ -248,7 +268,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     from dreamgym.visualize import make_video
 
     path, frames = make_video(agent=args.agent, steps=args.steps, out=args.out, model=args.model, seed=args.seed,
-                              temperature=args.temperature, scale=args.scale)
+                              temperature=args.temperature, scale=args.scale, allow_pickle=args.unsafe_pickle)
     print(f"wrote {path} ({len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}: real | V reconstruction | dream)")
     return 0
 
@@ -286,6 +306,12 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
                         "else a cluster running on this machine, else a new one)")
 
 
+def _add_unsafe_pickle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unsafe-pickle", action="store_true",
+                   help="load an sb3: agent with SB3's own load, which unpickles its zip and so runs any code in it; "
+                        "only for files you trust (by default nothing is unpickled and such a zip is refused)")
+
+
 T = TypeVar("T")
 
 
@@ -313,6 +339,7 @@ def dataclass_args(cls: type[T], description: str | None = None, argv: list[str]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="collect real rollouts into a resumable shard store")
@@ -323,8 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--out", required=True, help="the episode store folder (with --backend ray: on storage every node sees)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="on resume, do not re-hash the stored shards of these seeds (by default a corrupt one is collected again)")
     _add_backend_args(p)
     p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("verify-data", help="check every shard of an episode store against its manifest; --repair fixes it")
+    p.add_argument("data", help="the episode store folder")
+    p.add_argument("--repair", action="store_true",
+                   help="delete corrupt shards (collect runs their seeds again) and list unlisted ones, "
+                        "also when manifest.json was deleted")
+    p.set_defaults(func=_cmd_verify_data)
 
     p = sub.add_parser("train-vae", help="train V on collected frames (resumes from checkpoints)")
     p.add_argument("--data", required=True)
@@ -443,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--out", default=None, help="results JSON file to write (a folder gets results.json)")
     _add_backend_args(p)
+    _add_unsafe_pickle_arg(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("diagnose", help="where the dream lies to an agent: M's predictions along its real trajectories")
@@ -471,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=50)
     p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--save-frame", default=None, help=argparse.SUPPRESS)
+    _add_unsafe_pickle_arg(p)
     p.set_defaults(func=_cmd_play)
 
     p = sub.add_parser("video", help="video of real | V's reconstruction | open-loop dream from one real start")
@@ -482,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
     p.add_argument("--out", default="dream.mp4", help=".mp4 or .gif")
     p.add_argument("--scale", type=int, default=4, help="screen pixels per frame pixel")
+    _add_unsafe_pickle_arg(p)
     p.set_defaults(func=_cmd_video)
 
     p = sub.add_parser("inspect", help="reconstruction, open-loop and training-curve images of a world model")
@@ -498,17 +537,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gif-steps", type=int, default=200)
     demo.add_argument("--out", default="demo", help="folder for dream.gif and demo.json")
     demo.set_defaults(func=_cmd_demo)
+    for command in sub.choices.values():
+        # --debug after the subcommand too; SUPPRESS keeps the subcommand from resetting the main flag.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``dreamgym`` command; return its exit status.
+
+    Every expected failure (a :class:`~dreamgym.errors.DreamgymError`, bad input raising
+    ``ValueError``, a file-system ``OSError``) prints one line and exits with status 2;
+    ``--debug`` (or ``DREAMGYM_DEBUG=1``) shows its traceback instead. Anything else is a
+    bug, and its traceback is shown.
+    """
+    from dreamgym.errors import DreamgymError
+
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    debug = getattr(args, "debug", False) or os.environ.get("DREAMGYM_DEBUG", "") not in ("", "0")
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, ConnectionError) as err:
-        # Bad input (a wrong path, a malformed config) deserves one clear line, not a traceback.
-        print(f"dreamgym {args.command}: error: {err}", file=sys.stderr)
+    except (DreamgymError, ValueError, OSError) as err:
+        # Bad input, a corrupt or unsafe file, finished work in the way: one clear line, not a traceback.
+        if debug:
+            raise
+        message = str(err) or type(err).__name__
+        print(f"dreamgym {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

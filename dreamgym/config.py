@@ -8,8 +8,12 @@ error instead of being misread.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
+
+from dreamgym.errors import DreamgymError
 
 FORMAT_VERSION = 1
 """The newest layout of ``config.json`` + ``model.safetensors`` this dreamgym can read."""
@@ -21,9 +25,58 @@ OMITTED_WHEN_ABSENT = ("num_trajectory_starts",)
 MAX_TRAJECTORY_STARTS = 65536
 """Largest bank of trajectory starts a config may ask for (about 140 MB at the default sizes)."""
 
+MAX_SIZES = {
+    "z_dim": 4096,
+    "action_dim": 256,
+    "rnn_hidden": 16384,
+    "num_mixtures": 256,
+    "num_start_latents": 1_000_000,
+}
+"""Upper limits of the size fields: far above any real model, low enough that a crafted
+``config.json`` cannot make the loader allocate without bound. (The loader also caps the
+total size of the weights before it allocates them; see ``dreamgym.models.world_model``.)"""
+MAX_CHANNELS = 4096
 
-class ConfigError(ValueError):
+REQUIRED_FIELDS = (
+    "z_dim",
+    "rnn_hidden",
+    "action_dim",
+    "num_mixtures",
+    "num_start_latents",
+    "encoder_channels",
+    "decoder_channels",
+    "crop_dashboard",
+)
+"""Fields a ``config.json`` must name: they shape the weights or the frames, so a default
+standing in for a missing one would silently describe another model."""
+
+
+class ConfigError(DreamgymError, ValueError):
     """A world-model configuration is malformed or from an unsupported version."""
+
+
+def _is_real(value: Any) -> bool:
+    """An int or float (numpy's included), not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def _check_format_version(version: Any) -> None:
+    # `True in (1,)` and `1.0 in (1,)` hold in Python: the type is checked first.
+    if type(version) is not int or version not in SUPPORTED_FORMAT_VERSIONS:
+        raise ConfigError(
+            f"world model format_version {version!r} is not supported by this "
+            f"dreamgym (it reads the integer versions {list(SUPPORTED_FORMAT_VERSIONS)}); "
+            "upgrade dreamgym or re-export the model"
+        )
+
+
+def _check_int_list(name: str, value: Any, length: int) -> None:
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != length
+        or any(not isinstance(c, int) or isinstance(c, bool) or not 0 < c <= MAX_CHANNELS for c in value)
+    ):
+        raise ConfigError(f"{name} must be {length} positive integers (a list, each at most {MAX_CHANNELS}), got {value!r}")
 
 
 @dataclass
@@ -72,12 +125,7 @@ class WorldModelConfig:
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.format_version not in SUPPORTED_FORMAT_VERSIONS:
-            raise ConfigError(
-                f"world model format_version {self.format_version!r} is not supported by this "
-                f"dreamgym (it reads versions {list(SUPPORTED_FORMAT_VERSIONS)}); "
-                "upgrade dreamgym or re-export the model"
-            )
+        _check_format_version(self.format_version)
         positive = {
             "image_size": self.image_size,
             "z_dim": self.z_dim,
@@ -89,6 +137,9 @@ class WorldModelConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")
+            if name in MAX_SIZES and value > MAX_SIZES[name]:
+                # A crafted config.json must not make the loader allocate without limit.
+                raise ConfigError(f"config field {name!r} is {value}, above the limit of {MAX_SIZES[name]}")
         starts = self.num_trajectory_starts
         if not isinstance(starts, int) or isinstance(starts, bool) or not 0 <= starts <= MAX_TRAJECTORY_STARTS:
             raise ConfigError(
@@ -96,27 +147,42 @@ class WorldModelConfig:
             )
         if self.image_size != 64:
             raise ConfigError(f"image_size must be 64 (the ConvVAE's geometry), got {self.image_size}")
-        if len(self.encoder_channels) != 4 or any(c <= 0 for c in self.encoder_channels):
-            raise ConfigError(
-                f"encoder_channels must be 4 positive integers, got {self.encoder_channels!r}"
-            )
-        if len(self.decoder_channels) != 3 or any(c <= 0 for c in self.decoder_channels):
-            raise ConfigError(
-                f"decoder_channels must be 3 positive integers, got {self.decoder_channels!r}"
-            )
-        if list(self.decoder_kernels) != [5, 5, 6, 6]:
+        _check_int_list("encoder_channels", self.encoder_channels, 4)
+        _check_int_list("decoder_channels", self.decoder_channels, 3)
+        if not isinstance(self.decoder_kernels, (list, tuple)) or list(self.decoder_kernels) != [5, 5, 6, 6]:
             # Other kernels do not land on 64x64 from the 1x1 seed of the decoder.
             raise ConfigError(f"decoder_kernels must be [5, 5, 6, 6], got {self.decoder_kernels!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.env_id, str) or not self.env_id:
+            raise ConfigError(f"env_id must be a non-empty string, got {self.env_id!r}")
+        if not isinstance(self.crop_dashboard, bool):
+            raise ConfigError(f"crop_dashboard must be true or false, got {self.crop_dashboard!r}")
+        if not _is_real(self.kl_free_bits) or not 0.0 <= self.kl_free_bits < math.inf:
+            raise ConfigError(f"kl_free_bits must be a finite number >= 0, got {self.kl_free_bits!r}")
+        if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1) (a number), got {self.dropout!r}")
+        if not isinstance(self.training, dict):
+            raise ConfigError(f"training must be a JSON object (the training record), got {self.training!r}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorldModelConfig:
-        """Build a config from the contents of ``config.json``, refusing unknown fields."""
+    def from_dict(cls, data: dict[str, Any], complete: bool = True) -> WorldModelConfig:
+        """Build a config from the contents of ``config.json``, refusing unknown or missing fields.
+
+        Args:
+            data: the JSON object.
+            complete: require every field that shapes the weights (:data:`REQUIRED_FIELDS`), as
+                ``save_pretrained`` writes them; False lets missing fields take their defaults
+                (a build config's ``model`` section).
+        """
         if not isinstance(data, dict):
             raise ConfigError(f"a world model config must be a JSON object, got {type(data).__name__}")
         if "format_version" not in data:
             raise ConfigError("config.json has no 'format_version': it is not a dreamgym world model")
+        _check_format_version(data["format_version"])
+        missing = [name for name in REQUIRED_FIELDS if name not in data] if complete else []
+        if missing:
+            raise ConfigError(
+                f"config.json lacks the fields {missing}; a world model's config names every size of its weights"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

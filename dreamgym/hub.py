@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import httpx2
@@ -15,6 +16,7 @@ from huggingface_hub.errors import (
 )
 
 from dreamgym.models.world_model import WorldModel
+from dreamgym.validation import check_device
 
 ModelSource = WorldModel | str | os.PathLike | None
 
@@ -36,6 +38,22 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
+class UntrainedModelWarning(UserWarning):
+    """A world model was loaded whose M was never trained: its dream is noise."""
+
+
+def _warn_if_m_untrained(model: WorldModel, source: str) -> WorldModel:
+    training = model.config.training
+    if isinstance(training, dict) and "vae" in training and "rnn" not in training:
+        warnings.warn(
+            f"world model {source!r} has a trained V but an untrained M (its config.json records no 'rnn' "
+            "training, only train-vae's): its dream is noise; run `dreamgym train-rnn` on it first",
+            UntrainedModelWarning,
+            stacklevel=3,
+        )
+    return model
+
+
 def load_world_model(model: ModelSource, revision: str | None = None, device: str = "cpu") -> WorldModel:
     """Resolve ``model`` into a :class:`WorldModel` on ``device``.
 
@@ -46,11 +64,15 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         device: torch device for the model.
 
     Raises:
-        ValueError: ``model`` is None and no default world model is available.
+        ValueError: ``model`` is None and no default world model is available; ``revision``
+            with a local folder or a loaded model; a device this machine lacks.
         FileNotFoundError: the folder or Hub repo (or its revision) does not exist.
         ConnectionError: the Hub could not be reached and the model is not in the cache.
     """
+    device = check_device(device)
     if isinstance(model, WorldModel):
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} was given with an in-memory WorldModel; a revision names a commit of a Hub repo")
         return model.to(device).eval()
     if model is None:
         model = default_model_path()
@@ -64,14 +86,19 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
     source = os.fspath(model)
     expanded = os.path.expanduser(source)
     if os.path.isdir(expanded):
-        return WorldModel.from_pretrained(Path(expanded), map_location=device)
+        if revision is not None:
+            raise ValueError(
+                f"revision={revision!r} was given with the local folder {source!r}; a revision names a commit "
+                "of a Hub repo, a folder has none: drop revision= (or pass the Hub repo id)"
+            )
+        return _warn_if_m_untrained(WorldModel.from_pretrained(Path(expanded), map_location=device), source)
     if os.path.exists(expanded) or _looks_like_path(source):
         raise FileNotFoundError(
             f"world model folder {source!r} does not exist (expected a folder with config.json and model.safetensors)"
         )
     at = f" at revision {revision!r}" if revision else ""
     try:
-        return WorldModel.from_pretrained(source, revision=revision, map_location=device)
+        model = WorldModel.from_pretrained(source, revision=revision, map_location=device)
     except RevisionNotFoundError as err:
         raise FileNotFoundError(f"Hub repo {source!r} has no revision {revision!r}") from err
     except RepositoryNotFoundError as err:
@@ -86,3 +113,4 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         raise FileNotFoundError(f"could not fetch world model {source!r}{at} from the Hub: {err}") from err
     except httpx2.TransportError as err:
         raise ConnectionError(f"could not reach the Hub to fetch world model {source!r}{at}: {err!r}") from err
+    return _warn_if_m_untrained(model, source)

@@ -267,7 +267,8 @@ def key_event(key: int, down: bool = True) -> Any:
 
 
 def make_session(model: Any = None, revision: str | None = None, real: bool = False, agent: str | None = None,
-                 temperature: float = 1.0, seed: int | None = None, fps: int | None = 50) -> PlaySession:
+                 temperature: float = 1.0, seed: int | None = None, fps: int | None = 50,
+                 allow_pickle: bool = False) -> PlaySession:
     """Build the env (and load the agent, through evaluate's loader) and open a :class:`PlaySession`."""
     import gymnasium as gym
 
@@ -282,7 +283,7 @@ def make_session(model: Any = None, revision: str | None = None, real: bool = Fa
             parse_agent_spec,
         )
 
-        spec = parse_agent_spec(agent)
+        spec = parse_agent_spec(agent, allow_pickle=allow_pickle)
         act, loaded = load_agent(spec)
         model, revision = resolve_agent_model(spec, loaded, model, revision)
     if real:
@@ -298,9 +299,13 @@ def make_session(model: Any = None, revision: str | None = None, real: bool = Fa
 
 def play(model: Any = None, revision: str | None = None, real: bool = False, agent: str | None = None,
          temperature: float = 1.0, seed: int | None = None, fps: int | None = 50, max_steps: int | None = None,
-         save_frame: str | None = None, scripted_events: Sequence[tuple[int, Any]] | None = None) -> dict:
-    """Open the window and play; see the module doc for the keys."""
-    session = make_session(model, revision, real, agent, temperature, seed, fps)
+         save_frame: str | None = None, scripted_events: Sequence[tuple[int, Any]] | None = None,
+         allow_pickle: bool = False) -> dict:
+    """Open the window and play; see the module doc for the keys.
+
+    ``allow_pickle`` lets an SB3 agent's zip be unpickled (only for a file you trust).
+    """
+    session = make_session(model, revision, real, agent, temperature, seed, fps, allow_pickle)
     try:
         summary = session.run(max_steps=max_steps, scripted_events=scripted_events)
         if save_frame:

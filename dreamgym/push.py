@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from dreamgym.models.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel, WorldModelFormatError
+from dreamgym.safe_files import check_destination, copy_inside, merge_into
 
 PREVIEW_PATTERNS = ("*.png", "*.gif", "*.mp4")
 CONTROLLER_FILES = ("controller.safetensors", "controller.json")
@@ -52,7 +52,8 @@ def stage_repo(
 
     Args:
         model_dir: a folder written by ``save_pretrained`` / ``dreamgym package``.
-        out_dir: where to stage (created; files already there with the same names are replaced).
+        out_dir: where to stage (created; files already there with the same names are replaced,
+            symlinks among them replaced rather than written through).
         controller: a controller folder (``controller.safetensors`` + ``controller.json``) to ship
             alongside, under ``controller/``.
         results: a results.json from ``dreamgym evaluate``, copied and cited in the card.
@@ -61,6 +62,8 @@ def stage_repo(
     Raises:
         WorldModelFormatError: ``model_dir`` is not a loadable dreamgym world model.
         FileNotFoundError: ``model_dir``, ``controller`` or ``results`` does not exist.
+        UnsafePathError: a file to stage is a symlink leading out of its folder, or ``out_dir``
+            is a symlink, a source folder or inside one.
     """
     from dreamgym.card import make_model_card
 
@@ -79,21 +82,26 @@ def stage_repo(
             raise FileNotFoundError(f"controller folder {str(controller_dir)!r} lacks {missing}")
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, WEIGHTS_FILE, "metrics.json"):
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, out / name)
-    for pattern in PREVIEW_PATTERNS:
-        for path in sorted(model_dir.glob(pattern)):
-            shutil.copy2(path, out / path.name)
-    if controller_dir is not None:
-        (out / "controller").mkdir(exist_ok=True)
-        for name in CONTROLLER_FILES:
-            shutil.copy2(controller_dir / name, out / "controller" / name)
-    if results_data is not None:
-        (out / "results.json").write_text(json.dumps(results_data, indent=2))
-    # The card is built from the model folder (its build record and metrics) but names the repo.
-    make_model_card(model_dir, model_ref=repo_id, results=results_data).save(out / "README.md")
+    check_destination(out, [model_dir, controller_dir], flag="staging folder", replace=False)
+
+    def write(stage: Path) -> None:
+        # Every source file must lie inside its folder: a symlink to ~/.ssh is never staged, so never uploaded.
+        for name in (CONFIG_FILE, WEIGHTS_FILE, "metrics.json"):
+            if (model_dir / name).is_file():
+                copy_inside(model_dir / name, model_dir, stage / name)
+        for pattern in PREVIEW_PATTERNS:
+            for path in sorted(model_dir.glob(pattern)):
+                copy_inside(path, model_dir, stage / path.name)
+        if controller_dir is not None:
+            for name in CONTROLLER_FILES:
+                copy_inside(controller_dir / name, controller_dir, stage / "controller" / name)
+        if results_data is not None:
+            (stage / "results.json").write_text(json.dumps(results_data, indent=2))
+        # The card is built from the model folder (its build record and metrics) but names the repo.
+        make_model_card(model_dir, model_ref=repo_id, results=results_data).save(stage / "README.md")
+
+    # Staged in a fresh folder and moved into place: nothing is written through a symlink planted in out_dir.
+    merge_into(out, write)
     return out
 
 

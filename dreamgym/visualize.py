@@ -135,6 +135,7 @@ def make_video(
     seed: int = 0,
     temperature: float = 1.0,
     scale: int = PANEL_SCALE,
+    allow_pickle: bool = False,
 ) -> tuple[Path, np.ndarray]:
     """Real | reconstruction | dream video of one start; see the module doc.
 
@@ -143,9 +144,10 @@ def make_video(
     :param agent: agent spec as in ``dreamgym evaluate`` (controller folder, ``reference``,
         ``sb3:agent.zip``); None: the reference controller.
     :param model: world model (folder, Hub id or WorldModel); None: the shipped default.
+    :param allow_pickle: load an SB3 agent's zip by unpickling it (only for a file you trust).
     :return: the written path and the composed frames (N, H, W, 3).
     """
-    from dreamgym.agents.evaluate import check_agent_fits, load_agent
+    from dreamgym.agents.evaluate import check_agent_fits, load_agent, parse_agent_spec
     from dreamgym.hub import load_world_model
 
     if steps < 1:
@@ -153,7 +155,7 @@ def make_video(
     if scale < 1:
         raise ValueError(f"scale must be >= 1, got {scale}")
     spec = agent or "reference"
-    act, loaded = load_agent(spec)
+    act, loaded = load_agent(parse_agent_spec(spec, allow_pickle=allow_pickle))
     world_model = load_world_model(model)
     check_agent_fits(loaded, world_model, spec)
     real = record_real(world_model, act, seed, steps)
@@ -331,6 +333,13 @@ def inspect_world_model(
     from dreamgym.hub import load_world_model
 
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"world model folder {str(model_dir)!r} does not exist; nothing to inspect")
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(model_dir)!r} holds no config.json: it is not a world model folder (written by train-vae, "
+            "train-rnn, build or package)"
+        )
     out = Path(out) if out is not None else model_dir
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -34,9 +35,11 @@ def _split_safetensors(path: Path) -> tuple[dict, bytes]:
 
 
 def _rewrite_weights(folder: Path, edit) -> None:
+    """Edit the tensors and record the new file's sha256, as a deliberate (not a corrupt) rewrite would."""
     tensors = load_file(str(folder / "model.safetensors"))
     edit(tensors)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    _edit_config(folder, weights_sha256=hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest())
 
 
 def _edit_config(folder: Path, **changes) -> None:

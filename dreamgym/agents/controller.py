@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -34,7 +35,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from dreamgym.models.world_model import canonical_safetensors
+from dreamgym.errors import ChecksumError, DreamgymError
+from dreamgym.models.world_model import canonical_safetensors, check_sha256
 from dreamgym.training.common import atomic_write_bytes, atomic_write_json
 
 __all__ = [
@@ -55,14 +57,21 @@ CONFIG_FILE = "controller.json"
 FORMAT_VERSION = 1
 """The newest layout of ``controller.json`` + ``controller.safetensors`` this dreamgym reads."""
 SUPPORTED_FORMAT_VERSIONS = (1,)
+SHA256_KEY = "weights_sha256"
+"""Key of ``controller.json`` holding the sha256 of ``controller.safetensors``: written by every
+save, checked on load when present (controllers saved before it existed load unchecked)."""
 ACTION_DIM = 3
 DEFAULT_OBS_DIM = 288  # z (32) + h (256) of the paper's CarRacing model
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "assets" / "DreamCarRacing-v0" / "controller"
 """Where the reference controller trained in the shipped world model is installed."""
 
 
-class ControllerFormatError(ValueError):
+class ControllerFormatError(DreamgymError, ValueError):
     """A controller's files are corrupt, from an unknown format version, or do not match its config."""
+
+
+class ControllerChecksumError(ControllerFormatError, ChecksumError):
+    """``controller.safetensors`` does not hash to the sha256 its ``controller.json`` records."""
 
 
 # ------------------------------------------------------------------------ maths
@@ -238,7 +247,7 @@ class LinearController:
         # Canonical bytes: the same controller saved twice gives the same file.
         data = canonical_safetensors(save(tensors, metadata=metadata))
         atomic_write_bytes(folder / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
-        atomic_write_json(folder / CONFIG_FILE, self.config())
+        atomic_write_json(folder / CONFIG_FILE, {**self.config(), SHA256_KEY: hashlib.sha256(data).hexdigest()})
         return folder
 
     @classmethod
@@ -246,8 +255,9 @@ class LinearController:
         """Load a controller saved by :meth:`save`, refusing anything that does not match exactly.
 
         :raises FileNotFoundError: the folder, ``controller.json`` or ``controller.safetensors`` is missing.
-        :raises ControllerFormatError: unreadable files, an unknown ``format_version``, or
-            tensors that are missing, unexpected, wrongly shaped or not finite.
+        :raises ControllerFormatError: unreadable files, an unknown ``format_version``, weights
+            that fail the sha256 recorded in ``controller.json`` (:class:`ControllerChecksumError`),
+            or tensors that are missing, unexpected, wrongly shaped or not finite.
         """
         folder = Path(directory).expanduser()
         where = str(directory)
@@ -279,6 +289,11 @@ class LinearController:
             raise ControllerFormatError(
                 f"controller {where!r} has action_dim {config.get('action_dim')!r}; CarRacing needs {ACTION_DIM}"
             )
+        sha = config.get(SHA256_KEY)
+        if sha is not None:
+            if not isinstance(sha, str) or len(sha) != 64:
+                raise ControllerFormatError(f"{CONFIG_FILE} of controller {where!r}: {SHA256_KEY} must be 64 hex digits, got {sha!r}")
+            check_sha256(folder / WEIGHTS_FILE, sha, f"{WEIGHTS_FILE} of controller {where!r}", ControllerChecksumError)
         try:
             tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:

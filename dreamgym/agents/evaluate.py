@@ -45,15 +45,22 @@ Agent = Callable[[np.ndarray], np.ndarray]
 # --------------------------------------------------------------------------- agents
 @dataclass(frozen=True)
 class AgentSpec:
-    """A parsed agent spec: ``kind`` is ``"controller"``, ``"mlp"`` (an exported policy) or ``"sb3"``, ``path`` what to load."""
+    """A parsed agent spec: ``kind`` is ``"controller"``, ``"mlp"`` (an exported policy) or ``"sb3"``, ``path`` what to load.
+
+    ``allow_pickle`` lets an SB3 zip be loaded by unpickling it (see
+    :func:`~dreamgym.agents.sb3.load_sb3_agent`); controllers are never unpickled.
+    """
 
     kind: str
     path: str
     spec: str
+    allow_pickle: bool = False
 
 
-def parse_agent_spec(spec: str) -> AgentSpec:
+def parse_agent_spec(spec: str, allow_pickle: bool = False) -> AgentSpec:
     """Parse an agent spec (see the module doc) without loading anything heavy.
+
+    ``allow_pickle`` is recorded for an SB3 agent: load its zip with SB3's unpickling ``load``.
 
     :raises ValueError: an empty or unrecognised spec.
     :raises FileNotFoundError: the named file or folder does not exist, or ``reference``
@@ -80,7 +87,7 @@ def parse_agent_spec(spec: str) -> AgentSpec:
             expanded += ".zip"  # as SB3's own load does
         if not os.path.isfile(expanded):
             raise FileNotFoundError(f"no SB3 agent at {path!r} (agent spec {spec!r})")
-        return AgentSpec("sb3", expanded, spec)
+        return AgentSpec("sb3", expanded, spec, allow_pickle=bool(allow_pickle))
     path = spec[len("controller:") :] if spec.startswith("controller:") else spec
     expanded = os.path.expanduser(path)
     if os.path.isdir(expanded) and os.path.isfile(os.path.join(expanded, POLICY_CONFIG_FILE)):
@@ -122,7 +129,7 @@ def load_agent(spec: AgentSpec | str) -> tuple[Agent, Any]:
         from dreamgym.agents.sb3 import load_sb3_agent
     except ImportError as err:
         raise ValueError(f"agent {spec.spec!r} needs dreamgym.agents.sb3, which cannot be imported: {err}") from err
-    model = load_sb3_agent(spec.path, device="cpu")
+    model = load_sb3_agent(spec.path, device="cpu", allow_pickle=spec.allow_pickle)
 
     def act(obs: np.ndarray) -> np.ndarray:
         action, _ = model.predict(obs, deterministic=True)
@@ -315,6 +322,7 @@ def evaluate(
     progress: bool = True,
     backend: str | Backend[Any, Any] = "local",
     address: str | None = None,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """
     Score an agent over ``episodes`` episodes of ``dreamgym/RealCarRacing-v0``.
@@ -329,6 +337,8 @@ def evaluate(
     the model by Hub id; a task whose worker or node dies is run again.
 
     :param agent: a controller folder, ``"reference"``, or ``"sb3:path/to/agent.zip"``.
+    :param allow_pickle: load an SB3 zip by unpickling it; only for a file you trust (without
+        it, nothing from the zip is unpickled and a zip that needs it is refused).
     :param episodes: number of real episodes.
     :param seed: seed of the first episode.
     :param workers: real episodes run at once: processes (1 runs them in this process), or Ray
@@ -373,7 +383,7 @@ def evaluate(
 
     # Load everything once here first: a bad spec or model fails now, with one clear error,
     # not in every worker.
-    spec = parse_agent_spec(agent)
+    spec = parse_agent_spec(agent, allow_pickle=allow_pickle)
     act, loaded = load_agent(spec)
     model, revision = resolve_agent_model(spec, loaded, model, revision)
     world_model = load_world_model(model, revision=revision)

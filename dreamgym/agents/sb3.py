@@ -40,6 +40,7 @@ from dreamgym.envs.common import (
     observation_space,
     upscale,
 )
+from dreamgym.agents.sb3_zip import safe_custom_objects
 from dreamgym.envs.dynamics import LatentDream, check_temperature, episode_keys
 from dreamgym.hub import ModelSource, load_world_model
 
@@ -426,14 +427,17 @@ def load_sb3_agent(
     path: str | os.PathLike,
     algo: str | type[BaseAlgorithm] | None = None,
     device: torch.device | str = "auto",
+    allow_pickle: bool = False,
     **kwargs: Any,
 ) -> BaseAlgorithm:
-    """Load a Stable-Baselines3 agent saved with ``model.save(path)``.
+    """Load a Stable-Baselines3 agent saved with ``model.save(path)``, by default without unpickling anything.
 
-    .. warning::
-        SB3 zips hold pickled objects (schedules, spaces, custom classes), and loading one
-        runs code from it. Load only agents you trained yourself or otherwise trust; never
-        a zip downloaded from an unknown source.
+    SB3 zips hold pickled objects (the policy class, spaces, schedules), and SB3's own ``load``
+    unpickles them, which runs any code the file's author put there. By default each pickled
+    field is instead rebuilt from the readable JSON beside it, or replaced by a stand-in that
+    acting never reads (see :mod:`dreamgym.agents.sb3_zip`); a zip with any other pickled
+    field is refused. The agent then acts exactly as saved; continue training only an agent
+    loaded with ``allow_pickle=True``.
 
     :param path: the ``.zip`` written by SB3 (the suffix may be left out, as in SB3).
     :param algo: the algorithm class, or the name of one of SB3's (``"PPO"``, ``"A2C"``,
@@ -441,10 +445,14 @@ def load_sb3_agent(
         ``data`` (its policy class and hyperparameters) without unpickling anything; pass the
         class for algorithms outside SB3 itself, such as sb3-contrib's.
     :param device: torch device for the policy.
+    :param allow_pickle: load with SB3's own ``load``, unpickling the zip's fields: only for a
+        file you trust (warns).
     :param kwargs: passed to ``BaseAlgorithm.load`` (``env``, ``custom_objects``, ...).
     :return: the loaded agent; ``agent.predict(obs, deterministic=True)`` drives an env.
     :raises FileNotFoundError: no such file.
     :raises ValueError: not an SB3 zip, an unknown algorithm name, or one that cannot be detected.
+    :raises UnsafeAgentError: (a ``ValueError``) without ``allow_pickle``, the zip has a pickled
+        field that cannot be rebuilt safely.
     """
     file = os.fspath(path)
     if not os.path.isfile(file) and os.path.isfile(file + ".zip"):
@@ -452,25 +460,39 @@ def load_sb3_agent(
     if not os.path.isfile(file):
         raise FileNotFoundError(f"no SB3 agent at {os.fspath(path)!r}")
     algorithms = _algorithms()
+    names = {k.upper(): k for k in algorithms}
+    if isinstance(algo, type) and not issubclass(algo, BaseAlgorithm):
+        raise ValueError(f"algo must be a stable_baselines3 BaseAlgorithm subclass, got {algo!r}")
+    if isinstance(algo, str) and algo.upper() not in names:
+        raise ValueError(f"unknown SB3 algorithm {algo!r}; expected one of {sorted(algorithms)} or a class")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            data = json.load(io.TextIOWrapper(archive.open("data"), encoding="utf-8"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file!r} is not an SB3 agent zip (no readable 'data' entry): {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{file!r} is not an SB3 agent zip: its 'data' entry is not a JSON object")
     if isinstance(algo, type):
-        if not issubclass(algo, BaseAlgorithm):
-            raise ValueError(f"algo must be a stable_baselines3 BaseAlgorithm subclass, got {algo!r}")
         cls = algo
     else:
         name = algo
         if name is None:
-            try:
-                with zipfile.ZipFile(file) as archive:
-                    data = json.load(io.TextIOWrapper(archive.open("data"), encoding="utf-8"))
-            except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
-                raise ValueError(f"{file!r} is not an SB3 agent zip (no readable 'data' entry): {err}") from err
             name = _detect_algorithm(data)
             if name is None:
                 raise ValueError(
                     f"cannot tell which algorithm saved {file!r}; pass algo= one of {sorted(algorithms)} or the class"
                 )
-        key = {k.upper(): k for k in algorithms}.get(str(name).upper())
+        key = names.get(str(name).upper())
         if key is None:
             raise ValueError(f"unknown SB3 algorithm {name!r}; expected one of {sorted(algorithms)} or a class")
         cls = algorithms[key]
-    return cls.load(file, device=device, **kwargs)
+    if allow_pickle:
+        warnings.warn(
+            f"loading SB3 agent {file!r} with allow_pickle=True unpickles its fields, which runs any code they hold: "
+            "do this only for files you trust",
+            UserWarning,
+            stacklevel=2,
+        )
+        return cls.load(file, device=device, **kwargs)
+    custom = {**safe_custom_objects(data, cls, file), **(kwargs.pop("custom_objects", None) or {})}
+    return cls.load(file, device=device, custom_objects=custom, **kwargs)

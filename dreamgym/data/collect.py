@@ -29,10 +29,11 @@ from tqdm.auto import tqdm
 
 from dreamgym.backends import Backend, TaskError, WorkerDiedError, headless, make_backend
 from dreamgym.data.policies import Policy, make_policy
-from dreamgym.data.storage import Episode, EpisodeStore
+from dreamgym.data.storage import PROVENANCE_KEYS, Episode, EpisodeStore
+from dreamgym.errors import CollectionConflictError, CollectorBusyError, WorkerFailedError
 from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, preprocess_frames
 
-__all__ = ["DEFAULT_ENV_ID", "collect", "run_episode"]
+__all__ = ["DEFAULT_ENV_ID", "collect", "run_episode", "verify_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def _exclusive(store: EpisodeStore) -> Iterator[None]:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another collector is writing to {store.root}; wait for it or stop it") from None
+            raise CollectorBusyError(f"another collector is writing to {store.root}; wait for it or stop it") from None
         yield  # the lock goes with the file descriptor, also when the process is killed
 
 
@@ -181,6 +182,7 @@ def collect(
     progress: bool = True,
     backend: str | Backend[Any, Any] = "local",
     address: str | None = None,
+    verify: bool = True,
 ) -> EpisodeStore:
     """
     Collect ``episodes`` episodes of the real env into the store at ``out``, resuming.
@@ -214,7 +216,12 @@ def collect(
     :param address: the Ray cluster for ``backend="ray"``: ``"auto"``, ``"ray://host:10001"``;
         None: ``RAY_ADDRESS``, else a cluster running on this machine, else a new one (unless Ray
         is already initialised in this process).
+    :param verify: before resuming, re-hash the stored shards of the requested seeds and collect
+        again those that fail their sha256 (a corrupt or truncated shard); hashing is cheap
+        next to driving.
     :return: the store.
+    :raises CollectionConflictError: seeds of this call are already stored, collected with
+        another ``env_id``, ``policy`` or ``max_steps``; nothing is collected.
     :raises RuntimeError: a worker failed on an episode, or died on it more than the backend's
         ``max_retries`` times; the episodes finished before are kept.
     """
@@ -233,8 +240,15 @@ def collect(
         adopted = store.recover()
         if adopted:
             logger.info("adopted %d finished shards the manifest had missed: seeds %s", len(adopted), adopted)
+        wanted = range(seed, seed + episodes)
+        settings = {"env_id": env_id, "policy": policy, "max_steps": max_steps}
+        _check_conflicts(store, wanted, settings)
+        if verify:
+            dropped = store.drop_corrupt(wanted)
+            if dropped:
+                logger.warning("collecting again %d episodes whose shards failed their checksum: seeds %s", len(dropped), dropped)
         done = store.seeds()
-        todo = [s for s in range(seed, seed + episodes) if s not in done]
+        todo = [s for s in wanted if s not in done]
         # Absolute: a Ray worker may not share this process's working directory.
         config = _WorkerConfig(env_id=env_id, policy=policy, max_steps=max_steps, root=os.path.abspath(store.root))
         used = min(runner.workers, len(todo))
@@ -248,7 +262,7 @@ def collect(
                         f"a {runner.name} worker wrote {entry['file']}, but it is not in {store.root} here: "
                         f"the store must be on storage that every node sees at the same path"
                     )
-                store.record(entry)
+                store.record({**entry, **settings})
                 steps += int(entry["length"])
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(steps_per_s=f"{steps / elapsed:.0f}", ret=f"{entry['return']:.0f}", refresh=False)
@@ -265,6 +279,54 @@ def collect(
     return store
 
 
+def _check_conflicts(store: EpisodeStore, seeds: range, settings: dict[str, Any]) -> None:
+    """Refuse to "resume" seeds that are stored with other settings: they would silently not be collected."""
+    conflicts: dict[tuple[tuple[str, Any, Any], ...], list[int]] = {}
+    for entry in store.entries():
+        if int(entry["seed"]) not in seeds:
+            continue
+        differ = tuple((k, entry[k], settings[k]) for k in PROVENANCE_KEYS if k in entry and entry[k] != settings[k])
+        if differ:
+            conflicts.setdefault(differ, []).append(int(entry["seed"]))
+    if not conflicts:
+        return
+    differ, clashing = next(iter(conflicts.items()))
+    total = sum(len(v) for v in conflicts.values())
+    stored = ", ".join(f"{k}={old!r}" for k, old, _ in differ)
+    asked = ", ".join(f"{k}={new!r}" for k, _, new in differ)
+    first_free = max(max(s for s in store.seeds()) + 1, seeds.stop)
+    raise CollectionConflictError(
+        f"{total} of the requested seeds are already in {store.root} but were collected with other settings "
+        f"(seeds {clashing[0]}..{clashing[-1]} with {stored}; this run asks for {asked}); stored episodes are not "
+        f"collected again, so nothing would change: use other seeds (--seed {first_free}) or another --out"
+    )
+
+
+def verify_store(root: str | os.PathLike[str], repair: bool = False) -> tuple[list[int], list[str], list[int]]:
+    """
+    Check every shard of an episode store; with ``repair``, fix what can be fixed.
+
+    Repair (under the collector lock) deletes shards that fail their checksum or do not load
+    and drops them and missing ones from the manifest, so ``collect`` runs those seeds again,
+    and lists shards the manifest lacks after checking that they load: also all of them when
+    ``manifest.json`` was deleted.
+
+    :param root: the store folder.
+    :param repair: fix the store instead of only reporting.
+    :return: (seeds whose shard is intact, one line per remaining problem, seeds adopted by the repair).
+    :raises FileNotFoundError: ``root`` is not a folder.
+    """
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"episode store {os.fspath(root)!r} does not exist")
+    store = EpisodeStore(root)
+    adopted: list[int] = []
+    if repair:
+        with _exclusive(store):
+            adopted = store.recover(verify=True)
+    good, problems = store.verify()
+    return good, problems, adopted
+
+
 def _run(runner: Backend[Any, Any], config: _WorkerConfig, seeds: list[int]) -> Iterator[dict[str, Any]]:
     """Yield the manifest entry of each episode as soon as its shard is on disk, each seed once."""
     try:
@@ -272,6 +334,6 @@ def _run(runner: Backend[Any, Any], config: _WorkerConfig, seeds: list[int]) -> 
             yield entry
     except TaskError as err:
         what = "could not start" if err.seed is None else f"failed on the episode of seed {err.seed}"
-        raise RuntimeError(f"a collection worker {what}:\n{err.remote_traceback}") from None
+        raise WorkerFailedError(f"a collection worker {what}:\n{err.remote_traceback}") from None
     except WorkerDiedError as err:
-        raise RuntimeError(f"collection stopped: {err}; finished episodes are kept, run collect again to resume") from None
+        raise WorkerFailedError(f"collection stopped: {err}; finished episodes are kept, run collect again to resume") from None

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from dreamgym.errors import DreamgymError
+
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
@@ -58,6 +60,9 @@ ACTION_DIM = 3
 _SHARD_RE = re.compile(r"^episode_(\d{8,})\.npz$")
 _SHARD_KEYS = frozenset({"frames", "actions", "rewards", "terminated", "truncated", "seed", "format_version"})
 _ENTRY_KEYS = ("file", "seed", "length", "return", "sha256")
+# How an episode was collected, recorded by `collect` so that re-collecting its seed with other
+# settings is refused instead of silently skipped (older manifests lack them).
+PROVENANCE_KEYS = ("env_id", "policy", "max_steps")
 _TMP_SUFFIX = ".tmp"
 
 
@@ -66,7 +71,7 @@ def shard_name(seed: int) -> str:
     return f"episode_{seed:08d}.npz"
 
 
-class ShardCorruptError(ValueError):
+class ShardCorruptError(DreamgymError, ValueError):
     """A shard is missing, truncated, fails its checksum, or does not hold a valid episode."""
 
 
@@ -272,7 +277,8 @@ class EpisodeStore:
 
     def _write_manifest(self, entries: dict[int, dict[str, Any]]) -> None:
         # One entry per line: small diffs, greppable, still plain JSON.
-        lines = ",\n".join(json.dumps({k: entries[s][k] for k in _ENTRY_KEYS}) for s in sorted(entries))
+        keys = (*_ENTRY_KEYS, *PROVENANCE_KEYS)
+        lines = ",\n".join(json.dumps({k: entries[s][k] for k in keys if k in entries[s]}) for s in sorted(entries))
         text = f'{{"format_version": {FORMAT_VERSION}, "episodes": [\n{lines}\n]}}\n'
         _atomic_write(self.manifest_path, text.encode())
         stat = self.manifest_path.stat()
@@ -330,6 +336,47 @@ class EpisodeStore:
         entry = self.write_shard(episode)
         self.record(entry)
         return self.root / entry["file"]
+
+    def drop_corrupt(self, seeds: Iterable[int] | None = None) -> list[int]:
+        """
+        Re-hash the listed shards (of ``seeds``; all if None) and drop those that fail.
+
+        A shard whose sha256 differs from its manifest entry, or that is missing, is deleted
+        and dropped from the manifest (with a :class:`CorruptShardWarning`), so that ``collect``
+        runs its seed again. Hashing is cheap next to decoding: this is what every resumed
+        collection does. Call it only while nothing else writes to the store.
+
+        :return: the seeds dropped, in order.
+        """
+        entries = dict(self._entries())
+        wanted = set(entries) if seeds is None else {int(s) for s in seeds} & set(entries)
+        dropped = []
+        for seed in sorted(wanted):
+            path = self.root / entries[seed]["file"]
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                digest = None
+            if digest == entries[seed]["sha256"]:
+                continue
+            problem = "is missing" if digest is None else "fails its checksum (corrupt or truncated)"
+            warnings.warn(
+                f"{path} {problem}: dropped from the manifest, seed {seed} will be collected again",
+                CorruptShardWarning,
+                stacklevel=2,
+            )
+            with contextlib.suppress(OSError):
+                path.unlink()
+            del entries[seed]
+            dropped.append(seed)
+        if dropped:
+            self._write_manifest(entries)
+        return dropped
+
+    def unlisted_shards(self) -> list[Path]:
+        """Shard files in the folder that the manifest does not list (orphans, or all of them without a manifest)."""
+        listed = {entry["file"] for entry in self._entries().values()}
+        return [p for p in sorted(self.root.glob("episode_*.npz")) if _SHARD_RE.match(p.name) and p.name not in listed]
 
     def recover(self, *, verify: bool = False) -> list[int]:
         """

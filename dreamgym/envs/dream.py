@@ -10,6 +10,7 @@ import torch
 from dreamgym.envs.common import WorldModelEnv, upscale
 from dreamgym.envs.dynamics import LatentDream, episode_keys
 from dreamgym.hub import ModelSource
+from dreamgym.validation import check_seed
 
 
 class DreamCarRacingEnv(WorldModelEnv):
@@ -106,6 +107,7 @@ class DreamCarRacingEnv(WorldModelEnv):
         return self.dream.temperature
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        seed = check_seed(seed)  # numpy ints as Python ints, as the vector env takes them
         super().reset(seed=seed)
         self.dream.reset(np.zeros(1, dtype=np.int64), episode_keys([self.np_random]))
         self._elapsed = 0

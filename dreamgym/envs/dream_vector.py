@@ -19,6 +19,7 @@ from dreamgym.envs.common import (
 )
 from dreamgym.envs.dynamics import LatentDream, episode_keys
 from dreamgym.hub import ModelSource, load_world_model
+from dreamgym.validation import check_int, check_seed
 
 
 class DreamCarRacingVectorEnv(VectorEnv):
@@ -56,8 +57,7 @@ class DreamCarRacingVectorEnv(VectorEnv):
         start: str = "first_frame",
         dropout: float = 0.0,
     ) -> None:
-        if not isinstance(num_envs, int) or num_envs <= 0:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        num_envs = check_int("num_envs", num_envs, 1)  # numpy ints too, as DreamVecEnv takes them
         check_env_arguments(obs_mode, render_mode, self.metadata["render_modes"], max_episode_steps)
         self.world_model = load_world_model(model, revision=revision, device=device)
         self.num_envs = num_envs
@@ -88,7 +88,11 @@ class DreamCarRacingVectorEnv(VectorEnv):
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if isinstance(seed, (list, tuple, np.ndarray)):
+                seeds = [check_seed(s) for s in seed]
+            else:
+                first = check_seed(seed)  # a Python or numpy int
+                seeds = [first + i for i in range(self.num_envs)]
             if len(seeds) != self.num_envs:
                 raise ValueError(f"expected {self.num_envs} seeds, got {len(seeds)}")
             self._rngs = [seeding.np_random(s)[0] if s is not None else rng for s, rng in zip(seeds, self._rngs)]

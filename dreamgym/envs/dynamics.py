@@ -9,6 +9,7 @@ of a batch draws exactly what a single dream with the same key draws.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from dreamgym.models.mdnrnn import sample_mixture
 from dreamgym.models.random import counter_normal, counter_uniform
 from dreamgym.models.world_model import WorldModel
+from dreamgym.errors import ArgumentError, NonFiniteDreamError
 
 
 class DreamStep(NamedTuple):
@@ -39,10 +41,25 @@ def episode_keys(rngs: list[np.random.Generator]) -> np.ndarray:
 
 
 def check_temperature(temperature: float) -> float:
+    """``temperature`` as a float: a finite number > 0 (a string such as ``"1.5"`` is refused, not parsed)."""
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, numbers.Real):
+        raise ArgumentError(f"temperature must be a finite number > 0, got {type(temperature).__name__} {temperature!r}")
     temperature = float(temperature)
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     return temperature
+
+
+def _check_finite(z: torch.Tensor, reward: torch.Tensor, steps: np.ndarray, when: str) -> None:
+    """Stop the dream, naming the episode slot and step, at its first NaN or infinite ``z`` or reward."""
+    finite = torch.isfinite(z).all(dim=1) & torch.isfinite(reward)
+    if bool(finite.all()):
+        return
+    slot = int(torch.nonzero(~finite)[0, 0])
+    raise NonFiniteDreamError(
+        f"the dream produced a NaN or infinite observation or reward {when} (episode slot {slot}, step "
+        f"{int(steps[slot])}): the world model's weights make M diverge; check them or lower the temperature"
+    )
 
 
 START_MODES = ("first_frame", "trajectory")
@@ -112,6 +129,7 @@ class LatentDream:
         self.c = torch.zeros(num_envs, cfg.rnn_hidden, device=device)
         self.keys = np.zeros(num_envs, dtype=np.uint64)
         self.counters = np.zeros(num_envs, dtype=np.uint64)
+        self.steps = np.zeros(num_envs, dtype=np.int64)  # steps of each slot's episode, for error messages
         if self.dropout:
             self.input_mask = torch.ones(num_envs, self._input_dim, device=device)
             self.output_mask = torch.ones(num_envs, cfg.rnn_hidden, device=device)
@@ -157,6 +175,8 @@ class LatentDream:
             scaled = keep.to(torch.float32) / (1.0 - self.dropout)
             self.input_mask[idx] = scaled[:, : self._input_dim]
             self.output_mask[idx] = scaled[:, self._input_dim :]
+        self.steps[index] = 0
+        _check_finite(self.z[idx], torch.zeros(len(index), device=device), self.steps[index], "at reset")
 
     @torch.inference_mode()
     def set_state(self, index: np.ndarray, z: torch.Tensor | np.ndarray, h: torch.Tensor | np.ndarray,
@@ -209,4 +229,8 @@ class LatentDream:
         self.z = sample_mixture(out, noise_t[:, :z], noise_t[:, z : 2 * z], self.temperature)
         probability = torch.sigmoid(out.termination_logit)
         threshold = noise_t[:, -1] if self.sample_termination else 0.5
+        self.steps += 1
+        # One reduction and one sync per step; the slot and step are looked for only on failure.
+        if not torch.isfinite(self.z.sum() + out.reward.sum()):
+            _check_finite(self.z, out.reward, self.steps, "at a step")
         return DreamStep(self.z, self.h, out.reward, probability, probability > threshold)

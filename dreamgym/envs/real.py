@@ -10,6 +10,7 @@ from gymnasium.envs.box2d.car_racing import CarRacing
 from dreamgym.envs.common import WorldModelEnv
 from dreamgym.envs.observer import LatentObserver
 from dreamgym.hub import ModelSource
+from dreamgym.validation import check_seed
 
 
 class RealCarRacingEnv(WorldModelEnv):
@@ -81,6 +82,7 @@ class RealCarRacingEnv(WorldModelEnv):
         return obs, ({"frame": self.observer.frame} if self.obs_mode == "pixels" else {})
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        seed = check_seed(seed)  # numpy ints as Python ints, as the vector env takes them
         super().reset(seed=seed)
         frame, info = self.car.reset(seed=seed, options=options)
         self._elapsed = 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
+from dreamgym.errors import ChecksumError, DreamgymError
 from dreamgym.config import FORMAT_VERSION, ConfigError, WorldModelConfig
 from dreamgym.models.mdnrnn import MDNRNN
 from dreamgym.models.vae import ConvVAE
@@ -22,10 +25,26 @@ from dreamgym.models.vae import ConvVAE
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+SHA256_KEY = "weights_sha256"
+"""Key of ``config.json`` holding the sha256 of ``model.safetensors``, written by every save
+and checked on every load (files written before it existed load unchecked)."""
+MAX_WEIGHT_ELEMENTS = 2**28
+"""Most numbers a loaded world model may hold (1 GiB as float32, ~60x the paper's model): a
+config asking for more is refused before anything is allocated."""
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+MAX_START_LOGVAR = 20.0
+"""Largest log-variance the bank of starting latents may hold (a standard deviation of
+e^10): beyond it a dream can start at an infinite ``z``, and every step after is NaN."""
+MAX_START_MU = 1e4
 
 
-class WorldModelFormatError(ValueError):
+class WorldModelFormatError(DreamgymError, ValueError):
     """A world model's files are missing, corrupt, or do not match its config."""
+
+
+class WorldModelChecksumError(WorldModelFormatError, ChecksumError):
+    """``model.safetensors`` does not hash to the sha256 its ``config.json`` records."""
 
 
 
@@ -143,10 +162,14 @@ class WorldModel(
 
     # ------------------------------------------------------------ persistence
     def _save_pretrained(self, save_directory: Path) -> None:
-        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
         metadata = {"format": "pt", "format_version": str(FORMAT_VERSION)}
-        (save_directory / WEIGHTS_FILE).write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
+        data = canonical_safetensors(save(tensors, metadata=metadata))
+        # The weights' checksum travels in config.json: a flipped bit in the weights is then
+        # an error on load, not a silently different dream.
+        record = {**self.config.to_dict(), SHA256_KEY: hashlib.sha256(data).hexdigest()}
+        _replace_file(save_directory / WEIGHTS_FILE, data)
+        _replace_file(save_directory / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True).encode())
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> WorldModel:
@@ -157,6 +180,11 @@ class WorldModel(
         """
         source = str(pretrained_model_name_or_path)
         if os.path.isdir(source):
+            if kwargs.get("revision") is not None:
+                raise ValueError(
+                    f"revision={kwargs['revision']!r} was given with the local folder {source!r}; "
+                    "a revision names a commit of a Hub repo, a folder has none: drop revision="
+                )
             _check_local_folder(Path(source))
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -199,10 +227,28 @@ class WorldModel(
                 f"world model {model_id!r} has no readable {CONFIG_FILE}; a dreamgym world model holds "
                 f"{CONFIG_FILE} and {WEIGHTS_FILE}"
             )
+        config = dict(config)
+        expected_sha = config.pop(SHA256_KEY, None)
+        if expected_sha is not None and (
+            not isinstance(expected_sha, str) or len(expected_sha) != 64 or set(expected_sha) - set("0123456789abcdef")
+        ):
+            raise WorldModelFormatError(
+                f"{CONFIG_FILE} of world model {model_id!r}: {SHA256_KEY} must be 64 lowercase hex digits, got {expected_sha!r}"
+            )
         try:
-            model = cls(config)
+            config_obj = WorldModelConfig.from_dict(config)
+            # Shapes only, no memory: the weights file is checked against them before anything is allocated.
+            with torch.device("meta"):
+                skeleton = cls(config_obj)
         except ConfigError as err:
             raise ConfigError(f"world model {model_id!r}: {err}") from err
+        expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+        total = sum(math.prod(shape) for shape in expected.values())
+        if total > MAX_WEIGHT_ELEMENTS:
+            raise ConfigError(
+                f"world model {model_id!r}: its config describes {total:,} weights, above the limit of "
+                f"{MAX_WEIGHT_ELEMENTS:,}; refusing to allocate them"
+            )
         if os.path.isdir(model_id):
             weights = os.path.join(model_id, WEIGHTS_FILE)
         else:
@@ -222,8 +268,118 @@ class WorldModel(
                 if files is None:
                     raise
                 raise WorldModelFormatError(_missing_weights_message(model_id, files)) from err
+        what = f"{WEIGHTS_FILE} of world model {model_id!r}"
+        header = read_safetensors_header(weights, what)
+        if expected_sha is not None:
+            check_sha256(weights, expected_sha, what, WorldModelChecksumError)
+        check_weights_header(header, expected, what)
+        model = cls(config_obj)
         load_weights_strict(model, weights, source=model_id)
+        check_start_bank(model, source=model_id)
         return model.to(map_location).eval()
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: never through a symlink at ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(path: str | os.PathLike, expected: str, what: str, error: type[Exception] = ChecksumError) -> None:
+    """Raise ``error`` (a :class:`~dreamgym.errors.ChecksumError`) naming ``what`` unless ``path`` hashes to ``expected``."""
+    actual = file_sha256(path)
+    if actual != expected:
+        raise error(
+            f"{what} is corrupt: its sha256 is {actual[:16]}..., but {expected[:16]}... was recorded when it was "
+            f"saved ({os.fspath(path)})"
+        )
+
+
+def read_safetensors_header(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor names, dtypes, shapes), read without loading any tensor.
+
+    Raises:
+        WorldModelFormatError: the header is unreadable, or the file is shorter than the header says.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= MAX_HEADER_BYTES:
+                raise ValueError(f"a header of {size} bytes")
+            header = json.loads(f.read(size))
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
+            file_size = os.fstat(f.fileno()).st_size
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise WorldModelFormatError(f"{what} is corrupt or unreadable (not a safetensors file): {err}") from err
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError) as err:
+            raise WorldModelFormatError(f"{what} is corrupt or unreadable: tensor {name!r} has no valid data_offsets") from err
+    if 8 + size + end > file_size:
+        raise WorldModelFormatError(
+            f"{what} is corrupt or unreadable: truncated, its header needs {8 + size + end} bytes and the file has {file_size}"
+        )
+    return header
+
+
+def check_weights_header(header: dict[str, Any], expected: dict[str, tuple[int, ...]], what: str) -> None:
+    """Check the tensors a safetensors header declares against ``expected`` shapes, before any is loaded.
+
+    Args:
+        header: from :func:`read_safetensors_header`.
+        expected: the shape of every tensor the model needs, by name.
+        what: the file, for the message.
+
+    Raises:
+        WorldModelFormatError: naming every missing, unexpected, wrongly shaped or non-float tensor.
+    """
+    declared = {name: info for name, info in header.items() if name != "__metadata__"}
+    problems = []
+    missing = sorted(set(expected) - set(declared))
+    unexpected = sorted(set(declared) - set(expected))
+    if missing:
+        problems.append(f"missing tensors {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected}")
+    for name in sorted(set(expected) & set(declared)):
+        info = declared[name]
+        shape = tuple(info.get("shape", ())) if isinstance(info, dict) else None
+        if shape != expected[name]:
+            problems.append(f"{name} has shape {shape} but the config needs {expected[name]}")
+        elif info.get("dtype") not in FLOAT_DTYPES:
+            problems.append(f"{name} has dtype {info.get('dtype')!r}, expected one of {list(FLOAT_DTYPES)}")
+    if problems:
+        raise WorldModelFormatError(f"{what} does not match its config: " + "; ".join(problems))
+
+
+def check_start_bank(model: WorldModel, source: str) -> None:
+    """Refuse a bank of starting latents from which a dream could start at an infinite ``z``."""
+    logvar_max = float(model.start_logvar.max())
+    mu_max = float(model.start_mu.abs().max())
+    if logvar_max > MAX_START_LOGVAR or mu_max > MAX_START_MU:
+        raise WorldModelFormatError(
+            f"{WEIGHTS_FILE} of world model {source!r} holds starting latents no V produces (largest start_logvar "
+            f"{logvar_max:.3g}, largest |start_mu| {mu_max:.3g}; the limits are {MAX_START_LOGVAR} and {MAX_START_MU:g}): "
+            "its dreams would start at inf and turn to NaN"
+        )
 
 
 def _repo_files(repo_id: str, revision: str | None, token: str | bool | None) -> list[str] | None:

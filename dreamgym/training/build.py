@@ -77,7 +77,7 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
     model = raw.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError("build config section 'model' must be a mapping of WorldModelConfig fields")
-    model_config = WorldModelConfig.from_dict({"format_version": 1, **model})
+    model_config = WorldModelConfig.from_dict({"format_version": 1, **model}, complete=False)
     controller_kwargs = _stage_kwargs("controller", raw.get("controller"), train_controller, ("model", "out", "revision"))
     rounds = raw.get("iterations") or []
     if not isinstance(rounds, list):
@@ -281,41 +281,55 @@ def package_world_model(
     """
     from dreamgym.card import make_model_card
     from dreamgym.models.world_model import WorldModel
+    from dreamgym.safe_files import check_destination, copy_inside, replace_folder
     from dreamgym.training.metrics import evaluate_world_model, write_metrics
 
     model_dir, dest = Path(model_dir), Path(dest)
+    # Before anything is written: the destination must not be (or hold, or lie in) a source.
+    check_destination(dest, [model_dir, controller])
     model = WorldModel.from_pretrained(model_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "README.md").unlink(missing_ok=True)
-    (model.half() if half else model).save_pretrained(dest)
-    for record in ("build.json", "metrics.json", *PREVIEW_IMAGES):
-        if (model_dir / record).is_file():
-            shutil.copyfile(model_dir / record, dest / record)
-    if data is not None:
-        shipped = WorldModel.from_pretrained(dest)
-        write_metrics(dest, evaluate_world_model(shipped, data))
-    if controller is not None:
-        _package_controller(Path(controller), dest)
-    for name, source in zip(RESULT_RECORDS, (results, sweep)):
-        if source is not None:
-            shutil.copyfile(source, dest / name)
-    card = make_model_card(dest, model_ref=model_ref, results=dest / "results.json" if results is not None else None)
-    for path in (dest / "README.md", *map(Path, card_copies)):
+
+    def write(stage: Path) -> Any:
+        (model.half() if half else model).save_pretrained(stage)
+        (stage / "README.md").unlink(missing_ok=True)  # the mixin's generic card; ours is written below
+        for record in ("build.json", "metrics.json", *PREVIEW_IMAGES):
+            if (model_dir / record).is_file():
+                copy_inside(model_dir / record, model_dir, stage / record)
+        if data is not None:
+            shipped = WorldModel.from_pretrained(stage)
+            write_metrics(stage, evaluate_world_model(shipped, data))
+        if controller is not None:
+            _package_controller(Path(controller), stage, dest)
+        for name, source in zip(RESULT_RECORDS, (results, sweep)):
+            if source is not None:
+                shutil.copyfile(source, stage / name)
+        card = make_model_card(stage, model_ref=model_ref, results=stage / "results.json" if results is not None else None)
+        card.save(stage / "README.md")
+        return card
+
+    # Built in a temporary folder and moved into place: a failure leaves the old package whole.
+    card = replace_folder(dest, write)
+    for path in map(Path, card_copies):
         card.save(path)
     return dest
 
 
-def _package_controller(controller: Path, dest: Path) -> Path:
-    """Ship the selected controller of a CMA-ES run under ``dest/controller``, with its log and curves."""
+def _package_controller(controller: Path, stage: Path, dest: Path) -> Path:
+    """Ship the selected controller of a CMA-ES run under ``stage/controller``, with its log and curves.
+
+    ``dest`` is where ``stage`` will end up: the controller's record names it as its world model.
+    """
     from dreamgym.agents.cmaes import select_controller
-    from dreamgym.agents.controller import CONFIG_FILE, WEIGHTS_FILE
+    from dreamgym.agents.controller import CONFIG_FILE, SHA256_KEY, WEIGHTS_FILE
     from dreamgym.hub import DEFAULT_MODEL_DIR
+    from dreamgym.models.world_model import file_sha256
+    from dreamgym.safe_files import copy_inside
     from dreamgym.visualize import plot_curves, read_log
 
     chosen = select_controller(controller)
-    target = dest / "controller"
+    target = stage / "controller"
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(chosen / WEIGHTS_FILE, target / WEIGHTS_FILE)
+    copy_inside(chosen / WEIGHTS_FILE, controller, target / WEIGHTS_FILE)
     record = json.loads((chosen / CONFIG_FILE).read_text())
     trained_in = record.get("world_model", {})
     if dest.resolve() == DEFAULT_MODEL_DIR.resolve():
@@ -324,9 +338,10 @@ def _package_controller(controller: Path, dest: Path) -> Path:
         record["world_model"] = {"model": str(dest.resolve()), "revision": None, "source": "path"}
     # Where it was trained before packaging (the float32 build), for the record.
     record.setdefault("training", {})["trained_in"] = trained_in
+    record[SHA256_KEY] = file_sha256(target / WEIGHTS_FILE)
     (target / CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
     log = controller / "logs" / "cmaes.json"
     if log.is_file():
-        shutil.copyfile(log, target / "training_log.json")
-        plot_curves(read_log(log), "reference controller: CMA-ES in the dream", dest / "curves_controller.png")
+        copy_inside(log, controller, target / "training_log.json")
+        plot_curves(read_log(log), "reference controller: CMA-ES in the dream", stage / "curves_controller.png")
     return target

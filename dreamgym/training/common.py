@@ -22,6 +22,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dreamgym.errors import DreamgymError
+from dreamgym.validation import check_device
 from dreamgym.data.storage import CorruptShardWarning, EpisodeStore, ShardCorruptError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -57,16 +59,21 @@ class EpisodeStoreLike(Protocol):
 DataSource = str | os.PathLike | EpisodeStoreLike
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DreamgymError, RuntimeError):
     """A training checkpoint is unreadable or belongs to a different run."""
 
 
 # --------------------------------------------------------------------------- device
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The torch device to train on: ``device`` if given, else CUDA when available, else CPU."""
+    """The torch device to train on: ``device`` if given, else CUDA when available, else CPU.
+
+    Raises:
+        ValueError: ``device`` is not a device name, or one this machine lacks (see
+            :func:`dreamgym.validation.check_device`).
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return check_device(device)
 
 
 def seed_everything(seed: int, *parts: int) -> np.random.Generator:
@@ -99,6 +106,12 @@ def open_store(data: DataSource) -> EpisodeStoreLike:
         store = data
         where = str(getattr(store, "root", store))
     if len(store) == 0:
+        unlisted = store.unlisted_shards() if isinstance(store, EpisodeStore) else []
+        if unlisted:
+            raise FileNotFoundError(
+                f"{where!r} holds {len(unlisted)} episode shards but its manifest.json lists none (deleted or lost?); "
+                f"run `dreamgym verify-data {where} --repair` to check them and list them again"
+            )
         raise FileNotFoundError(f"no episodes found in {where!r}, run `dreamgym collect` first")
     return store
 

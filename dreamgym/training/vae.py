@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,8 @@ from tqdm.auto import tqdm
 
 from dreamgym.config import WorldModelConfig
 from dreamgym.models.vae import vae_loss
-from dreamgym.models.world_model import WorldModel
+from dreamgym.errors import DreamgymError, WouldOverwriteError
+from dreamgym.models.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
 from dreamgym.training.common import (
     CheckpointError,
     DataSource,
@@ -29,6 +31,7 @@ from dreamgym.training.common import (
     write_log,
 )
 from dreamgym.training.metrics import evaluate_world_model, write_metrics
+from dreamgym.validation import check_int
 
 STAGE = "vae"
 # Held-out frames scored after every epoch for the curve; the full set is scored in metrics.json.
@@ -133,6 +136,41 @@ def _resolve_config(config: WorldModelConfig | None, saved: dict[str, Any] | Non
     return saved_config
 
 
+def _finished_model(out: Path, checkpoint_weights: dict[str, torch.Tensor] | None, done: bool) -> WorldModel | None:
+    """The world model already in ``out`` if V's work is done and it holds this checkpoint's V, else None.
+
+    Raises:
+        WouldOverwriteError: ``out`` holds a world model whose M was trained (``train-rnn``
+            wrote it), which this run would replace by a bundle with an untrained M.
+    """
+    config_path = out / CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        record = json.loads(config_path.read_text())
+        trained = record.get("training", {}) if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        trained = {}
+    has_m = isinstance(trained, dict) and "rnn" in trained
+    if done and checkpoint_weights is not None:
+        try:
+            existing = WorldModel.from_pretrained(out)
+        except (DreamgymError, ValueError, OSError):
+            existing = None  # a save that did not finish: written again below, unless M is at stake
+        if existing is not None:
+            saved_v = {k: v for k, v in existing.state_dict().items() if k.startswith("vae.")}
+            if all(k in checkpoint_weights and torch.equal(v, checkpoint_weights[k].to(v.dtype)) for k, v in saved_v.items()):
+                return existing
+    if has_m:
+        raise WouldOverwriteError(
+            f"{out} holds a finished world model (its {CONFIG_FILE} records M's training) "
+            + ("whose V is not the one checkpointed there" if done else "and train-vae has epochs left to train")
+            + "; training V would replace it with an untrained M: write to another --out, or delete "
+            f"{out / CONFIG_FILE} and {out / WEIGHTS_FILE} to start the model over"
+        )
+    return None
+
+
 def train_vae(
     data: DataSource,
     out: str | Path,
@@ -152,7 +190,10 @@ def train_vae(
     floored at ``config.kl_free_bits``. A checkpoint is written after every epoch to
     ``out/checkpoints/vae.safetensors`` (+ ``vae_state.json``); calling again with the same
     ``out`` resumes after the last finished epoch, and skips training if all ``epochs`` are
-    done. An interrupt loses at most the epoch in progress. The curve goes to
+    done, leaving the saved world model as it is. An interrupt loses at most the epoch in
+    progress. A world model in ``out`` whose M was trained (by :func:`train_rnn`) is never
+    overwritten: with V's epochs all done the call does nothing, otherwise it raises
+    :class:`~dreamgym.errors.WouldOverwriteError` before training. The curve goes to
     ``out/logs/vae.json`` and held-out scores to ``out/metrics.json``.
 
     :param data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
@@ -171,6 +212,8 @@ def train_vae(
     """
     if epochs < 0 or batch_size <= 0:
         raise ValueError(f"epochs must be >= 0 and batch_size > 0, got epochs={epochs}, batch_size={batch_size}")
+    if max_frames is not None:
+        max_frames = check_int("max_frames", max_frames, 1)
     out = Path(out)
     device = pick_device(device)
     store = open_store(data)
@@ -194,6 +237,13 @@ def train_vae(
             group["lr"] = lr
         start_epoch, history = int(state["epoch"]), list(state["history"])
     model.to(device)
+
+    # A finished stage does nothing; above all it never writes a V-only bundle over a finished one.
+    finished = _finished_model(out, checkpoint[0] if checkpoint else None, start_epoch >= epochs and checkpoint is not None)
+    if finished is not None:
+        if progress:
+            print(f"V is already trained for {start_epoch} epoch(s) in {out}: nothing to do", file=sys.stderr)
+        return finished.to(device).eval()
 
     if start_epoch >= epochs and checkpoint is not None:
         # Nothing left to train: the frames are not even loaded.

@@ -1,0 +1,80 @@
+"""Checks of arguments at dreamgym's boundaries, each failing with one line that says what was expected.
+
+Python ints and numpy integers are the same to every check here (``np.int64(2)`` is an int
+count), and a bool is never a number (``True`` is not a count of envs).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from dreamgym.errors import ArgumentError
+
+__all__ = ["check_device", "check_int", "check_number", "check_seed"]
+
+
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as an int: a Python or numpy integer, not a bool, at least ``minimum``.
+
+    Raises:
+        ArgumentError: not an integer (a ``TypeError``).
+        ValueError: below ``minimum``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ArgumentError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_number(name: str, value: Any) -> float:
+    """``value`` as a finite float: an int or float (numpy's included), not a bool or a string.
+
+    Raises:
+        ArgumentError: not a number (a ``TypeError``).
+        ValueError: NaN or infinite.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number}")
+    return number
+
+
+def check_seed(value: Any) -> int | None:
+    """A Gymnasium seed: None, or a non-negative Python or numpy integer."""
+    if value is None:
+        return None
+    return check_int("seed", value, 0)
+
+
+def check_device(device: Any) -> Any:
+    """``device`` as a ``torch.device`` this machine has; None stays None.
+
+    Raises:
+        ValueError: not a device name torch knows, or a CUDA / MPS device this torch build or
+            machine lacks (``--device cuda`` on a CPU-only install).
+    """
+    import torch
+
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise ArgumentError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(device).__name__} {device!r}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"unknown torch device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asks for CUDA, but this torch build or machine has no CUDA GPU; use 'cpu'")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {str(device)!r} asks for Apple MPS, which this torch build or machine lacks; use 'cpu'")
+    return parsed
