@@ -20,7 +20,12 @@ FORMAT_VERSION = 1
 
 SUPPORTED_FORMAT_VERSIONS = (1,)
 
-OMITTED_WHEN_ABSENT = ("num_trajectory_starts",)
+OMITTED_WHEN_ABSENT: dict[str, Any] = {"num_trajectory_starts": 0, "ensemble_size": 1}
+"""Optional fields and the value that means "absent": a field at that value is left out of
+``config.json``, so a model without the part keeps the file older dreamgym versions wrote and read."""
+
+MAX_ENSEMBLE_SIZE = 16
+"""Most members an ensemble of M may have."""
 
 MAX_TRAJECTORY_STARTS = 65536
 """Largest bank of trajectory starts a config may ask for (about 140 MB at the default sizes)."""
@@ -100,6 +105,9 @@ class WorldModelConfig:
         num_start_latents: size of the bank of real first-frame latents dream episodes start from.
         num_trajectory_starts: size of the bank of real states ``(z, h, c)`` taken along real
             trajectories, for ``start="trajectory"`` dreams (0: the model has none).
+        ensemble_size: number of Ms (members) trained from different seeds on the same data;
+            member 0 is ``rnn``, the one whose ``h`` agents observe, and the others dream and
+            measure disagreement in ``ensemble=True`` dreams (1: a single M, as in the paper).
         crop_dashboard: drop the bottom 12-pixel dashboard strip of CarRacing's 96x96 frame
             before resizing (the paper does).
         kl_free_bits: floor on V's KL term per frame, in nats.
@@ -119,6 +127,7 @@ class WorldModelConfig:
     num_mixtures: int = 5
     num_start_latents: int = 256
     num_trajectory_starts: int = 0
+    ensemble_size: int = 1
     crop_dashboard: bool = True
     kl_free_bits: float = 16.0
     dropout: float = 0.0
@@ -144,6 +153,11 @@ class WorldModelConfig:
         if not isinstance(starts, int) or isinstance(starts, bool) or not 0 <= starts <= MAX_TRAJECTORY_STARTS:
             raise ConfigError(
                 f"config field 'num_trajectory_starts' must be an integer in [0, {MAX_TRAJECTORY_STARTS}], got {starts!r}"
+            )
+        members = self.ensemble_size
+        if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= MAX_ENSEMBLE_SIZE:
+            raise ConfigError(
+                f"config field 'ensemble_size' must be an integer in [1, {MAX_ENSEMBLE_SIZE}], got {members!r}"
             )
         if self.image_size != 64:
             raise ConfigError(f"image_size must be 64 (the ConvVAE's geometry), got {self.image_size}")
@@ -195,8 +209,8 @@ class WorldModelConfig:
         data = dataclasses.asdict(self)
         # Optional parts left at "absent" are not written, so a model without them keeps the
         # config.json that older dreamgym versions read.
-        for name in OMITTED_WHEN_ABSENT:
-            if not data[name]:
+        for name, absent in OMITTED_WHEN_ABSENT.items():
+            if data[name] == absent:
                 del data[name]
         return data
 

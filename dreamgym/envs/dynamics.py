@@ -15,20 +15,26 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from dreamgym.models.mdnrnn import sample_mixture
+from dreamgym.models.mdnrnn import mixture_mean, sample_mixture, split_heads
 from dreamgym.models.random import counter_normal, counter_uniform
 from dreamgym.models.world_model import WorldModel
 from dreamgym.errors import ArgumentError, NonFiniteDreamError
 
 
 class DreamStep(NamedTuple):
-    """The outcome of one batched dream step; tensors with a leading batch dim."""
+    """The outcome of one batched dream step; tensors with a leading batch dim.
+
+    ``disagreement`` is the ensemble's disagreement ``u`` per episode in an ``ensemble=True``
+    dream (see :class:`LatentDream`), None otherwise; ``reward`` already has
+    ``disagreement_penalty * u`` taken off.
+    """
 
     z: torch.Tensor
     h: torch.Tensor
     reward: torch.Tensor
     termination_probability: torch.Tensor
     terminated: torch.Tensor
+    disagreement: torch.Tensor | None = None
 
 
 def episode_keys(rngs: list[np.random.Generator]) -> np.ndarray:
@@ -87,6 +93,25 @@ def check_dropout(dropout: float) -> float:
     return dropout
 
 
+def check_ensemble(ensemble: bool, disagreement_penalty: float, world_model: WorldModel) -> tuple[bool, float]:
+    """Check a dream's ``ensemble`` and ``disagreement_penalty`` against what the world model carries."""
+    if not isinstance(ensemble, (bool, np.bool_)):
+        raise ValueError(f"ensemble must be True or False, got {ensemble!r}")
+    if isinstance(disagreement_penalty, bool) or not isinstance(disagreement_penalty, (int, float, np.floating)):
+        raise ValueError(f"disagreement_penalty must be a finite number >= 0, got {disagreement_penalty!r}")
+    penalty = float(disagreement_penalty)
+    if not math.isfinite(penalty) or penalty < 0:
+        raise ValueError(f"disagreement_penalty must be a finite number >= 0, got {disagreement_penalty!r}")
+    if ensemble and world_model.ensemble_size < 2:
+        raise ValueError(
+            "ensemble=True needs a world model with an ensemble of Ms, and this one has a single M; "
+            "train one with `dreamgym train-rnn --ensemble-size K`, or use ensemble=False"
+        )
+    if penalty and not ensemble:
+        raise ValueError("disagreement_penalty needs ensemble=True (the disagreement is between the ensemble's Ms)")
+    return bool(ensemble), penalty
+
+
 class LatentDream:
     """State and stepping of ``num_envs`` dream episodes.
 
@@ -100,7 +125,27 @@ class LatentDream:
             along real trajectories, so episodes start where the real car goes.
         dropout: dream-time dropout on M's input and output (Dropout's Dream Land): each
             episode draws one mask at reset and keeps it, so each episode is dreamt by a
-            slightly different M. 0 turns it off.
+            slightly different M. 0 turns it off. With ``ensemble=True`` the episode's mask
+            applies to every member.
+        ensemble: dream with the world model's ensemble of K Ms (``config.ensemble_size >
+            1``). Each episode draws one member ``m`` at reset and keeps it. Every step all K
+            members step on the same ``(z, action)``, each with its own ``(h, c)`` (state
+            ``member_h``, ``member_c`` of shape (K, B, hidden)); the next ``z`` is sampled from
+            member ``m``'s mixture, and the reward and termination are member ``m``'s. The
+            ``h`` observed (``self.h``, ``DreamStep.h``) is member 0's, as in the real env.
+            Trajectory starts start each member from its own real state.
+        disagreement_penalty: lambda of a MOPO-style pessimistic reward, ``reward - lambda * u``,
+            with the ensemble's disagreement ``u >= 0`` for the step::
+
+                u = max_k || mean_k - mean(mean_1..K) ||_2  +  std_k(reward_k)
+
+            ``mean_k`` is member k's predicted mean of the next ``z`` (its mixture's mean, at
+            temperature 1), ``reward_k`` its predicted reward, and the std is over members
+            (population std). The first term is MOReL's largest deviation of a member from
+            the ensemble, in V's latent units; the second is the members' spread on the
+            reward, in reward units, since a policy exploits M through the reward. ``u`` is 0
+            when all members agree. Needs ``ensemble=True``; 0 (default) reports ``u``
+            without changing the reward.
     """
 
     def __init__(
@@ -111,6 +156,8 @@ class LatentDream:
         sample_termination: bool = False,
         start: str = "first_frame",
         dropout: float = 0.0,
+        ensemble: bool = False,
+        disagreement_penalty: float = 0.0,
     ) -> None:
         self.model = world_model
         self.num_envs = num_envs
@@ -118,6 +165,7 @@ class LatentDream:
         self.sample_termination = sample_termination
         self.start = check_start(start, world_model)
         self.dropout = check_dropout(dropout)
+        self.ensemble, self.disagreement_penalty = check_ensemble(ensemble, disagreement_penalty, world_model)
         cfg = world_model.config
         self.z_dim, self.hidden = cfg.z_dim, cfg.rnn_hidden
         self._normal_lanes = 2 * math.ceil(cfg.z_dim / 2)
@@ -133,6 +181,14 @@ class LatentDream:
         if self.dropout:
             self.input_mask = torch.ones(num_envs, self._input_dim, device=device)
             self.output_mask = torch.ones(num_envs, cfg.rnn_hidden, device=device)
+        if self.ensemble:
+            k = world_model.ensemble_size
+            self.members = world_model.stacked_members()
+            self.member_h = torch.zeros(k, num_envs, cfg.rnn_hidden, device=device)
+            self.member_c = torch.zeros(k, num_envs, cfg.rnn_hidden, device=device)
+            self.h, self.c = self.member_h[0], self.member_c[0]
+            self.member = torch.zeros(num_envs, dtype=torch.int64, device=device)  # each episode's dreaming member
+            self._rows = torch.arange(num_envs, device=device)
 
     def _draw(self, index: np.ndarray | None, n: int) -> np.ndarray:
         """The next ``n`` random numbers of the episodes in slots ``index`` (None: every slot)."""
@@ -151,9 +207,10 @@ class LatentDream:
         self.keys[index] = keys
         self.counters[index] = 0
         # Only the draws a setting needs are made, so a model's first-frame dream without
-        # dropout stays the same, bit for bit, whatever else the dream can do.
+        # dropout or ensemble stays the same, bit for bit, whatever else the dream can do.
+        # The member lane comes last, so adding it leaves every other draw where it was.
         mask_lanes = self._input_dim + self.hidden if self.dropout else 0
-        draws = self._draw(index, 1 + self._normal_lanes + mask_lanes)
+        draws = self._draw(index, 1 + self._normal_lanes + mask_lanes + (1 if self.ensemble else 0))
         device = self.z.device
         idx = torch.from_numpy(index).to(device)
         if self.start == "trajectory":
@@ -164,33 +221,54 @@ class LatentDream:
         noise = torch.from_numpy(counter_normal(draws[:, 1 : 1 + self._normal_lanes])[:, : self.z_dim]).to(device)
         start_t = torch.from_numpy(start).to(device)
         self.z[idx] = bank_mu[start_t] + torch.exp(0.5 * bank_logvar[start_t]) * noise
-        if self.start == "trajectory":
+        if self.ensemble:
+            self._reset_members(idx, start_t, draws[:, -1])
+        elif self.start == "trajectory":
             self.h[idx] = self.model.trajectory_h[start_t]
             self.c[idx] = self.model.trajectory_c[start_t]
         else:
             self.h[idx] = 0.0
             self.c[idx] = 0.0
         if self.dropout:
-            keep = torch.from_numpy(draws[:, 1 + self._normal_lanes :] >= self.dropout).to(device)
+            lanes = slice(1 + self._normal_lanes, 1 + self._normal_lanes + mask_lanes)
+            keep = torch.from_numpy(draws[:, lanes] >= self.dropout).to(device)
             scaled = keep.to(torch.float32) / (1.0 - self.dropout)
             self.input_mask[idx] = scaled[:, : self._input_dim]
             self.output_mask[idx] = scaled[:, self._input_dim :]
         self.steps[index] = 0
         _check_finite(self.z[idx], torch.zeros(len(index), device=device), self.steps[index], "at reset")
 
+    def _reset_members(self, idx: torch.Tensor, start: torch.Tensor, uniform: np.ndarray) -> None:
+        """Draw the dreaming member of new episodes and start every member's state."""
+        k = self.members.size
+        member = np.minimum((uniform * k).astype(np.int64), k - 1)
+        self.member[idx] = torch.from_numpy(member).to(idx.device)
+        if self.start == "trajectory":
+            self.member_h[0, idx] = self.model.trajectory_h[start]
+            self.member_c[0, idx] = self.model.trajectory_c[start]
+            self.member_h[1:, idx] = self.model.trajectory_member_h[start].transpose(0, 1)
+            self.member_c[1:, idx] = self.model.trajectory_member_c[start].transpose(0, 1)
+        else:
+            self.member_h[:, idx] = 0.0
+            self.member_c[:, idx] = 0.0
+        self.h, self.c = self.member_h[0], self.member_c[0]
+
     @torch.inference_mode()
     def set_state(self, index: np.ndarray, z: torch.Tensor | np.ndarray, h: torch.Tensor | np.ndarray,
-                  c: torch.Tensor | np.ndarray) -> None:
+                  c: torch.Tensor | np.ndarray, member_h: torch.Tensor | np.ndarray | None = None,
+                  member_c: torch.Tensor | np.ndarray | None = None) -> None:
         """Put the episodes in slots ``index`` at the states ``(z, h, c)``, e.g. to branch a dream from a real state.
 
-        Call it after :meth:`reset`, which sets the slots' RNG keys and dropout masks; the
-        start that reset drew is overwritten, the random stream is not rewound.
+        Call it after :meth:`reset`, which sets the slots' RNG keys, dropout masks and
+        members; the start that reset drew is overwritten, the random stream is not rewound.
 
         Args:
             index: the slots, (n,) ints in ``[0, num_envs)``.
             z: latents, (n, z_dim).
-            h: M's hidden states, (n, rnn_hidden).
+            h: M's hidden states, (n, rnn_hidden) (member 0's in an ``ensemble=True`` dream).
             c: M's LSTM cell states, (n, rnn_hidden).
+            member_h, member_c: in an ``ensemble=True`` dream (and only there), the other
+                members' states, (n, K - 1, rnn_hidden).
 
         Raises:
             ValueError: an index out of range, or a state of the wrong shape or with NaN or inf.
@@ -198,21 +276,39 @@ class LatentDream:
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if index.size and (index.min() < 0 or index.max() >= self.num_envs):
             raise ValueError(f"slot indices must be in [0, {self.num_envs}), got {index.tolist()}")
+        n = len(index)
+        shapes = [("z", z, (n, self.z_dim)), ("h", h, (n, self.hidden)), ("c", c, (n, self.hidden))]
+        if self.ensemble:
+            if member_h is None or member_c is None:
+                raise ValueError(
+                    f"an ensemble dream needs member_h and member_c of shape ({n}, {self.members.size - 1}, "
+                    f"{self.hidden}), the other members' states"
+                )
+            others = (n, self.members.size - 1, self.hidden)
+            shapes += [("member_h", member_h, others), ("member_c", member_c, others)]
+        elif member_h is not None or member_c is not None:
+            raise ValueError("member_h and member_c are for an ensemble=True dream; this one dreams with one M")
         device = self.z.device
         values = []
-        for name, value, width in (("z", z, self.z_dim), ("h", h, self.hidden), ("c", c, self.hidden)):
+        for name, value, shape in shapes:
             tensor = torch.as_tensor(value, dtype=torch.float32, device=device)
-            if tuple(tensor.shape) != (len(index), width):
-                raise ValueError(f"{name} must have shape ({len(index)}, {width}), got {tuple(tensor.shape)}")
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
             if not torch.isfinite(tensor).all():
                 raise ValueError(f"{name} contains NaN or inf")
             values.append(tensor)
         idx = torch.from_numpy(index).to(device)
-        self.z[idx], self.h[idx], self.c[idx] = values
+        # In an ensemble dream self.h and self.c are views of member 0's rows of member_h and member_c.
+        self.z[idx], self.h[idx], self.c[idx] = values[:3]
+        if self.ensemble:
+            self.member_h[1:, idx] = values[3].transpose(0, 1)
+            self.member_c[1:, idx] = values[4].transpose(0, 1)
 
     @torch.inference_mode()
     def step(self, actions: torch.Tensor) -> DreamStep:
         """Advance every episode by one step under ``actions`` (num_envs, action_dim)."""
+        if self.ensemble:
+            return self._step_ensemble(actions)
         rnn = self.model.rnn
         if self.dropout:
             z_in = self.z * self.input_mask[:, : self.z_dim]
@@ -234,3 +330,27 @@ class LatentDream:
         if not torch.isfinite(self.z.sum() + out.reward.sum()):
             _check_finite(self.z, out.reward, self.steps, "at a step")
         return DreamStep(self.z, self.h, out.reward, probability, probability > threshold)
+
+    def _step_ensemble(self, actions: torch.Tensor) -> DreamStep:
+        """:meth:`step` of an ``ensemble=True`` dream: all members in one batched op."""
+        x = torch.cat([self.z, actions], dim=1)
+        if self.dropout:
+            x = x * self.input_mask  # one mask per episode, the same for every member
+        self.member_h, self.member_c = self.members.step(x, self.member_h, self.member_c)
+        self.h, self.c = self.member_h[0], self.member_c[0]
+        h_out = self.member_h * self.output_mask if self.dropout else self.member_h
+        raw = self.members.raw_heads(h_out)  # (K, B, out)
+        everyone = split_heads(raw, self.z_dim, self.members.num_mixtures, normalize=True)
+        out = split_heads(raw[self.member, self._rows], self.z_dim, self.members.num_mixtures, normalize=False)
+        means = mixture_mean(everyone)  # (K, B, z_dim)
+        spread = (means - means.mean(0)).norm(dim=-1).amax(0)
+        disagreement = spread + everyone.reward.std(0, unbiased=False)
+        draws = self._draw(None, self._lanes)
+        z = self.z_dim
+        noise = np.concatenate([draws[:, :z], counter_normal(draws[:, z:-1])[:, :z], draws[:, -1:]], axis=1)
+        noise_t = torch.from_numpy(noise).to(self.z.device)
+        self.z = sample_mixture(out, noise_t[:, :z], noise_t[:, z : 2 * z], self.temperature)
+        probability = torch.sigmoid(out.termination_logit)
+        threshold = noise_t[:, -1] if self.sample_termination else 0.5
+        reward = out.reward - self.disagreement_penalty * disagreement if self.disagreement_penalty else out.reward
+        return DreamStep(self.z, self.h, reward, probability, probability > threshold, disagreement)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -56,17 +57,7 @@ class MDNRNN(nn.Module):
         """
         if self.training:
             h = self.dropout(h)
-        raw = F.linear(h, self.head.weight, self.head.bias)
-        zk = self.z_dim * self.num_mixtures
-        shape = (*h.shape[:-1], self.z_dim, self.num_mixtures)
-        logits = raw[..., :zk].reshape(shape)
-        return MDNOutput(
-            log_pi=F.log_softmax(logits, dim=-1) if normalize else logits,
-            mu=raw[..., zk : 2 * zk].reshape(shape),
-            log_sigma=raw[..., 2 * zk : 3 * zk].reshape(shape).clamp(-7.0, 5.0),
-            reward=raw[..., -2],
-            termination_logit=raw[..., -1],
-        )
+        return split_heads(F.linear(h, self.head.weight, self.head.bias), self.z_dim, self.num_mixtures, normalize)
 
     def forward(
         self, z: torch.Tensor, actions: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -87,6 +78,85 @@ class MDNRNN(nn.Module):
         return torch.lstm_cell(
             x, (h, c), self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, self.lstm.bias_ih_l0, self.lstm.bias_hh_l0
         )
+
+
+def split_heads(raw: torch.Tensor, z_dim: int, num_mixtures: int, normalize: bool = True) -> MDNOutput:
+    """Cut the head layer's output (..., 3 * z_dim * num_mixtures + 2) into an :class:`MDNOutput`."""
+    zk = z_dim * num_mixtures
+    shape = (*raw.shape[:-1], z_dim, num_mixtures)
+    logits = raw[..., :zk].reshape(shape)
+    return MDNOutput(
+        log_pi=F.log_softmax(logits, dim=-1) if normalize else logits,
+        mu=raw[..., zk : 2 * zk].reshape(shape),
+        log_sigma=raw[..., 2 * zk : 3 * zk].reshape(shape).clamp(-7.0, 5.0),
+        reward=raw[..., -2],
+        termination_logit=raw[..., -1],
+    )
+
+
+class StackedMDNRNN:
+    """K members of an ensemble of M with their weights stacked (K, ...), stepped together.
+
+    The weights are copied from ``members`` once, at construction, so later changes to the
+    members are not seen: build it when the members are trained (a dream builds one when it
+    is made). A step of all K members for a batch of B episodes is one ``baddbmm`` for the
+    LSTM gates and one for the heads, instead of K ``lstm_cell`` and K head calls.
+
+    Args:
+        members: the MDNRNNs, all of the same sizes.
+    """
+
+    def __init__(self, members: Sequence[MDNRNN]) -> None:
+        members = list(members)
+        if not members:
+            raise ValueError("a stack of M members needs at least one member")
+        sizes = {(m.z_dim, m.action_dim, m.hidden, m.num_mixtures) for m in members}
+        if len(sizes) != 1:
+            raise ValueError(f"members of an ensemble must share (z_dim, action_dim, hidden, num_mixtures), got {sorted(sizes)}")
+        first = members[0]
+        self.z_dim, self.action_dim, self.hidden, self.num_mixtures = first.z_dim, first.action_dim, first.hidden, first.num_mixtures
+        self.size = len(members)
+        with torch.no_grad():
+            # [x, h] @ [W_ih; W_hh]^T: the input and recurrent matmuls of a member in one.
+            self.lstm_weight = torch.stack(
+                [torch.cat([m.lstm.weight_ih_l0, m.lstm.weight_hh_l0], dim=1).t() for m in members]
+            ).contiguous()  # (K, input + hidden, 4 * hidden)
+            self.lstm_bias = torch.stack([(m.lstm.bias_ih_l0 + m.lstm.bias_hh_l0)[None] for m in members])  # (K, 1, 4H)
+            self.head_weight = torch.stack([m.head.weight.t() for m in members]).contiguous()  # (K, hidden, out)
+            self.head_bias = torch.stack([m.head.bias[None] for m in members])  # (K, 1, out)
+
+    def step(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance every member's LSTM one step.
+
+        Args:
+            x: the input ``[z, action]``, (B, z_dim + action_dim) shared by all members, or
+                (K, B, z_dim + action_dim), one per member.
+            h, c: the members' states, (K, B, hidden).
+
+        Returns:
+            the new ``(h, c)``, each (K, B, hidden); row k is what ``members[k].step`` gives.
+        """
+        if x.ndim == 2:
+            x = x.expand(self.size, *x.shape)
+        gates = torch.baddbmm(self.lstm_bias, torch.cat([x, h], dim=-1), self.lstm_weight)
+        i, f, g, o = gates.chunk(4, dim=-1)  # PyTorch's gate order
+        c = torch.addcmul(torch.sigmoid(f) * c, torch.sigmoid(i), torch.tanh(g))
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    def raw_heads(self, h: torch.Tensor) -> torch.Tensor:
+        """The head layer's output for the members' states h (K, B, hidden): (K, B, 3 * z_dim * mixtures + 2)."""
+        return torch.baddbmm(self.head_bias, h, self.head_weight)
+
+    def heads(self, h: torch.Tensor, normalize: bool = True) -> MDNOutput:
+        """Every member's heads on its own states h (K, B, hidden); outputs lead with (K, B)."""
+        return split_heads(self.raw_heads(h), self.z_dim, self.num_mixtures, normalize)
+
+
+def mixture_mean(out: MDNOutput) -> torch.Tensor:
+    """The mean of M's mixture, (..., z_dim): the components' means weighted by their probabilities."""
+    return (torch.softmax(out.log_pi, dim=-1) * out.mu).sum(-1)
 
 
 def sample_mixture(

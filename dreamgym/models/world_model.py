@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from dreamgym.errors import ChecksumError, DreamgymError
-from dreamgym.config import FORMAT_VERSION, ConfigError, WorldModelConfig
-from dreamgym.models.mdnrnn import MDNRNN
+from dreamgym.config import FORMAT_VERSION, MAX_ENSEMBLE_SIZE, ConfigError, WorldModelConfig
+from dreamgym.models.mdnrnn import MDNRNN, StackedMDNRNN
 from dreamgym.models.vae import ConvVAE
 
 CONFIG_FILE = "config.json"
@@ -76,6 +76,12 @@ class WorldModel(
 ):
     """V (a :class:`ConvVAE`) and M (an :class:`MDNRNN`) with the states dream episodes start from.
 
+    With ``config.ensemble_size = K > 1``, M is an ensemble of K MDNRNNs: ``rnn`` is member 0
+    (the observation member, whose ``h`` agents see, in the dream and in the real env) and
+    ``rnn_members`` holds the other K - 1, which dream and measure disagreement in
+    ``ensemble=True`` dreams (see :class:`~dreamgym.envs.dynamics.LatentDream`). A single M's
+    files have no member tensors, so models saved before ensembles existed load unchanged.
+
     Saved with :meth:`save_pretrained` as a folder holding ``config.json`` and
     ``model.safetensors``; loaded with :meth:`from_pretrained` from such a folder or a Hub repo
     id (with ``revision=``). Loading is strict: a missing, unexpected or wrongly shaped tensor,
@@ -95,6 +101,12 @@ class WorldModel(
         self.config = config
         self.vae = ConvVAE(config.z_dim, config.encoder_channels, config.decoder_channels, config.decoder_kernels)
         self.rnn = MDNRNN(config.z_dim, config.action_dim, config.rnn_hidden, config.num_mixtures, config.dropout)
+        if config.ensemble_size > 1:
+            # Only with an ensemble, so that a single M's state dict (and file) stays as it was.
+            self.rnn_members = nn.ModuleList(
+                MDNRNN(config.z_dim, config.action_dim, config.rnn_hidden, config.num_mixtures, config.dropout)
+                for _ in range(config.ensemble_size - 1)
+            )
         # Real episodes' first latents (mean and log-variance): dream episodes start here.
         self.register_buffer("start_mu", torch.zeros(config.num_start_latents, config.z_dim))
         self.register_buffer("start_logvar", torch.full((config.num_start_latents, config.z_dim), -4.0))
@@ -106,10 +118,55 @@ class WorldModel(
             self.register_buffer("trajectory_logvar", torch.full((n, config.z_dim), -4.0))
             self.register_buffer("trajectory_h", torch.zeros(n, config.rnn_hidden))
             self.register_buffer("trajectory_c", torch.zeros(n, config.rnn_hidden))
+            if config.ensemble_size > 1:
+                # The other members' (h, c) after the same real frames and actions.
+                others = (n, config.ensemble_size - 1, config.rnn_hidden)
+                self.register_buffer("trajectory_member_h", torch.zeros(others))
+                self.register_buffer("trajectory_member_c", torch.zeros(others))
 
     @property
     def device(self) -> torch.device:
         return self.start_mu.device
+
+    # ------------------------------------------------------------- M's members
+    @property
+    def ensemble_size(self) -> int:
+        """Number of Ms: 1, or K for an ensemble (see :attr:`members`)."""
+        return self.config.ensemble_size
+
+    @property
+    def members(self) -> list[MDNRNN]:
+        """The Ms of the ensemble, ``[rnn, *rnn_members]``: member 0, the observation member, first.
+
+        Member 0's ``h`` is the one agents observe, in the dream and in the real env; the
+        others only dream and measure disagreement.
+        """
+        return [self.rnn, *self.rnn_members] if self.config.ensemble_size > 1 else [self.rnn]
+
+    def stacked_members(self) -> StackedMDNRNN:
+        """The members' weights stacked once, for stepping all of them in one batched op."""
+        return StackedMDNRNN(self.members)
+
+    def set_members(self, members: list[MDNRNN]) -> None:
+        """Make ``members`` the model's Ms (member 0 first), setting ``config.ensemble_size``.
+
+        A bank of trajectory starts is dropped when the number of members changes: its
+        member states would no longer fit (and were M's states of other Ms anyway).
+        """
+        if not 1 <= len(members) <= MAX_ENSEMBLE_SIZE:
+            raise ValueError(f"an ensemble of M needs 1 to {MAX_ENSEMBLE_SIZE} members, got {len(members)}")
+        cfg = self.config
+        if len(members) != cfg.ensemble_size and self.has_trajectory_starts:
+            for name in ("mu", "logvar", "h", "c", "member_h", "member_c"):
+                if hasattr(self, f"trajectory_{name}"):
+                    delattr(self, f"trajectory_{name}")
+            cfg.num_trajectory_starts = 0
+        self.rnn = members[0]
+        if len(members) > 1:
+            self.rnn_members = nn.ModuleList(members[1:])
+        elif hasattr(self, "rnn_members"):
+            del self.rnn_members
+        cfg.ensemble_size = len(members)
 
     # ----------------------------------------------------------------- V helpers
     @torch.inference_mode()
@@ -146,14 +203,37 @@ class WorldModel(
         return self.config.num_trajectory_starts > 0
 
     def set_trajectory_starts(
-        self, mu: torch.Tensor, logvar: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+        self,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        h: torch.Tensor,
+        c: torch.Tensor,
+        member_h: torch.Tensor | None = None,
+        member_c: torch.Tensor | None = None,
     ) -> None:
-        """Replace the bank of trajectory starts, resizing it (and the config) to ``len(mu)`` states."""
+        """Replace the bank of trajectory starts, resizing it (and the config) to ``len(mu)`` states.
+
+        ``h`` and ``c`` (n, rnn_hidden) are member 0's. A model with an ensemble of K > 1 Ms
+        also needs the other members' states after the same frames and actions,
+        ``member_h`` and ``member_c`` of shape (n, K - 1, rnn_hidden); a single M takes none.
+        """
         n, cfg = len(mu), self.config
-        shapes = {"mu": (mu, cfg.z_dim), "logvar": (logvar, cfg.z_dim), "h": (h, cfg.rnn_hidden), "c": (c, cfg.rnn_hidden)}
-        for name, (tensor, width) in shapes.items():
-            if tuple(tensor.shape) != (n, width):
-                raise ValueError(f"trajectory start {name} must have shape ({n}, {width}), got {tuple(tensor.shape)}")
+        shapes = {"mu": (mu, (n, cfg.z_dim)), "logvar": (logvar, (n, cfg.z_dim)),
+                  "h": (h, (n, cfg.rnn_hidden)), "c": (c, (n, cfg.rnn_hidden))}
+        others = cfg.ensemble_size - 1
+        if others:
+            if member_h is None or member_c is None:
+                raise ValueError(
+                    f"this world model has an ensemble of {cfg.ensemble_size} Ms: trajectory starts need member_h and "
+                    f"member_c of shape ({n}, {others}, {cfg.rnn_hidden}), the other members' states"
+                )
+            shapes["member_h"] = (member_h, (n, others, cfg.rnn_hidden))
+            shapes["member_c"] = (member_c, (n, others, cfg.rnn_hidden))
+        elif member_h is not None or member_c is not None:
+            raise ValueError("member_h and member_c are for a world model with an ensemble of Ms; this one has a single M")
+        for name, (tensor, shape) in shapes.items():
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"trajectory start {name} must have shape {shape}, got {tuple(tensor.shape)}")
         if n == 0:
             raise ValueError("a bank of trajectory starts needs at least one state")
         cfg.num_trajectory_starts = n
