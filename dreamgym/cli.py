@@ -126,7 +126,7 @@ def _cmd_train_rnn(args: argparse.Namespace) -> int:
               seq_len=args.seq_len, lr=args.lr, seed=args.seed, device=args.device,
               reward_weight=args.reward_weight, dropout=args.dropout,
               reward_overprediction_weight=args.reward_overprediction_weight,
-              trajectory_starts=args.trajectory_starts)
+              trajectory_starts=args.trajectory_starts, ensemble_size=args.ensemble_size)
     return 0
 
 
@@ -200,7 +200,8 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
             model=args.model, revision=args.revision, out=args.out, generations=args.generations,
             popsize=args.popsize, rollouts=args.rollouts, sigma0=args.sigma0, temperature=args.temperature,
             max_steps=args.max_steps, seed=args.seed, weight_decay=args.weight_decay, device=args.device,
-            eval_every=args.eval_every, start=args.start, dropout=args.dropout,
+            eval_every=args.eval_every, start=args.start, dropout=args.dropout, ensemble=args.ensemble,
+            disagreement_penalty=args.disagreement_penalty,
         )
     except KeyboardInterrupt:
         return 130  # train_controller has said where the checkpoint is
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of reward over-predictions relative to under-predictions (pessimism; 1: plain MSE)")
     p.add_argument("--trajectory-starts", type=int, default=0,
                    help="store this many real trajectory states with the model, for start='trajectory' dreams")
+    p.add_argument("--ensemble-size", type=int, default=1,
+                   help="train this many Ms from seeds seed, seed+1, ... (an ensemble, for --ensemble dreams)")
     p.set_defaults(func=_cmd_train_rnn)
 
     p = sub.add_parser("start-bank", help="add a bank of real trajectory states to a world model (start='trajectory')")
@@ -464,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", choices=["first_frame", "trajectory"], default="first_frame",
                    help="dream episodes start at real first frames, or at real states along real trajectories")
     p.add_argument("--dropout", type=float, default=0.0, help="dream-time dropout of M, a new mask per episode")
+    p.add_argument("--ensemble", action="store_true",
+                   help="dream with the world model's ensemble of Ms (train-rnn --ensemble-size), one member per episode")
+    p.add_argument("--disagreement-penalty", type=float, default=0.0,
+                   help="with --ensemble: reward minus this times the members' disagreement (MOPO-style pessimism)")
     p.set_defaults(func=_cmd_train_controller)
 
     p = sub.add_parser("evaluate", help="score an agent in RealCarRacing-v0 (and with --dream, the dream gap)")

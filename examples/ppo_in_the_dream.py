@@ -9,6 +9,7 @@ checkpoint by that real score. The final score belongs on other seeds:
 
     python examples/ppo_in_the_dream.py --model path/to/world_model --total-timesteps 2000000
     python examples/ppo_in_the_dream.py --start trajectory --max-episode-steps 200   # short dreams from real states
+    python examples/ppo_in_the_dream.py --ensemble --disagreement-penalty 1.0       # an ensemble of Ms, pessimistic reward
 
 Writes ``checkpoints/step-N.zip``, ``best_model.zip`` (best validation score),
 ``final_model.zip`` and ``validation.json`` (real and dream score against dream steps) to
@@ -44,6 +45,8 @@ class Args:
     max_episode_steps: int = arg(1000, "dream episode length cap (CarRacing's is 1000); short with --start trajectory")
     start: str = arg("first_frame", "where dream episodes start: first_frame, or trajectory (real states; needs a bank)")
     dropout: float = arg(0.0, "dream-time dropout of M, a new mask per episode (for an M trained with dropout)")
+    ensemble: bool = arg(False, "dream with the model's ensemble of Ms (train-rnn --ensemble-size K), one per episode")
+    disagreement_penalty: float = arg(0.0, "with --ensemble: reward minus this times the Ms' disagreement")
     n_steps: int = arg(128, "PPO rollout length per env")
     batch_size: int = arg(1024, "PPO minibatch size (capped at n_steps * n_envs)")
     n_epochs: int = arg(10, "PPO epochs per rollout")
@@ -74,6 +77,8 @@ if __name__ == "__main__":
         max_episode_steps=args.max_episode_steps,
         start=args.start,
         dropout=args.dropout,
+        ensemble=args.ensemble,
+        disagreement_penalty=args.disagreement_penalty,
         seed=args.seed,
     )
     # The validation workers load the world model by name, as the dream did (None: the default).

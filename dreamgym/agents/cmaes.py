@@ -36,7 +36,14 @@ from gymnasium.utils import seeding
 from tqdm.auto import tqdm
 
 from dreamgym.agents.controller import LinearController, population_actions, unflatten_population
-from dreamgym.envs.dynamics import LatentDream, check_dropout, check_start, check_temperature, episode_keys
+from dreamgym.envs.dynamics import (
+    LatentDream,
+    check_dropout,
+    check_ensemble,
+    check_start,
+    check_temperature,
+    episode_keys,
+)
 from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
 from dreamgym.training.common import (
@@ -57,9 +64,12 @@ CMAES_CHECKPOINT_FORMAT = 1
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 # Options that change what a generation computes: a checkpoint made with others cannot be resumed.
 SNAPSHOT_DIR = "snapshots"
-_RESUME_OPTIONS = ("popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay", "start", "dropout")
+_RESUME_OPTIONS = (
+    "popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay", "start", "dropout",
+    "ensemble", "disagreement_penalty",
+)
 # Options added after the first release: a checkpoint that lacks them was made with these.
-_NEW_OPTION_DEFAULTS = {"start": "first_frame", "dropout": 0.0}
+_NEW_OPTION_DEFAULTS = {"start": "first_frame", "dropout": 0.0, "ensemble": False, "disagreement_penalty": 0.0}
 
 
 # ------------------------------------------------------------------ seeds and keys
@@ -90,6 +100,8 @@ def evaluate_population(
     return_lengths: bool = False,
     start: str = "first_frame",
     dropout: float = 0.0,
+    ensemble: bool = False,
+    disagreement_penalty: float = 0.0,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Dream returns of ``P`` controllers, each on the same episodes (one per env seed).
 
@@ -106,6 +118,9 @@ def evaluate_population(
     :param return_lengths: also return the episodes' lengths.
     :param start: where dream episodes start, ``"first_frame"`` or ``"trajectory"``.
     :param dropout: dream-time dropout of M, one mask per episode.
+    :param ensemble: dream with the world model's ensemble of Ms, one member per episode.
+    :param disagreement_penalty: with ``ensemble``, rewards minus this times the members'
+        disagreement (see :class:`~dreamgym.envs.dynamics.LatentDream`).
     :return: float64 (P, len(seeds)) returns, and with ``return_lengths`` int64 (P, len(seeds)) lengths.
     """
     cfg = world_model.config
@@ -116,7 +131,10 @@ def evaluate_population(
     weights, biases = (t.to(device) for t in unflatten_population(params, obs_dim))
 
     n = population * rollouts
-    dream = LatentDream(world_model, n, temperature, start=start, dropout=dropout)
+    dream = LatentDream(
+        world_model, n, temperature, start=start, dropout=dropout, ensemble=ensemble,
+        disagreement_penalty=disagreement_penalty,
+    )
     # Row p * rollouts + r is member p's episode r: every member gets the same keys.
     dream.reset(np.arange(n), np.tile(dream_keys(seeds), population))
     returns = torch.zeros(n, dtype=torch.float64, device=device)
@@ -204,6 +222,8 @@ def train_controller(
     revision: str | None = None,
     start: str = "first_frame",
     dropout: float = 0.0,
+    ensemble: bool = False,
+    disagreement_penalty: float = 0.0,
 ) -> LinearController:
     """
     Train the paper's linear controller in the dream with CMA-ES and save the best one to ``out``.
@@ -252,6 +272,12 @@ def train_controller(
         ``"trajectory"`` (real states along real trajectories; pair it with a short
         ``max_steps``, so that the fitness averages many short segments).
     :param dropout: dream-time dropout of M, a new mask per episode (Dropout's Dream Land).
+    :param ensemble: dream with the world model's ensemble of Ms (``train-rnn
+        --ensemble-size K``), one member drawn per episode, so that a candidate scores well
+        only by driving well under every member.
+    :param disagreement_penalty: with ``ensemble``, each step's reward minus this times the
+        members' disagreement (MOPO's pessimism; see
+        :class:`~dreamgym.envs.dynamics.LatentDream`).
     :return: the best controller found.
     """
     if out is None:
@@ -275,6 +301,7 @@ def train_controller(
     device = pick_device(device)
     world_model = load_world_model(model, revision=revision, device=str(device))
     check_start(start, world_model)
+    ensemble, disagreement_penalty = check_ensemble(ensemble, disagreement_penalty, world_model)
     cfg = world_model.config
     obs_dim = cfg.z_dim + cfg.rnn_hidden
     n_params = 3 * obs_dim + 3
@@ -284,7 +311,7 @@ def train_controller(
         "popsize": popsize, "rollouts": rollouts, "temperature": temperature, "max_steps": max_steps,
         "seed": seed, "weight_decay": weight_decay, "sigma0": sigma0, "generations": generations,
         "eval_every": eval_every, "eval_rollouts": eval_rollouts, "obs_dim": obs_dim, "n_params": n_params,
-        "start": start, "dropout": dropout,
+        "start": start, "dropout": dropout, "ensemble": ensemble, "disagreement_penalty": disagreement_penalty,
     }
 
     def make_controller(params: np.ndarray, history: list[dict[str, Any]], **score: Any) -> LinearController:
@@ -338,7 +365,7 @@ def train_controller(
             candidates = np.asarray(es.ask())
             returns = evaluate_population(
                 world_model, candidates, generation_seeds(seed, generation, rollouts), temperature, max_steps,
-                start=start, dropout=dropout,
+                start=start, dropout=dropout, ensemble=ensemble, disagreement_penalty=disagreement_penalty,
             )
             fitness = returns.mean(axis=1)
             penalty = weight_decay * np.mean(candidates**2, axis=1)
@@ -360,7 +387,8 @@ def train_controller(
             if eval_every and ((generation + 1) % eval_every == 0 or generation + 1 == generations):
                 held_out = evaluate_population(
                     world_model, np.stack([es.mean, best_params]), _eval_seeds(seed, eval_rollouts),
-                    temperature, max_steps, start=start, dropout=dropout,
+                    temperature, max_steps, start=start, dropout=dropout, ensemble=ensemble,
+                    disagreement_penalty=disagreement_penalty,
                 )
                 entry.update(
                     eval_es_mean=float(held_out[0].mean()), eval_es_mean_std=float(held_out[0].std()),

@@ -54,6 +54,8 @@ _SHARED_ATTRS = (
     "sample_termination",
     "start",
     "dropout",
+    "ensemble",
+    "disagreement_penalty",
     "world_model",
     "observation_space",
     "action_space",
@@ -102,6 +104,11 @@ class DreamVecEnv(VecEnv):
     :param revision: branch, tag or commit when ``model`` is a Hub repo id.
     :param start: ``"first_frame"`` or ``"trajectory"`` (see ``DreamCarRacingEnv``).
     :param dropout: dream-time dropout, one mask per episode (see ``DreamCarRacingEnv``).
+    :param ensemble: dream with the world model's ensemble of Ms, one member per episode
+        (see ``DreamCarRacingEnv``); ``infos[i]["disagreement"]`` then holds the members'
+        disagreement for the step.
+    :param disagreement_penalty: with ``ensemble=True``, reward minus this times the
+        disagreement (see ``DreamCarRacingEnv``).
     """
 
     def __init__(
@@ -119,6 +126,8 @@ class DreamVecEnv(VecEnv):
         revision: str | None = None,
         start: str = "first_frame",
         dropout: float = 0.0,
+        ensemble: bool = False,
+        disagreement_penalty: float = 0.0,
     ) -> None:
         if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs <= 0:
             raise ValueError(f"n_envs must be a positive int, got {n_envs!r}")
@@ -127,7 +136,9 @@ class DreamVecEnv(VecEnv):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         n_envs = int(n_envs)
         self.world_model = load_world_model(model, revision=revision, device=device)
-        self.dream = LatentDream(self.world_model, n_envs, temperature, sample_termination, start, dropout)
+        self.dream = LatentDream(
+            self.world_model, n_envs, temperature, sample_termination, start, dropout, ensemble, disagreement_penalty
+        )
         self.obs_mode = obs_mode
         self.continuous = bool(continuous)
         self.max_episode_steps = _check_max_episode_steps(max_episode_steps)
@@ -164,6 +175,16 @@ class DreamVecEnv(VecEnv):
     def dropout(self) -> float:
         """Dream-time dropout of M, one mask per episode."""
         return self.dream.dropout
+
+    @property
+    def ensemble(self) -> bool:
+        """Whether episodes are dreamt by the world model's ensemble of Ms, one member each."""
+        return self.dream.ensemble
+
+    @property
+    def disagreement_penalty(self) -> float:
+        """lambda of the reward ``M's reward - lambda * disagreement`` of an ensemble dream."""
+        return self.dream.disagreement_penalty
 
     @property
     def sample_termination(self) -> bool:
@@ -234,7 +255,10 @@ class DreamVecEnv(VecEnv):
         out = self.dream.step(torch.from_numpy(actions).to(device))
         self._elapsed += 1
         # One device-to-host transfer for the whole batch.
-        scalars = torch.stack([out.reward.float(), out.termination_probability.float(), out.terminated.float()], dim=1)
+        columns = [out.reward.float(), out.termination_probability.float(), out.terminated.float()]
+        if out.disagreement is not None:
+            columns.append(out.disagreement.float())
+        scalars = torch.stack(columns, dim=1)
         if self.obs_mode == "latent":
             width = out.z.shape[1] + out.h.shape[1]
             packed = torch.cat([out.z, out.h, scalars], dim=1).cpu().numpy()
@@ -255,6 +279,9 @@ class DreamVecEnv(VecEnv):
             {"termination_probability": float(p), "TimeLimit.truncated": bool(tr and not te)}
             for p, te, tr in zip(probabilities, terminated, truncated)
         ]
+        if out.disagreement is not None:
+            for info, u in zip(infos, scalars_np[:, 3]):
+                info["disagreement"] = float(u)
         done_index = np.flatnonzero(dones)
         if len(done_index):
             for i in done_index:
@@ -297,7 +324,8 @@ class DreamVecEnv(VecEnv):
         """Return an attribute of the sub-envs (see ``VecEnv.get_attr``).
 
         Shared settings (``render_mode``, ``temperature``, ``obs_mode``, ``continuous``,
-        ``max_episode_steps``, ``sample_termination``, ``world_model`` and the spaces) are the
+        ``max_episode_steps``, ``sample_termination``, ``start``, ``dropout``, ``ensemble``,
+        ``disagreement_penalty``, ``world_model`` and the spaces) are the
         same for all; ``np_random`` and ``elapsed_steps`` are per sub-env, as are attributes
         set earlier with :meth:`set_attr`.
 

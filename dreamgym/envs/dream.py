@@ -74,6 +74,16 @@ class DreamCarRacingEnv(WorldModelEnv):
       mask per episode, drawn at reset, so each episode is dreamt by a slightly different M
       and a policy cannot rely on one M's quirks. Meant for an M trained with dropout
       (its ``config.dropout``); 0 (default) is off.
+    - ``ensemble``: dream with the world model's ensemble of Ms (a model trained with
+      ``dreamgym train-rnn --ensemble-size K``, K > 1). Each episode draws one member at
+      reset and is dreamt by it (next ``z``, reward, termination); all members step along,
+      and the ``h`` observed is member 0's, as in the real env. ``info["disagreement"]``
+      reports the members' disagreement ``u`` each step (the largest distance of a member's
+      predicted mean of the next ``z`` from the ensemble's average, plus the std of the
+      members' predicted rewards; see :class:`~dreamgym.envs.dynamics.LatentDream`).
+    - ``disagreement_penalty``: lambda >= 0; with ``ensemble=True`` the reward is M's minus
+      ``lambda * u`` (MOPO's pessimistic reward), so that where the members disagree, which
+      is where the dream is likely wrong, pays less. 0 (default) leaves the reward as it is.
     - ``render_mode``: ``"rgb_array"`` (the decoded frame, upscaled 4x) or ``"human"``.
     - ``device``: torch device for the model (default ``"cpu"``).
 
@@ -81,7 +91,8 @@ class DreamCarRacingEnv(WorldModelEnv):
     trajectory.
 
     ## Version History
-    - v0: initial version; ``start`` and ``dropout`` added without changing the default dream.
+    - v0: initial version; ``start`` and ``dropout``, then ``ensemble`` and
+      ``disagreement_penalty``, added without changing the default dream.
     """
 
     def __init__(
@@ -97,9 +108,13 @@ class DreamCarRacingEnv(WorldModelEnv):
         device: str = "cpu",
         start: str = "first_frame",
         dropout: float = 0.0,
+        ensemble: bool = False,
+        disagreement_penalty: float = 0.0,
     ) -> None:
         super().__init__(model, revision, obs_mode, continuous, max_episode_steps, render_mode, device)
-        self.dream = LatentDream(self.world_model, 1, temperature, sample_termination, start, dropout)
+        self.dream = LatentDream(
+            self.world_model, 1, temperature, sample_termination, start, dropout, ensemble, disagreement_penalty
+        )
         self._frame: np.ndarray | None = None
 
     @property
@@ -120,6 +135,8 @@ class DreamCarRacingEnv(WorldModelEnv):
         self._frame = None
         obs = self._observation(out.z, out.h)
         info = {"termination_probability": float(out.termination_probability[0])}
+        if out.disagreement is not None:
+            info["disagreement"] = float(out.disagreement[0])
         if self.render_mode == "human":
             self.render()
         return obs, float(out.reward[0]), bool(out.terminated[0]), self._truncated(), info

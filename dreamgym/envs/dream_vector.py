@@ -33,7 +33,8 @@ class DreamCarRacingVectorEnv(VectorEnv):
     Autoreset follows Gymnasium's ``NEXT_STEP`` mode: the step after an episode ends resets
     that sub-env, ignores its action, and reports reward 0 with no termination or truncation.
     The step horizon (``max_episode_steps``, 1000 by default, as registered) is applied here,
-    since vector envs are not wrapped in ``TimeLimit``.
+    since vector envs are not wrapped in ``TimeLimit``. With ``ensemble=True``,
+    ``info["disagreement"]`` holds each sub-env's ensemble disagreement (0 on a reset step).
     """
 
     metadata: dict[str, Any] = {
@@ -56,6 +57,8 @@ class DreamCarRacingVectorEnv(VectorEnv):
         device: str = "cpu",
         start: str = "first_frame",
         dropout: float = 0.0,
+        ensemble: bool = False,
+        disagreement_penalty: float = 0.0,
     ) -> None:
         num_envs = check_int("num_envs", num_envs, 1)  # numpy ints too, as DreamVecEnv takes them
         check_env_arguments(obs_mode, render_mode, self.metadata["render_modes"], max_episode_steps)
@@ -65,7 +68,9 @@ class DreamCarRacingVectorEnv(VectorEnv):
         self.continuous = continuous
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
-        self.dream = LatentDream(self.world_model, num_envs, temperature, sample_termination, start, dropout)
+        self.dream = LatentDream(
+            self.world_model, num_envs, temperature, sample_termination, start, dropout, ensemble, disagreement_penalty
+        )
         self.single_action_space = carracing_action_space(continuous)
         self.single_observation_space = observation_space(self.world_model, obs_mode)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -123,8 +128,14 @@ class DreamCarRacingVectorEnv(VectorEnv):
             rewards[restarting] = 0.0
             terminations[restarting] = False
             truncations[restarting] = False
+        info: dict[str, Any] = {"termination_probability": probabilities}
+        if out.disagreement is not None:
+            disagreement = out.disagreement.cpu().numpy()
+            if len(restarting):
+                disagreement[restarting] = 0.0  # a reset step, as its reward
+            info["disagreement"] = disagreement
         self._autoreset = terminations | truncations
-        return self._observations(), rewards, terminations, truncations, {"termination_probability": probabilities}
+        return self._observations(), rewards, terminations, truncations, info
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode != "rgb_array" or not self._started:

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from dreamgym.envs.observer import teacher_forced_states
 from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
+from dreamgym.config import MAX_ENSEMBLE_SIZE
 from dreamgym.models.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
 from dreamgym.training.common import (
     CHECKPOINT_DIR,
@@ -257,6 +258,17 @@ def start_latent_bank(
     return torch.from_numpy(latents.mu[first].copy()), torch.from_numpy(latents.logvar[first].copy())
 
 
+class TrajectoryBank(NamedTuple):
+    """A bank of real trajectory states, as :meth:`WorldModel.set_trajectory_starts` takes it."""
+
+    mu: torch.Tensor  # (N, z_dim), V's posterior mean at the frame
+    logvar: torch.Tensor  # (N, z_dim)
+    h: torch.Tensor  # (N, hidden), member 0's (the observation member's) state
+    c: torch.Tensor  # (N, hidden)
+    member_h: torch.Tensor | None = None  # (N, K - 1, hidden), the other members' states; None for one M
+    member_c: torch.Tensor | None = None
+
+
 def trajectory_start_bank(
     model: WorldModel,
     latents: EpisodeLatents,
@@ -265,7 +277,7 @@ def trajectory_start_bank(
     seed: int,
     burn_in: int = 50,
     every: int = 4,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> TrajectoryBank:
     """Real states ``(mu, logvar, h, c)`` along the ``episodes``, for ``start="trajectory"`` dreams.
 
     M is run teacher forced over each episode on V's means and the actions taken, exactly as
@@ -273,9 +285,13 @@ def trajectory_start_bank(
     the state is taken every ``every`` steps after the first ``burn_in`` (CarRacing zooms in
     over its first ~50 frames, and M needs a few real frames to know the speed). ``size``
     states are drawn from all of them without replacement (all of them if there are fewer).
+    With an ensemble of K Ms each member is teacher forced the same way, and the bank also
+    holds the other members' states at the same frames.
 
     Returns:
-        ``mu``, ``logvar`` (size, z_dim) of V's posterior at the frame, ``h``, ``c`` (size, hidden).
+        a :class:`TrajectoryBank`: ``mu``, ``logvar`` (size, z_dim) of V's posterior at the
+        frame, member 0's ``h``, ``c`` (size, hidden), and for K > 1 the other members'
+        ``member_h``, ``member_c`` (size, K - 1, hidden).
     """
     if not episodes:
         raise ValueError("no episodes to take trajectory starts from")
@@ -290,7 +306,8 @@ def trajectory_start_bank(
         steps = min(s1 - s0, f1 - f0 - 1)
         if steps > burn_in:
             spans.append((f0, s0, steps))
-    taken: dict[str, list[torch.Tensor]] = {"mu": [], "logvar": [], "h": [], "c": []}
+    others = model.members[1:]
+    taken: dict[str, list[torch.Tensor]] = {"mu": [], "logvar": [], "h": [], "c": [], "member_h": [], "member_c": []}
     if spans:
         longest = max(steps for _, _, steps in spans)
         frames = np.stack([f0 + np.minimum(np.arange(longest + 1), steps) for f0, _, steps in spans])
@@ -299,6 +316,10 @@ def trajectory_start_bank(
         actions = torch.as_tensor(latents.actions[moves], device=device)
         with torch.inference_mode():
             h, c = teacher_forced_states(model.rnn, mu, actions)
+            if others:
+                states = [teacher_forced_states(member, mu, actions) for member in others]
+                member_h = torch.stack([hk for hk, _ in states], dim=2)  # (B, T+1, K-1, hidden)
+                member_c = torch.stack([ck for _, ck in states], dim=2)
         logvar = torch.as_tensor(latents.logvar[frames], device=device)
         for i, (_, _, steps) in enumerate(spans):
             at = torch.arange(burn_in, steps + 1, every, device=device)
@@ -306,13 +327,16 @@ def trajectory_start_bank(
             taken["logvar"].append(logvar[i, at])
             taken["h"].append(h[i, at])
             taken["c"].append(c[i, at])
+            if others:
+                taken["member_h"].append(member_h[i, at])
+                taken["member_c"].append(member_c[i, at])
     if not taken["mu"]:
         raise ValueError(f"no episode is longer than the burn-in of {burn_in} steps")
-    pool = {k: torch.cat(v) for k, v in taken.items()}
+    pool = {k: torch.cat(v) for k, v in taken.items() if v}
     total = len(pool["mu"])
     rng = np.random.default_rng([seed, 0x7EA7])
     pick = torch.from_numpy(np.sort(rng.choice(total, min(size, total), replace=False))).to(device)
-    return pool["mu"][pick], pool["logvar"][pick], pool["h"][pick], pool["c"][pick]
+    return TrajectoryBank(**{k: v[pick] for k, v in pool.items()})
 
 
 def add_trajectory_starts(
@@ -329,8 +353,9 @@ def add_trajectory_starts(
     """Give a trained world model a bank of real trajectory starts and save it to ``out``.
 
     The states come from the training episodes of ``data`` (the held-out split, by the same
-    rule as :func:`train_rnn`'s, is left out); see :func:`trajectory_start_bank`. ``out`` is a
-    new folder: the source model is never written to.
+    rule as :func:`train_rnn`'s, is left out); see :func:`trajectory_start_bank`. A model
+    with an ensemble of Ms gets every member's states. ``out`` is a new folder: the source
+    model is never written to.
     """
     source, out = Path(model), Path(out)
     if out.resolve() == source.resolve():
@@ -348,11 +373,123 @@ def add_trajectory_starts(
     world_model.set_trajectory_starts(*bank)
     world_model.config.training = {
         **world_model.config.training,
-        "trajectory_starts": {"size": len(bank[0]), "burn_in": burn_in, "every": every, "episodes": len(train_eps),
-                              "holdout": holdout, "seed": seed},
+        "trajectory_starts": {"size": len(bank.mu), "burn_in": burn_in, "every": every, "episodes": len(train_eps),
+                              "holdout": holdout, "seed": seed, "members": world_model.ensemble_size},
     }
     world_model.save_pretrained(out)
     return world_model
+
+
+def member_stage(member: int) -> str:
+    """The checkpoint and log name of ensemble member ``member``: ``rnn`` for member 0, as a single M's."""
+    return STAGE if member == 0 else f"{STAGE}-member-{member}"
+
+
+@dataclass
+class _MemberData:
+    """What every member of M trains on: the latents as tensors, the chunks and the settings."""
+
+    latents: EpisodeLatents
+    heldout_eps: list[int]
+    mu: torch.Tensor
+    sigma: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    chunks: Chunks
+    loss_weights: dict[str, float]
+    training_record: dict[str, Any]
+
+
+def _train_member(
+    member: int,
+    rnn: MDNRNN,
+    data: _MemberData,
+    out: Path,
+    vae: str | Path,
+    fingerprint: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Train (or resume, or just load when finished) member ``member`` of M from its own checkpoint.
+
+    Member k is keyed by ``seed + k`` throughout (the caller initialised ``rnn`` from it):
+    latent noise and batch order of epoch e come from ``(seed + k, e + 1)``, so member 0 is
+    exactly the M a single-M run trains. Returns the member's training curve.
+    """
+    stage = member_stage(member)
+    name = "M" if member == 0 else f"M member {member}"
+    member_seed = seed + member
+    checkpoint = load_checkpoint(out, stage)
+    optimizer = torch.optim.Adam(rnn.parameters(), lr=lr)
+    start_epoch, history = 0, []
+    if checkpoint is not None:
+        weights, opt_tensors, state = checkpoint
+        if state.get("v_fingerprint") != fingerprint:
+            raise CheckpointError(
+                f"the {name} checkpoint in {out / CHECKPOINT_DIR} was trained on a different V than the one in "
+                f"{str(vae)!r}; use another output folder or delete the checkpoint to start over"
+            )
+        rnn.load_state_dict(weights, strict=True)
+        restore_optimizer(optimizer, opt_tensors, state)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+    chunks = data.chunks
+    try:
+        for epoch in range(start_epoch, epochs):
+            rng = seed_everything(member_seed, epoch + 1)
+            rnn.train()
+            started = time.perf_counter()
+            z = torch.addcmul(data.mu, data.sigma, torch.randn_like(data.mu))
+            sums: dict[str, float] = {}
+            steps_seen = 0.0
+            order = batches(len(chunks.mask), batch_size, rng)
+            bar = tqdm(order, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+            for rows in bar:
+                rows_t = torch.from_numpy(rows).to(device)
+                frame, step, mask = chunks.frame[rows_t], chunks.step[rows_t], chunks.mask[rows_t]
+                losses = rnn_step(
+                    rnn, optimizer, z[frame], data.actions[step], z[frame + 1],
+                    data.rewards[step], data.terminated[step], mask, data.loss_weights,
+                )
+                n = mask.sum().item()
+                steps_seen += n
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v * n
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", nll=f"{losses['nll']:.3f}")
+            bar.close()
+            entry: dict[str, Any] = {"epoch": epoch + 1, **{k: v / steps_seen for k, v in sums.items()}}
+            entry.update(
+                heldout_losses(rnn, data.latents, data.heldout_eps, device, data.loss_weights["termination_pos_weight"])
+            )
+            entry["seconds"] = time.perf_counter() - started
+            history.append(entry)
+            state = {"epoch": epoch + 1, "v_fingerprint": fingerprint, "history": history,
+                     "training": data.training_record}
+            if member:
+                state.update(member=member, member_seed=member_seed)
+            save_checkpoint(out, stage, rnn, optimizer, state)
+            write_log(out, stage, history)
+            if progress:
+                tqdm.write(
+                    f"{name} epoch {epoch + 1}/{epochs}: loss {entry['loss']:.3f} nll {entry['nll']:.3f} "
+                    f"reward mse {entry['reward_mse']:.4f} termination bce {entry['termination_bce']:.4f} "
+                    f"held-out nll {entry['heldout_nll']}"
+                )
+    except KeyboardInterrupt:
+        weights_path, _ = checkpoint_paths(out, stage)
+        print(
+            f"\ninterrupted: {len(history)} epoch(s) of {name} are checkpointed in {weights_path}; run again to resume",
+            file=sys.stderr,
+        )
+        raise
+    write_log(out, stage, history)
+    return history
 
 
 def train_rnn(
@@ -374,6 +511,7 @@ def train_rnn(
     dropout: float | None = None,
     reward_overprediction_weight: float = 1.0,
     trajectory_starts: int = 0,
+    ensemble_size: int = 1,
 ) -> WorldModel:
     """Train M on V's latents of the collected episodes in ``data`` and save the full world model to ``out``.
 
@@ -385,6 +523,16 @@ def train_rnn(
     the curve goes to ``out/logs/rnn.json`` and held-out scores to ``out/metrics.json``.
     The bank of dream starting states is filled with the first-frame latents of training
     episodes.
+
+    With ``ensemble_size=K > 1``, K Ms are trained one after the other on the same chunks:
+    member k from seed ``seed + k`` (its own initialisation, latent noise and batch order),
+    with its own checkpoint and log ``rnn-member-k`` (member 0 keeps ``rnn``, and is exactly
+    the M a single-M run with this seed trains). A killed run resumes in the member it was
+    training; finished members are loaded, never retrained. The members are not trained on
+    bootstrap resamples: different initialisations and orders already make them disagree
+    off the data (Lakshminarayanan et al. 2017 found bootstrapping only hurts deep
+    ensembles), and a resample would drop a third of the already scarce real chunks from
+    every member. Held-out metrics are member 0's, the M agents observe through.
 
     :param data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
     :param vae: the folder written by :func:`train_vae` (may be ``out`` itself).
@@ -407,6 +555,8 @@ def train_rnn(
         counts than an under-prediction in the reward loss (1: plain MSE).
     :param trajectory_starts: size of the bank of real trajectory states to store with the
         model for ``start="trajectory"`` dreams (0: none); see :func:`trajectory_start_bank`.
+    :param ensemble_size: number of Ms to train, 1 to 16 (``config.ensemble_size``); see
+        ``ensemble=True`` in :class:`~dreamgym.envs.dynamics.LatentDream`.
     :return: the trained world model, in eval mode on ``device``.
     """
     if dropout is not None and not 0.0 <= float(dropout) < 1.0:
@@ -415,6 +565,8 @@ def train_rnn(
         raise ValueError(f"reward_overprediction_weight must be >= 1, got {reward_overprediction_weight!r}")
     if isinstance(trajectory_starts, bool) or not isinstance(trajectory_starts, int) or trajectory_starts < 0:
         raise ValueError(f"trajectory_starts must be an integer >= 0, got {trajectory_starts!r}")
+    if isinstance(ensemble_size, bool) or not isinstance(ensemble_size, int) or not 1 <= ensemble_size <= MAX_ENSEMBLE_SIZE:
+        raise ValueError(f"ensemble_size must be an integer in [1, {MAX_ENSEMBLE_SIZE}], got {ensemble_size!r}")
     if epochs < 0 or batch_size <= 0 or seq_len <= 0:
         raise ValueError(f"epochs must be >= 0, batch_size and seq_len > 0; got {epochs}, {batch_size}, {seq_len}")
     out = Path(out)
@@ -425,47 +577,14 @@ def train_rnn(
     if not train_seeds:
         raise ValueError(f"no training episodes left after holding out {holdout:.0%} of {len(store)}")
     fingerprint = module_fingerprint(model.vae)
-
-    # A fresh M from `seed`: whatever M the V folder holds (random, or trained if `vae` is a
-    # finished world model) must not decide where training starts.
-    seed_everything(seed)
     cfg = model.config
     if dropout is not None:
         cfg.dropout = float(dropout)
-    model.rnn = MDNRNN(cfg.z_dim, cfg.action_dim, cfg.rnn_hidden, cfg.num_mixtures, cfg.dropout).to(device)
-    checkpoint = load_checkpoint(out, STAGE)
-    optimizer = torch.optim.Adam(model.rnn.parameters(), lr=lr)
-    start_epoch, history = 0, []
-    if checkpoint is not None:
-        weights, opt_tensors, state = checkpoint
-        if state.get("v_fingerprint") != fingerprint:
-            raise CheckpointError(
-                f"the M checkpoint in {out / CHECKPOINT_DIR} was trained on a different V than the one in "
-                f"{str(vae)!r}; use another output folder or delete the checkpoint to start over"
-            )
-        model.rnn.load_state_dict(weights, strict=True)
-        restore_optimizer(optimizer, opt_tensors, state)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        start_epoch, history = int(state["epoch"]), list(state["history"])
 
     latents = encode_episodes(model, store, out / CHECKPOINT_DIR / LATENTS_FILE, progress)
     train_eps, heldout_eps = latents.select(train_seeds), latents.select(heldout_seeds)
     if not train_eps:
         raise ValueError(f"none of the {len(train_seeds)} training episodes in {data!s} could be read")
-    mu = torch.as_tensor(latents.mu, device=device)
-    sigma = torch.as_tensor(latents.logvar, device=device).mul(0.5).exp()
-    actions = torch.as_tensor(latents.actions, device=device)
-    rewards = torch.as_tensor(latents.rewards, device=device)
-    terminated = torch.as_tensor(latents.terminated, dtype=torch.float32, device=device)
-    chunks = make_chunks(latents, train_eps, seq_len, device)
-    loss_weights = {
-        "reward": reward_weight,
-        "termination": termination_weight,
-        "termination_pos_weight": termination_pos_weight,
-        "grad_clip": grad_clip,
-        "reward_overprediction": reward_overprediction_weight,
-    }
     training_record = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -482,58 +601,51 @@ def train_rnn(
         "train_episodes": len(train_eps),
         "train_steps": int(sum(latents.step_offsets[e + 1] - latents.step_offsets[e] for e in train_eps)),
     }
+    if ensemble_size > 1:
+        # Only with an ensemble, so that a single M's record stays as it was.
+        training_record["ensemble_size"] = ensemble_size
+    member_data = _MemberData(
+        latents=latents,
+        heldout_eps=heldout_eps,
+        mu=torch.as_tensor(latents.mu, device=device),
+        sigma=torch.as_tensor(latents.logvar, device=device).mul(0.5).exp(),
+        actions=torch.as_tensor(latents.actions, device=device),
+        rewards=torch.as_tensor(latents.rewards, device=device),
+        terminated=torch.as_tensor(latents.terminated, dtype=torch.float32, device=device),
+        chunks=make_chunks(latents, train_eps, seq_len, device),
+        loss_weights={
+            "reward": reward_weight,
+            "termination": termination_weight,
+            "termination_pos_weight": termination_pos_weight,
+            "grad_clip": grad_clip,
+            "reward_overprediction": reward_overprediction_weight,
+        },
+        training_record=training_record,
+    )
 
-    try:
-        for epoch in range(start_epoch, epochs):
-            rng = seed_everything(seed, epoch + 1)
-            model.rnn.train()
-            started = time.perf_counter()
-            z = torch.addcmul(mu, sigma, torch.randn_like(mu))
-            sums: dict[str, float] = {}
-            steps_seen = 0.0
-            order = batches(len(chunks.mask), batch_size, rng)
-            bar = tqdm(order, desc=f"M epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-            for rows in bar:
-                rows_t = torch.from_numpy(rows).to(device)
-                frame, step, mask = chunks.frame[rows_t], chunks.step[rows_t], chunks.mask[rows_t]
-                losses = rnn_step(
-                    model.rnn, optimizer, z[frame], actions[step], z[frame + 1],
-                    rewards[step], terminated[step], mask, loss_weights,
-                )
-                n = mask.sum().item()
-                steps_seen += n
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
-                bar.set_postfix(loss=f"{losses['loss']:.3f}", nll=f"{losses['nll']:.3f}")
-            bar.close()
-            entry: dict[str, Any] = {"epoch": epoch + 1, **{k: v / steps_seen for k, v in sums.items()}}
-            entry.update(heldout_losses(model.rnn, latents, heldout_eps, device, termination_pos_weight))
-            entry["seconds"] = time.perf_counter() - started
-            history.append(entry)
-            state = {"epoch": epoch + 1, "v_fingerprint": fingerprint, "history": history, "training": training_record}
-            save_checkpoint(out, STAGE, model.rnn, optimizer, state)
-            write_log(out, STAGE, history)
-            if progress:
-                tqdm.write(
-                    f"M epoch {epoch + 1}/{epochs}: loss {entry['loss']:.3f} nll {entry['nll']:.3f} "
-                    f"reward mse {entry['reward_mse']:.4f} termination bce {entry['termination_bce']:.4f} "
-                    f"held-out nll {entry['heldout_nll']}"
-                )
-    except KeyboardInterrupt:
-        weights_path, _ = checkpoint_paths(out, STAGE)
-        print(
-            f"\ninterrupted: {len(history)} epoch(s) of M are checkpointed in {weights_path}; run again to resume",
-            file=sys.stderr,
+    members, histories = [], []
+    for member in range(ensemble_size):
+        # A fresh M from `seed + member`: whatever M the V folder holds (random, or trained if
+        # `vae` is a finished world model) must not decide where training starts.
+        seed_everything(seed + member)
+        rnn = MDNRNN(cfg.z_dim, cfg.action_dim, cfg.rnn_hidden, cfg.num_mixtures, cfg.dropout).to(device)
+        histories.append(
+            _train_member(member, rnn, member_data, out, vae, fingerprint, epochs, batch_size, lr, seed, device, progress)
         )
-        raise
+        members.append(rnn)
+    model.set_members(members)
 
-    write_log(out, STAGE, history)
     bank_mu, bank_logvar = start_latent_bank(latents, train_eps, model.config.num_start_latents, seed)
     model.set_start_latents(bank_mu.to(device), bank_logvar.to(device))
     if trajectory_starts:
         model.eval()
         model.set_trajectory_starts(*trajectory_start_bank(model, latents, train_eps, trajectory_starts, seed))
-    model.config.training = {**model.config.training, "rnn": {**training_record, "epochs_done": len(history)}}
+    record = {**training_record, "epochs_done": len(histories[0])}
+    if ensemble_size > 1:
+        record["members"] = [
+            {"stage": member_stage(k), "seed": seed + k, "epochs_done": len(h)} for k, h in enumerate(histories)
+        ]
+    model.config.training = {**model.config.training, "rnn": record}
     model.eval()
     model.save_pretrained(out)
     metrics = evaluate_world_model(model, store, holdout=holdout, seed=seed)
