@@ -20,10 +20,12 @@ from dreamgym.cli import main
 from dreamgym.config import ConfigError
 from dreamgym.envs.dynamics import LatentDream
 from dreamgym.envs.observer import teacher_forced_states
-from dreamgym.models.mdnrnn import StackedMDNRNN, mixture_mean
+from dreamgym.errors import ArgumentError
+from dreamgym.models.mdnrnn import MDNRNN, StackedMDNRNN, mixture_mean
 from dreamgym.models.world_model import WorldModelFormatError
 from dreamgym.training import CheckpointError, train_rnn
 from dreamgym.training import rnn as rnn_module
+from dreamgym.training.common import seed_everything
 from dreamgym.training.rnn import add_trajectory_starts
 
 from conftest import TINY_CONFIG, make_tiny_model
@@ -99,6 +101,8 @@ GOLDEN = {
                     -0.03259465843439102, 0.03280796855688095],
                    [-0.1779279261827469, -0.2187722623348236, -0.2649492919445038]),
 }
+# sha256 of that model's config.json as written before ensembles existed (less the weights'
+# checksum, which follows the platform's float rounding of the random init).
 GOLDEN_CONFIG_SHA256 = "feb9b6d194775376d64c9fc5e526dfa8bae34cc7df70b0bbd5613d3abda88955"
 
 
@@ -119,7 +123,9 @@ def test_single_m_dream_and_config_are_unchanged(tmp_path):
         np.testing.assert_allclose(obs[:6], GOLDEN[name][0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(rewards[-3:], GOLDEN[name][1], rtol=1e-5, atol=1e-6)
     make_tiny_model().save_pretrained(tmp_path / "plain")
-    assert hashlib.sha256((tmp_path / "plain" / "config.json").read_bytes()).hexdigest() == GOLDEN_CONFIG_SHA256
+    config = json.loads((tmp_path / "plain" / "config.json").read_text())
+    del config["weights_sha256"]
+    assert hashlib.sha256(json.dumps(config, indent=2, sort_keys=True).encode()).hexdigest() == GOLDEN_CONFIG_SHA256
     assert not any("member" in name for name in load_file(tmp_path / "plain" / "model.safetensors"))
     # Reset draws no member lane unless the ensemble is on: every other draw stays where it was.
     single, ensemble = LatentDream(ensemble_model(), 2), LatentDream(ensemble_model(), 2, ensemble=True)
@@ -300,15 +306,17 @@ def test_ensemble_round_trips_and_strict_loading_refuses_a_missing_member(tmp_pa
         dream.reset(np.arange(4), keys(4))
         z.append(torch.stack([dream.step(torch.from_numpy(a)).z for a in actions(5, 4)]))
     assert torch.equal(z[0], z[1])
-    weights = tmp_path / "ens" / "model.safetensors"
+    weights, config_file = tmp_path / "ens" / "model.safetensors", tmp_path / "ens" / "config.json"
     tensors = load_file(weights)
     save_file({k: v for k, v in tensors.items() if not k.startswith("rnn_members.1.")}, weights)
+    config = json.loads(config_file.read_text())
+    del config["weights_sha256"]  # past the checksum, to the strict check of the tensors
+    config_file.write_text(json.dumps(config))
     with pytest.raises(WorldModelFormatError, match=r"missing tensors \['rnn_members\.1\.head\.bias'"):
         WorldModel.from_pretrained(tmp_path / "ens")
     # The members' tensors in a single M's folder are unexpected, not silently ignored.
-    config = json.loads((tmp_path / "ens" / "config.json").read_text())
     del config["ensemble_size"], config["num_trajectory_starts"]
-    (tmp_path / "ens" / "config.json").write_text(json.dumps(config))
+    config_file.write_text(json.dumps(config))
     save_file({k: v for k, v in tensors.items() if not k.startswith("trajectory_")}, weights)
     with pytest.raises(WorldModelFormatError, match=r"unexpected tensors \['rnn_members\.0\."):
         WorldModel.from_pretrained(tmp_path / "ens")
@@ -342,9 +350,20 @@ def test_train_rnn_trains_distinct_members_resumes_after_member_0_and_banks_ever
                 if k.startswith("model.")}
 
     calls: list[torch.nn.Module] = []
-    monkeypatch.setattr(rnn_module, "rnn_step", lambda rnn, *a, **k: (calls.append(rnn), step(rnn, *a, **k))[1])
+    initial: dict[str, torch.Tensor] = {}
+
+    def record(rnn, *a, **k):
+        if not calls:
+            initial.update({name: t.detach().clone() for name, t in rnn.state_dict().items()})
+        calls.append(rnn)
+        return step(rnn, *a, **k)
+
+    monkeypatch.setattr(rnn_module, "rnn_step", record)
     model = train_rnn(store, out, out, **args)
     assert calls and all(rnn is model.rnn_members[0] for rnn in calls)  # member 0 was not retrained
+    seed_everything(1)  # member 1 starts from seed + 1
+    fresh = MDNRNN(Z, 3, H, TINY_CONFIG["num_mixtures"])
+    assert all(torch.equal(initial[name], t) for name, t in fresh.state_dict().items())
     for name, tensor in model.rnn.state_dict().items():
         assert torch.equal(tensor, member_0[name])
     assert json.loads((checkpoints / "rnn-member-1_state.json").read_text())["epoch"] == 2
@@ -382,12 +401,12 @@ def test_bad_ensemble_input_is_refused_with_the_fix(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="has a single M; train one with `dreamgym train-rnn --ensemble-size K`"):
         gym.make("dreamgym/DreamCarRacing-v0", model=tiny_model, ensemble=True)
     model = ensemble_model()
-    for penalty in (-1.0, float("nan"), "1"):
-        with pytest.raises(ValueError, match="disagreement_penalty must be a finite number >= 0"):
+    for penalty, error in ((-1.0, ValueError), (float("nan"), ValueError), ("1", ArgumentError)):
+        with pytest.raises(error, match="disagreement_penalty must be a finite number >= 0"):
             LatentDream(model, 1, ensemble=True, disagreement_penalty=penalty)
     with pytest.raises(ValueError, match="disagreement_penalty needs ensemble=True"):
         LatentDream(model, 1, disagreement_penalty=0.5)
-    with pytest.raises(ValueError, match="ensemble must be True or False"):
+    with pytest.raises(ArgumentError, match="ensemble must be True or False"):
         LatentDream(model, 1, ensemble="yes")
     with pytest.raises(ValueError, match=r"trajectory starts need member_h and member_c of shape \(4, 2, 16\)"):
         model.set_trajectory_starts(torch.zeros(4, Z), torch.zeros(4, Z), torch.zeros(4, H), torch.zeros(4, H))

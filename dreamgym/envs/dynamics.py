@@ -96,9 +96,12 @@ def check_dropout(dropout: float) -> float:
 def check_ensemble(ensemble: bool, disagreement_penalty: float, world_model: WorldModel) -> tuple[bool, float]:
     """Check a dream's ``ensemble`` and ``disagreement_penalty`` against what the world model carries."""
     if not isinstance(ensemble, (bool, np.bool_)):
-        raise ValueError(f"ensemble must be True or False, got {ensemble!r}")
-    if isinstance(disagreement_penalty, bool) or not isinstance(disagreement_penalty, (int, float, np.floating)):
-        raise ValueError(f"disagreement_penalty must be a finite number >= 0, got {disagreement_penalty!r}")
+        raise ArgumentError(f"ensemble must be True or False, got {type(ensemble).__name__} {ensemble!r}")
+    if isinstance(disagreement_penalty, (bool, np.bool_)) or not isinstance(disagreement_penalty, numbers.Real):
+        raise ArgumentError(
+            f"disagreement_penalty must be a finite number >= 0, got {type(disagreement_penalty).__name__} "
+            f"{disagreement_penalty!r}"
+        )
     penalty = float(disagreement_penalty)
     if not math.isfinite(penalty) or penalty < 0:
         raise ValueError(f"disagreement_penalty must be a finite number >= 0, got {disagreement_penalty!r}")
@@ -353,4 +356,7 @@ class LatentDream:
         probability = torch.sigmoid(out.termination_logit)
         threshold = noise_t[:, -1] if self.sample_termination else 0.5
         reward = out.reward - self.disagreement_penalty * disagreement if self.disagreement_penalty else out.reward
+        self.steps += 1
+        if not torch.isfinite(self.z.sum() + reward.sum()):
+            _check_finite(self.z, reward, self.steps, "at a step")
         return DreamStep(self.z, self.h, reward, probability, probability > threshold, disagreement)
