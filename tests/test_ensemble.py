@@ -421,3 +421,15 @@ def test_bad_ensemble_input_is_refused_with_the_fix(tiny_model, tmp_path):
         train_rnn(tmp_path, tmp_path, tmp_path, ensemble_size=0)
     with pytest.raises(ValueError, match="needs ensemble=True"):
         evaluate_population(model, np.zeros((1, 3 * (Z + H) + 3)), [0], max_steps=1, disagreement_penalty=1.0)
+
+
+def test_train_rnn_cli_passes_the_ensemble_size_and_refuses_a_bad_one(tmp_path, monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(rnn_module, "train_rnn", lambda **kwargs: seen.update(kwargs))
+    assert main(["train-rnn", "--data", str(tmp_path), "--vae", str(tmp_path), "--out", str(tmp_path),
+                 "--ensemble-size", "4"]) == 0
+    assert seen["ensemble_size"] == 4
+    monkeypatch.undo()
+    assert main(["train-rnn", "--data", str(tmp_path), "--vae", str(tmp_path), "--out", str(tmp_path),
+                 "--ensemble-size", "0"]) == 2
+    assert "ensemble_size must be an integer in [1, 16], got 0" in capsys.readouterr().err

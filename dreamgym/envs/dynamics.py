@@ -343,7 +343,8 @@ class LatentDream:
         self.h, self.c = self.member_h[0], self.member_c[0]
         h_out = self.member_h * self.output_mask if self.dropout else self.member_h
         raw = self.members.raw_heads(h_out)  # (K, B, out)
-        everyone = split_heads(raw, self.z_dim, self.members.num_mixtures, normalize=True)
+        # Unnormalised mixture logits: the mixture mean's softmax ignores their shift.
+        everyone = split_heads(raw, self.z_dim, self.members.num_mixtures, normalize=False)
         out = split_heads(raw[self.member, self._rows], self.z_dim, self.members.num_mixtures, normalize=False)
         means = mixture_mean(everyone)  # (K, B, z_dim)
         spread = (means - means.mean(0)).norm(dim=-1).amax(0)
