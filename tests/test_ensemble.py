@@ -417,6 +417,10 @@ def test_bad_ensemble_input_is_refused_with_the_fix(tiny_model, tmp_path):
     dream.reset(np.arange(2), keys(2))
     with pytest.raises(ValueError, match="an ensemble dream needs member_h and member_c"):
         dream.set_state([0], torch.zeros(1, Z), torch.zeros(1, H), torch.zeros(1, H))
+    dream.set_state([1], torch.zeros(1, Z), torch.full((1, H), 0.5), torch.zeros(1, H),
+                    torch.full((1, K - 1, H), -0.5), torch.ones(1, K - 1, H))
+    assert (dream.member_h[0, 1] == 0.5).all() and (dream.member_h[1:, 1] == -0.5).all()
+    assert (dream.member_c[1:, 1] == 1.0).all() and (dream.member_h[:, 0] == 0.0).all()
     with pytest.raises(ValueError, match=r"ensemble_size must be an integer in \[1, 16\], got 0"):
         train_rnn(tmp_path, tmp_path, tmp_path, ensemble_size=0)
     with pytest.raises(ValueError, match="needs ensemble=True"):
