@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -273,14 +274,19 @@ def test_example_trains_ppo_at_toy_scale(tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDL_VIDEODRIVER": "dummy", "HF_HUB_OFFLINE": "1"}
     args = [
         "--model", str(tiny_model_dir), "--total-timesteps", "128", "--n-envs", "8", "--n-steps", "16",
-        "--n-epochs", "1", "--eval-freq", "128", "--eval-episodes", "1", "--eval-max-steps", "10",
-        "--device", "cpu", "--out", str(out),
+        "--n-epochs", "1", "--eval-freq", "64", "--eval-episodes", "2", "--eval-max-steps", "10",
+        "--eval-workers", "1", "--eval-seed", "7", "--device", "cpu", "--out", str(out),
     ]  # fmt: skip
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "ppo_in_the_dream.py"), *args],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "best real mean return" in result.stdout
-    assert {"final_model.zip", "best_model.zip", "evaluations.npz"} <= {p.name for p in out.iterdir()}
+    assert "best validation checkpoint" in result.stdout
+    assert {"final_model.zip", "best_model.zip", "validation.json"} <= {p.name for p in out.iterdir()}
+    validation = json.loads((out / "validation.json").read_text())
+    # Scored twice on the real validation seeds 7 and 8, and the best checkpoint kept.
+    assert [e["timesteps"] for e in validation["history"]] == [64, 128]
+    assert all(e["seeds"] == [7, 8] for e in validation["history"])
+    assert (out / "best_model.zip").read_bytes() == Path(validation["best"]["checkpoint"]).read_bytes()
     assert type(load_sb3_agent(out / "final_model.zip", device="cpu")) is PPO
