@@ -15,59 +15,11 @@ import numpy as np
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Drive one dream episode, report its speed and return, and write a GIF of it."""
-    import gymnasium as gym
-    import imageio.v3 as iio
+    """Drive one agent in the dream and in the real env from one seed; write a GIF of the dream."""
+    from dreamgym.demo import run_demo
 
-    import dreamgym  # noqa: F401  (registers the envs)
-    from dreamgym.agents.controller import load_controller, reference_controller_installed
-    from dreamgym.data.policies import make_policy
-    from dreamgym.hub import default_model_path, load_world_model
-    from dreamgym.models.world_model import WorldModel
-
-    source = args.model or default_model_path()
-    if source is None:
-        print("no default world model is installed: dreaming with an untrained one made here")
-        world_model = WorldModel()
-    else:
-        world_model = load_world_model(source)
-    if reference_controller_installed() and args.model is None:
-        driver, who = load_controller("reference").act, "the reference controller"
-    else:
-        random_policy = make_policy("random", seed=args.seed)
-        driver, who = (lambda obs: random_policy(None)), "correlated random actions"
-
-    def episode(env: gym.Env, frames: list | None, limit: int) -> tuple[int, float]:
-        obs, _ = env.reset(seed=args.seed)
-        if frames is not None:
-            frames.append(env.render())
-        steps, total = 0, 0.0
-        for steps in range(1, limit + 1):
-            obs, reward, terminated, truncated, _ = env.step(driver(obs))
-            total += float(reward)
-            if frames is not None:
-                frames.append(env.render())
-            if terminated or truncated:
-                break
-        return steps, total
-
-    env = gym.make("dreamgym/DreamCarRacing-v0", model=world_model, temperature=args.temperature)
-    start = time.perf_counter()
-    steps, episode_return = episode(env, None, 1000)
-    elapsed = time.perf_counter() - start
-    print(f"dream episode driven by {who}: {steps} steps, return {episode_return:.1f}, "
-          f"{steps / elapsed:,.0f} steps/s")
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    frames: list[np.ndarray] = []
-    pixels = gym.make("dreamgym/DreamCarRacing-v0", model=world_model, temperature=args.temperature,
-                      render_mode="rgb_array")
-    episode(pixels, frames, args.gif_steps)
-    iio.imwrite(out / "dream.gif", np.stack(frames), duration=1000 / 25, loop=0)
-    summary = {"driver": who, "steps": steps, "return": episode_return, "steps_per_second": steps / elapsed}
-    (out / "demo.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {out / 'dream.gif'} ({len(frames)} frames) and {out / 'demo.json'}")
+    run_demo(model=args.model, temperature=args.temperature, seed=args.seed, gif_steps=args.gif_steps,
+             out=args.out, real=args.real, max_steps=args.max_steps)
     return 0
 
 
@@ -543,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--gif-steps", type=int, default=200)
     demo.add_argument("--out", default="demo", help="folder for dream.gif and demo.json")
+    demo.add_argument("--max-steps", type=int, default=1000, help="episode length cap")
+    demo.add_argument("--real", action=argparse.BooleanOptionalAction, default=True,
+                      help="also drive the same agent in the real env from the same seed (about 10 s)")
     demo.set_defaults(func=_cmd_demo)
     for command in sub.choices.values():
         # --debug after the subcommand too; SUPPRESS keeps the subcommand from resetting the main flag.

@@ -11,15 +11,22 @@ import imageio.v3 as iio
 from dreamgym.cli import main
 
 
-def test_demo_dreams_an_episode_and_writes_a_gif(tiny_model_dir, tmp_path, capsys):
+def test_demo_shows_the_dream_return_next_to_the_real_one(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--model", str(tiny_model_dir), "--gif-steps", "6", "--out", str(out)]) == 0
+    assert main(["demo", "--model", str(tiny_model_dir), "--gif-steps", "6", "--max-steps", "15",
+                 "--out", str(out)]) == 0
     summary = json.loads((out / "demo.json").read_text())
-    assert summary["steps"] == 1000  # the tiny model never terminates, so the episode hits the horizon
+    assert summary["dream"]["steps"] == 15  # the tiny model never terminates, so the episode hits the cap
+    assert summary["real"]["steps"] == 15 and isinstance(summary["real"]["return"], float)
     assert summary["driver"] == "correlated random actions"
     frames = iio.imread(out / "dream.gif")
     assert frames.shape[0] == 7 and frames.shape[1:3] == (256, 256)
-    assert "steps/s" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"dream return {summary['dream']['return']:.1f}" in printed
+    assert f"real return {summary['real']['return']:.1f}" in printed
+    assert main(["demo", "--model", str(tiny_model_dir), "--gif-steps", "2", "--max-steps", "5", "--no-real",
+                 "--out", str(out)]) == 0
+    assert "real" not in json.loads((out / "demo.json").read_text())
 
 
 def test_missing_model_folder_is_one_clear_line(tmp_path):
