@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the episode store to take real trajectories from")
     p.add_argument("--out", required=True, help="new folder for the world model with its bank")
     p.add_argument("--size", type=int, default=2048, help="states in the bank")
-    p.add_argument("--burn-in", type=int, default=50, help="real steps before the first state taken per episode")
+    p.add_argument("--burn-in", type=int, default=0, help="real steps before the first state taken per episode (0: from the first frame on)")
     p.add_argument("--every", type=int, default=4, help="take a state every this many steps")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_start_bank)

@@ -170,8 +170,8 @@ def test_m_trained_with_dropout_pessimism_and_a_bank_records_them(trained_m, sto
     record = model.config.training["rnn"]
     assert model.config.dropout == 0.1 and record["dropout"] == 0.1
     assert record["reward_overprediction_weight"] == 4.0
-    # 4 training episodes of 60 steps, states at t = 50, 54, 58 after the burn-in: fewer than asked.
-    assert model.config.num_trajectory_starts == 4 * 3
+    # 4 training episodes of 60 steps with states at t = 0, 4, ..., 60: 64, of which 20 are kept.
+    assert model.config.num_trajectory_starts == 20
     # The bank's h are M's real teacher-forced states along the training episodes.
     states = []
     for episode in store:
