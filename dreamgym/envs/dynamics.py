@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from dreamgym.models.mdnrnn import mixture_mean, sample_mixture, split_heads
+from dreamgym.models.mdnrnn import MDNOutput, mixture_mean, sample_mixture, split_heads
 from dreamgym.models.random import counter_normal, counter_uniform
 from dreamgym.models.world_model import WorldModel
 from dreamgym.errors import ArgumentError, NonFiniteDreamError
@@ -320,6 +320,11 @@ class LatentDream:
         else:
             self.h, self.c = rnn.step(self.z, actions, self.h, self.c)
             out = rnn.heads(self.h, normalize=False)
+        probability, terminated = self._sample_next(out, out.reward)
+        return DreamStep(self.z, self.h, out.reward, probability, terminated)
+
+    def _sample_next(self, out: MDNOutput, reward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw the next ``z`` from ``out`` and the episodes' termination; return (probability, terminated)."""
         draws = self._draw(None, self._lanes)
         z = self.z_dim
         # One host-to-tensor copy for all the noise: component uniforms, normals, termination uniform.
@@ -330,9 +335,9 @@ class LatentDream:
         threshold = noise_t[:, -1] if self.sample_termination else 0.5
         self.steps += 1
         # One reduction and one sync per step; the slot and step are looked for only on failure.
-        if not torch.isfinite(self.z.sum() + out.reward.sum()):
-            _check_finite(self.z, out.reward, self.steps, "at a step")
-        return DreamStep(self.z, self.h, out.reward, probability, probability > threshold)
+        if not torch.isfinite(self.z.sum() + reward.sum()):
+            _check_finite(self.z, reward, self.steps, "at a step")
+        return probability, probability > threshold
 
     def _step_ensemble(self, actions: torch.Tensor) -> DreamStep:
         """:meth:`step` of an ``ensemble=True`` dream: all members in one batched op."""
@@ -349,15 +354,6 @@ class LatentDream:
         means = mixture_mean(everyone)  # (K, B, z_dim)
         spread = (means - means.mean(0)).norm(dim=-1).amax(0)
         disagreement = spread + everyone.reward.std(0, unbiased=False)
-        draws = self._draw(None, self._lanes)
-        z = self.z_dim
-        noise = np.concatenate([draws[:, :z], counter_normal(draws[:, z:-1])[:, :z], draws[:, -1:]], axis=1)
-        noise_t = torch.from_numpy(noise).to(self.z.device)
-        self.z = sample_mixture(out, noise_t[:, :z], noise_t[:, z : 2 * z], self.temperature)
-        probability = torch.sigmoid(out.termination_logit)
-        threshold = noise_t[:, -1] if self.sample_termination else 0.5
         reward = out.reward - self.disagreement_penalty * disagreement if self.disagreement_penalty else out.reward
-        self.steps += 1
-        if not torch.isfinite(self.z.sum() + reward.sum()):
-            _check_finite(self.z, reward, self.steps, "at a step")
-        return DreamStep(self.z, self.h, reward, probability, probability > threshold, disagreement)
+        probability, terminated = self._sample_next(out, reward)
+        return DreamStep(self.z, self.h, reward, probability, terminated, disagreement)
