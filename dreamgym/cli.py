@@ -99,7 +99,15 @@ def _cmd_export_policy(args: argparse.Namespace) -> int:
 def _cmd_start_bank(args: argparse.Namespace) -> int:
     from dreamgym.training.rnn import add_trajectory_starts
 
-    model = add_trajectory_starts(model=args.model_dir, data=args.data, out=args.out, size=args.size,
+    data: Any = args.data
+    if args.only_seeds is not None:
+        from dreamgym.data.storage import EpisodeSubset
+
+        first, colon, stop = args.only_seeds.partition(":")
+        if not colon or not first.isdigit() or not stop.isdigit() or int(stop) <= int(first):
+            raise ValueError(f"--only-seeds must be FIRST:STOP with FIRST < STOP, got {args.only_seeds!r}")
+        data = EpisodeSubset(args.data, range(int(first), int(stop)))
+    model = add_trajectory_starts(model=args.model_dir, data=data, out=args.out, size=args.size,
                                   burn_in=args.burn_in, every=args.every, seed=args.seed)
     print(f"{model.config.num_trajectory_starts} trajectory starts added; world model saved in {args.out}")
     return 0
@@ -354,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=2048, help="states in the bank")
     p.add_argument("--burn-in", type=int, default=0, help="real steps before the first state taken per episode (0: from the first frame on)")
     p.add_argument("--every", type=int, default=4, help="take a state every this many steps")
+    p.add_argument("--only-seeds", default=None, metavar="FIRST:STOP",
+                   help="take states only from the episodes with seeds in [FIRST, STOP), e.g. an agent's own driving")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_start_bank)
 

@@ -205,6 +205,13 @@ def test_start_bank_command_adds_a_bank_without_touching_the_source(trained_m, s
     model = WorldModel.from_pretrained(out)
     assert model.config.num_trajectory_starts == 16
     assert model.config.training["trajectory_starts"]["burn_in"] == 5
+    # States from a chosen range of seeds only: the toy store's episodes are seeds 100-105.
+    assert main(["start-bank", str(trained_m), "--data", str(store.root), "--out", str(tmp_path / "two"),
+                 "--only-seeds", "100:102", "--burn-in", "5"]) == 0
+    assert WorldModel.from_pretrained(tmp_path / "two").config.training["trajectory_starts"]["episodes"] <= 2
+    assert main(["start-bank", str(trained_m), "--data", str(store.root), "--out", str(tmp_path / "x"),
+                 "--only-seeds", "5:2"]) == 2
+    assert "--only-seeds must be FIRST:STOP" in capsys.readouterr().err
     assert main(["start-bank", str(trained_m), "--data", str(store.root), "--out", str(trained_m)]) == 2
     assert "is the source model's folder" in capsys.readouterr().err
     assert main(["start-bank", str(trained_m), "--data", str(store.root), "--out", str(out)]) == 2
