@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from dreamgym.errors import ChecksumError, DreamgymError
-from dreamgym.models.world_model import canonical_safetensors, check_sha256
+from dreamgym.models.world_model import canonical_safetensors, check_sha256, tensor_name_problems
 from dreamgym.training.common import atomic_write_bytes, atomic_write_json
 
 __all__ = [
@@ -299,13 +299,7 @@ class LinearController:
         except (SafetensorError, OSError, ValueError) as err:
             raise ControllerFormatError(f"{WEIGHTS_FILE} of controller {where!r} is corrupt or unreadable: {err}") from err
         expected = {"weight": (ACTION_DIM, obs_dim), "bias": (ACTION_DIM,)}
-        problems = []
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        if missing:
-            problems.append(f"missing tensors {missing}")
-        if unexpected:
-            problems.append(f"unexpected tensors {unexpected}")
+        problems = tensor_name_problems(expected, tensors)
         for name in sorted(set(expected) & set(tensors)):
             tensor = tensors[name]
             if tuple(tensor.shape) != expected[name]:

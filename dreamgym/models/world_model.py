@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -420,6 +421,17 @@ def read_safetensors_header(path: str | os.PathLike, what: str) -> dict[str, Any
     return header
 
 
+def tensor_name_problems(expected: Iterable[str], found: Iterable[str]) -> list[str]:
+    """What a weights file gets wrong by name: the tensors it lacks, then those it should not hold."""
+    expected, found = set(expected), set(found)
+    problems = []
+    if expected - found:
+        problems.append(f"missing tensors {sorted(expected - found)}")
+    if found - expected:
+        problems.append(f"unexpected tensors {sorted(found - expected)}")
+    return problems
+
+
 def check_weights_header(header: dict[str, Any], expected: dict[str, tuple[int, ...]], what: str) -> None:
     """Check the tensors a safetensors header declares against ``expected`` shapes, before any is loaded.
 
@@ -432,13 +444,7 @@ def check_weights_header(header: dict[str, Any], expected: dict[str, tuple[int, 
         WorldModelFormatError: naming every missing, unexpected, wrongly shaped or non-float tensor.
     """
     declared = {name: info for name, info in header.items() if name != "__metadata__"}
-    problems = []
-    missing = sorted(set(expected) - set(declared))
-    unexpected = sorted(set(declared) - set(expected))
-    if missing:
-        problems.append(f"missing tensors {missing}")
-    if unexpected:
-        problems.append(f"unexpected tensors {unexpected}")
+    problems = tensor_name_problems(expected, declared)
     for name in sorted(set(expected) & set(declared)):
         info = declared[name]
         shape = tuple(info.get("shape", ())) if isinstance(info, dict) else None
@@ -511,18 +517,12 @@ def load_weights_strict(model: nn.Module, path: str | os.PathLike, source: str) 
     except (SafetensorError, OSError, ValueError) as err:
         raise WorldModelFormatError(f"{WEIGHTS_FILE} of world model {source!r} is corrupt or unreadable: {err}") from err
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
     mismatched = [
         f"{name} has shape {tuple(tensors[name].shape)} but the config needs {tuple(expected[name].shape)}"
         for name in sorted(set(expected) & set(tensors))
         if tensors[name].shape != expected[name].shape
     ]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {missing}")
-    if unexpected:
-        problems.append(f"unexpected tensors {unexpected}")
+    problems = tensor_name_problems(expected, tensors)
     problems.extend(mismatched)
     if problems:
         raise WorldModelFormatError(f"{WEIGHTS_FILE} of world model {source!r} does not match its config: " + "; ".join(problems))
