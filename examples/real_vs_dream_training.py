@@ -17,6 +17,7 @@ panel for SB3 runs and one for CMA-ES runs) and ``OUT.md`` (a table per run), fr
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ def arg(default, help: str):
 
 @dataclass
 class Args:
-    runs: list[str] = arg([], "SB3 runs as LABEL=FOLDER (folders with validation.json)")
+    runs: list[str] = arg([], "SB3 runs as LABEL=FOLDER (folders with validation.json, or copies of one: LABEL=FILE.json)")
     cmaes: list[str] = arg([], "CMA-ES runs as LABEL=FOLDER (train-controller output folders with snapshots/)")
     model: str | None = arg(None, "world model the CMA-ES controllers see the real car through (default: recorded)")
     validate: bool = arg(False, "score the CMA-ES snapshots that are not scored yet (real env; slow)")
@@ -54,6 +55,11 @@ def split_run(text: str) -> tuple[str, Path]:
     if not sep or not label or not folder:
         raise SystemExit(f"a run must be LABEL=FOLDER, got {text!r}")
     return label, Path(folder)
+
+
+def load(path: Path) -> dict:
+    """A run's validation record: its folder's validation.json, or a copy of one (a .json file)."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else load_validation(path)
 
 
 def table(label: str, record: dict) -> list[str]:
@@ -78,11 +84,11 @@ if __name__ == "__main__":
         for _, folder in groups["CMA-ES"]:
             validate_controller_snapshots(folder, model=args.model, episodes=args.episodes, seed=args.seed,
                                           workers=args.workers)
-    records = {kind: [(label, load_validation(folder)) for label, folder in runs] for kind, runs in groups.items()}
+    records = {kind: [(label, load(folder)) for label, folder in runs] for kind, runs in groups.items()}
     panels = [kind for kind in records if records[kind]]
     if not panels:
         raise SystemExit("give at least one run with --runs or --cmaes")
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.0), squeeze=False)
     lines = ["# Real score against dream training", ""]
     for ax, kind in zip(axes[0], panels):
         for i, (label, record) in enumerate(records[kind]):
@@ -99,11 +105,11 @@ if __name__ == "__main__":
         ax.set_xlabel("dream steps trained (millions)")
         ax.set_ylabel("mean return over the validation seeds")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     fig.tight_layout()
     out = Path(args.out)
     os.makedirs(out.parent, exist_ok=True)
-    fig.savefig(out.with_suffix(".png"), dpi=110)
+    fig.savefig(out.with_suffix(".png"), dpi=110, bbox_inches="tight")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.md')}")
