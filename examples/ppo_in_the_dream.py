@@ -1,7 +1,7 @@
 """Train PPO entirely inside the dream, scoring it on the real car as it learns.
 
 The agent only ever acts in the batched dream (``make_dream_vec_env``). Every
-``--eval-freq`` dream steps a :class:`~dreamgym.agents.validation.RealValidationCallback`
+``--eval-freq`` dream steps a :class:`~dreamgym.agents.real_validation.RealValidationCallback`
 saves it, drives ``dreamgym/RealCarRacing-v0`` (real Box2D physics seen through the same
 world model) with it over fixed *validation* seeds in parallel workers, and keeps the best
 checkpoint by that real score. The final score belongs on other seeds:
@@ -26,7 +26,7 @@ from stable_baselines3 import PPO
 
 import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym import load_world_model
-from dreamgym.agents.validation import VALIDATION_SEED, RealValidationCallback
+from dreamgym.agents.real_validation import VALIDATION_SEED, RealValidationCallback
 from dreamgym.cli import dataclass_args
 from dreamgym.sb3 import make_dream_vec_env
 

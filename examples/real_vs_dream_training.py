@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dreamgym.agents.validation import load_validation, validate_controller_snapshots  # noqa: E402
+from dreamgym.agents.real_validation import load_validation, validate_controller_snapshots  # noqa: E402
 from dreamgym.cli import dataclass_args  # noqa: E402
 
 

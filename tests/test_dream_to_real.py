@@ -244,7 +244,7 @@ def test_cmaes_trains_from_trajectory_starts_and_records_it(tmp_path):
 def test_real_validation_callback_scores_checkpoints_on_validation_seeds(tmp_path, tiny_model_dir):
     from stable_baselines3 import PPO
 
-    from dreamgym.agents.validation import RealValidationCallback, load_validation
+    from dreamgym.agents.real_validation import RealValidationCallback, load_validation
     from dreamgym.sb3 import make_dream_vec_env
 
     venv = make_dream_vec_env(n_envs=4, model=str(tiny_model_dir), max_episode_steps=20, seed=0)
@@ -285,7 +285,7 @@ def test_agent_policy_drives_with_an_sb3_agent_through_its_world_model(tmp_path,
 
 
 def test_controller_snapshots_are_validated_once_each(tmp_path, tiny_model_dir, monkeypatch):
-    from dreamgym.agents import validation
+    from dreamgym.agents import real_validation as validation
     from dreamgym.agents.cmaes import train_controller
 
     train_controller(str(tiny_model_dir), tmp_path / "c", generations=2, popsize=4, rollouts=2, max_steps=10,

@@ -19,6 +19,7 @@ from dreamgym.models.mdnrnn import MDNOutput, mixture_mean, sample_mixture, spli
 from dreamgym.models.random import counter_normal, counter_uniform
 from dreamgym.models.world_model import WorldModel
 from dreamgym.errors import ArgumentError, NonFiniteDreamError
+from dreamgym.validation import check_number
 
 
 class DreamStep(NamedTuple):
@@ -85,9 +86,7 @@ def check_start(start: str, world_model: WorldModel) -> str:
 
 def check_dropout(dropout: float) -> float:
     """Check a dream-time dropout rate."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
-        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
-    dropout = float(dropout)
+    dropout = check_number("dropout", dropout)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     return dropout

@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from dreamgym.envs.dynamics import check_dropout
 from dreamgym.envs.observer import teacher_forced_states
 from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
 from dreamgym.config import MAX_ENSEMBLE_SIZE
@@ -562,8 +563,8 @@ def train_rnn(
         ``ensemble=True`` in :class:`~dreamgym.envs.dynamics.LatentDream`.
     :return: the trained world model, in eval mode on ``device``.
     """
-    if dropout is not None and not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if dropout is not None:
+        dropout = check_dropout(dropout)
     if not reward_overprediction_weight >= 1.0:
         raise ValueError(f"reward_overprediction_weight must be >= 1, got {reward_overprediction_weight!r}")
     if isinstance(trajectory_starts, bool) or not isinstance(trajectory_starts, int) or trajectory_starts < 0:
