@@ -78,7 +78,8 @@ def _cmd_train_rnn(args: argparse.Namespace) -> int:
               seq_len=args.seq_len, lr=args.lr, seed=args.seed, device=args.device,
               reward_weight=args.reward_weight, dropout=args.dropout,
               reward_overprediction_weight=args.reward_overprediction_weight,
-              trajectory_starts=args.trajectory_starts, ensemble_size=args.ensemble_size)
+              trajectory_starts=args.trajectory_starts, ensemble_size=args.ensemble_size,
+              init_from=args.init_from)
     return 0
 
 
@@ -353,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store this many real trajectory states with the model, for start='trajectory' dreams")
     p.add_argument("--ensemble-size", type=int, default=1,
                    help="train this many Ms from seeds seed, seed+1, ... (an ensemble, for --ensemble dreams)")
+    p.add_argument("--init-from", default=None,
+                   help="fine-tune: start M from this world model's M (same V) instead of a fresh one")
     p.set_defaults(func=_cmd_train_rnn)
 
     p = sub.add_parser("start-bank", help="add a bank of real trajectory states to a world model (start='trajectory')")

@@ -496,6 +496,25 @@ def _train_member(
     return history
 
 
+def _fine_tuning_starts(init_from: str | Path, fingerprint: str, cfg: Any) -> list[dict[str, torch.Tensor]]:
+    """The weights of each M of the world model in ``init_from``, checked to fit this V and M."""
+    source = load_trained_vae(init_from)
+    if module_fingerprint(source.vae) != fingerprint:
+        raise ValueError(
+            f"init_from {str(init_from)!r} has another V than the one M is trained on; "
+            "fine-tune only an M whose V is this one (pass its world model as vae too)"
+        )
+    theirs, ours = source.config, cfg
+    for name in ("z_dim", "action_dim", "rnn_hidden", "num_mixtures"):
+        if getattr(theirs, name) != getattr(ours, name):
+            raise ValueError(
+                f"init_from {str(init_from)!r} has {name}={getattr(theirs, name)}, expected {getattr(ours, name)}"
+            )
+    if "rnn" not in theirs.training:
+        raise ValueError(f"init_from {str(init_from)!r} has no trained M (its config.json records no 'rnn' training)")
+    return [{k: v.detach().clone() for k, v in rnn.state_dict().items()} for rnn in source.members]
+
+
 def train_rnn(
     data: DataSource,
     vae: str | Path,
@@ -516,6 +535,7 @@ def train_rnn(
     reward_overprediction_weight: float = 1.0,
     trajectory_starts: int = 0,
     ensemble_size: int = 1,
+    init_from: str | Path | None = None,
 ) -> WorldModel:
     """Train M on V's latents of the collected episodes in ``data`` and save the full world model to ``out``.
 
@@ -561,6 +581,9 @@ def train_rnn(
         model for ``start="trajectory"`` dreams (0: none); see :func:`trajectory_start_bank`.
     :param ensemble_size: number of Ms to train, 1 to 16 (``config.ensemble_size``); see
         ``ensemble=True`` in :class:`~dreamgym.envs.dynamics.LatentDream`.
+    :param init_from: a world model folder whose M (member k, or its last member) each M
+        starts from instead of a fresh initialisation: fine-tuning, as a round of the paper's
+        loop does on its grown data. It must share this V (same weights) and M's sizes.
     :return: the trained world model, in eval mode on ``device``.
     """
     if dropout is not None:
@@ -627,12 +650,17 @@ def train_rnn(
         training_record=training_record,
     )
 
+    starting_points = _fine_tuning_starts(init_from, fingerprint, cfg) if init_from is not None else []
+    if init_from is not None:
+        training_record["init_from"] = str(init_from)
     members, histories = [], []
     for member in range(ensemble_size):
         # A fresh M from `seed + member`: whatever M the V folder holds (random, or trained if
         # `vae` is a finished world model) must not decide where training starts.
         seed_everything(seed + member)
         rnn = MDNRNN(cfg.z_dim, cfg.action_dim, cfg.rnn_hidden, cfg.num_mixtures, cfg.dropout).to(device)
+        if starting_points:
+            rnn.load_state_dict(starting_points[min(member, len(starting_points) - 1)], strict=True)
         histories.append(
             _train_member(member, rnn, member_data, out, vae, fingerprint, epochs, batch_size, lr, seed, device, progress)
         )
