@@ -218,6 +218,29 @@ def test_start_bank_command_adds_a_bank_without_touching_the_source(trained_m, s
     assert "already holds a world model" in capsys.readouterr().err
 
 
+def test_fine_tuning_starts_from_the_given_m_and_refuses_one_of_another_v(tmp_path, store, trained_m):
+    """train_rnn(init_from=...) is a round of the paper's loop: M starts where the given M was
+    (0 epochs leave it exactly so), trains on from there, and refuses an M of another V."""
+    source = WorldModel.from_pretrained(trained_m)
+    untouched = train_rnn(store, trained_m, tmp_path / "zero", epochs=0, init_from=trained_m, **RNN_ARGS)
+    for name, tensor in source.rnn.state_dict().items():
+        torch.testing.assert_close(untouched.rnn.state_dict()[name], tensor, rtol=0, atol=0)
+    assert untouched.config.training["rnn"]["init_from"] == str(trained_m)
+    tuned = train_rnn(store, trained_m, tmp_path / "one", epochs=1, init_from=trained_m, **RNN_ARGS)
+    fresh = train_rnn(store, trained_m, tmp_path / "fresh", epochs=1, **RNN_ARGS)
+    moved = (tuned.rnn.lstm.weight_ih_l0 - source.rnn.lstm.weight_ih_l0).abs().max().item()
+    fresh_distance = (fresh.rnn.lstm.weight_ih_l0 - source.rnn.lstm.weight_ih_l0).abs().max().item()
+    assert 0 < moved < fresh_distance
+
+    other_v = tmp_path / "other-v"
+    make_tiny_model(seed=5).save_pretrained(other_v)
+    config = json.loads((other_v / "config.json").read_text())
+    config["training"] = {"vae": {"epochs": 0}, "rnn": {"epochs": 0}}
+    (other_v / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="another V"):
+        train_rnn(store, trained_m, tmp_path / "bad", epochs=1, init_from=other_v, **RNN_ARGS)
+
+
 # ----------------------------------------------------------------------------- agents
 def test_cmaes_trains_from_trajectory_starts_and_records_it(tmp_path):
     from dreamgym.agents.cmaes import train_controller
