@@ -11,7 +11,7 @@ from typing import Any
 
 from dreamgym.config import FORMAT_VERSION, ConfigError, WorldModelConfig
 
-__version__ = "0.1.0"
+from dreamgym.version import __version__
 
 # torch-backed names load on first use, so that `import dreamgym` (done by every collection
 # worker and by gym.make's "dreamgym:" prefix) stays cheap.

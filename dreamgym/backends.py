@@ -42,6 +42,8 @@ from contextlib import AbstractContextManager
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
+from dreamgym.errors import TaskError, WorkerDiedError
+
 __all__ = [
     "BACKENDS",
     "Backend",
@@ -76,45 +78,6 @@ def headless() -> None:
     """Keep a worker away from windows and sound devices (unless the user chose otherwise)."""
     for name, value in HEADLESS_ENV.items():
         os.environ.setdefault(name, value)
-
-
-# ----------------------------------------------------------------------------- errors
-class TaskError(RuntimeError):
-    """
-    ``make_worker`` or ``work`` raised in a worker; not retried, as the same seed would raise again.
-
-    :ivar seed: the seed being run; None if the worker could not start (``make_worker`` raised).
-    :ivar error: the exception raised in the worker, or None if it could not be sent back.
-    :ivar remote_traceback: its traceback, as text.
-    """
-
-    def __init__(self, seed: int | None, error: BaseException | None, remote_traceback: str, summary: str) -> None:
-        what = "could not start" if seed is None else f"failed on the episode of seed {seed}"
-        super().__init__(f"a worker {what}: {summary}")
-        self.seed, self.error, self.remote_traceback, self.summary = seed, error, remote_traceback, summary
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.seed, self.error, self.remote_traceback, self.summary)
-
-
-class WorkerDiedError(RuntimeError):
-    """
-    A seed's worker died (killed, out of memory, crashed in native code) on every attempt.
-
-    :ivar seed: the seed that was running.
-    :ivar attempts: how many times it was started.
-    """
-
-    def __init__(self, seed: int, attempts: int, detail: str) -> None:
-        times = "once" if attempts == 1 else f"on all {attempts} attempts"
-        super().__init__(
-            f"the worker running the episode of seed {seed} died {times} ({detail}): killed, out of memory, "
-            f"or crashed in native code"
-        )
-        self.seed, self.attempts, self.detail = seed, attempts, detail
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.seed, self.attempts, self.detail)
 
 
 # ------------------------------------------------------------------ the worker side

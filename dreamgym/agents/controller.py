@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from dreamgym.errors import ChecksumError, DreamgymError
-from dreamgym.models.world_model import canonical_safetensors, check_sha256, tensor_name_problems
-from dreamgym.training.common import atomic_write_bytes, atomic_write_json
+from dreamgym.errors import ControllerChecksumError, ControllerFormatError
+from dreamgym.files import WEIGHTS_SHA256_KEY, atomic_write, atomic_write_json, check_format_version, check_sha256, read_json
+from dreamgym.models.world_model import canonical_safetensors, tensor_name_problems
+from dreamgym.validation import check_int
+from dreamgym.version import __version__
 
 __all__ = [
     "CONFIG_FILE",
+    "CONTROLLER_CONFIG_FILE",
+    "CONTROLLER_FORMAT_VERSION",
+    "CONTROLLER_WEIGHTS_FILE",
     "FORMAT_VERSION",
     "REFERENCE_DIR",
     "WEIGHTS_FILE",
@@ -52,26 +56,20 @@ __all__ = [
     "unflatten_population",
 ]
 
-WEIGHTS_FILE = "controller.safetensors"
-CONFIG_FILE = "controller.json"
-FORMAT_VERSION = 1
+CONTROLLER_WEIGHTS_FILE = "controller.safetensors"
+CONTROLLER_CONFIG_FILE = "controller.json"
+CONTROLLER_FORMAT_VERSION = 1
 """The newest layout of ``controller.json`` + ``controller.safetensors`` this dreamgym reads."""
 SUPPORTED_FORMAT_VERSIONS = (1,)
-SHA256_KEY = "weights_sha256"
+# The names they had first.
+WEIGHTS_FILE, CONFIG_FILE, FORMAT_VERSION = CONTROLLER_WEIGHTS_FILE, CONTROLLER_CONFIG_FILE, CONTROLLER_FORMAT_VERSION
+SHA256_KEY = WEIGHTS_SHA256_KEY
 """Key of ``controller.json`` holding the sha256 of ``controller.safetensors``: written by every
 save, checked on load when present (controllers saved before it existed load unchecked)."""
 ACTION_DIM = 3
 DEFAULT_OBS_DIM = 288  # z (32) + h (256) of the paper's CarRacing model
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "assets" / "DreamCarRacing-v0" / "controller"
 """Where the reference controller trained in the shipped world model is installed."""
-
-
-class ControllerFormatError(DreamgymError, ValueError):
-    """A controller's files are corrupt, from an unknown format version, or do not match its config."""
-
-
-class ControllerChecksumError(ControllerFormatError, ChecksumError):
-    """``controller.safetensors`` does not hash to the sha256 its ``controller.json`` records."""
 
 
 # ------------------------------------------------------------------------ maths
@@ -144,9 +142,7 @@ class LinearController:
         temperature: float | None = None,
         training: dict[str, Any] | None = None,
     ) -> None:
-        if isinstance(obs_dim, bool) or not isinstance(obs_dim, (int, np.integer)) or obs_dim <= 0:
-            raise ValueError(f"obs_dim must be a positive int, got {obs_dim!r}")
-        self.obs_dim = int(obs_dim)
+        self.obs_dim = check_int("obs_dim", obs_dim, 1)
         self.weight = self._param("weight", weight, (ACTION_DIM, self.obs_dim))
         self.bias = self._param("bias", bias, (ACTION_DIM,))
         self.world_model = dict(world_model) if world_model else {"model": None, "revision": None, "source": "default"}
@@ -222,10 +218,8 @@ class LinearController:
     # ------------------------------------------------------------- persistence
     def config(self) -> dict[str, Any]:
         """What ``controller.json`` holds."""
-        from dreamgym import __version__
-
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": CONTROLLER_FORMAT_VERSION,
             "kind": "linear",
             "obs_dim": self.obs_dim,
             "action_dim": ACTION_DIM,
@@ -243,10 +237,10 @@ class LinearController:
         """
         folder = Path(directory)
         tensors = {"weight": self.weight.contiguous(), "bias": self.bias.contiguous()}
-        metadata = {"format": "pt", "format_version": str(FORMAT_VERSION)}
+        metadata = {"format": "pt", "format_version": str(CONTROLLER_FORMAT_VERSION)}
         # Canonical bytes: the same controller saved twice gives the same file.
         data = canonical_safetensors(save(tensors, metadata=metadata))
-        atomic_write_bytes(folder / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
+        atomic_write(folder / WEIGHTS_FILE, data)
         atomic_write_json(folder / CONFIG_FILE, {**self.config(), SHA256_KEY: hashlib.sha256(data).hexdigest()})
         return folder
 
@@ -268,18 +262,11 @@ class LinearController:
                 raise FileNotFoundError(
                     f"controller folder {where!r} has no {name}; a controller holds {CONFIG_FILE} and {WEIGHTS_FILE}"
                 )
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ControllerFormatError(f"{CONFIG_FILE} of controller {where!r} is not valid JSON: {err}") from err
-        if not isinstance(config, dict):
-            raise ControllerFormatError(f"{CONFIG_FILE} of controller {where!r} must be a JSON object")
-        version = config.get("format_version")
-        if version not in SUPPORTED_FORMAT_VERSIONS:
-            raise ControllerFormatError(
-                f"controller {where!r} has format_version {version!r}; this dreamgym reads versions "
-                f"{list(SUPPORTED_FORMAT_VERSIONS)}: upgrade dreamgym or re-save the controller"
-            )
+        config = read_json(folder / CONFIG_FILE, f"{CONFIG_FILE} of controller {where!r}", error=ControllerFormatError)
+        check_format_version(
+            config, f"controller {where!r}", SUPPORTED_FORMAT_VERSIONS, error=ControllerFormatError,
+            hint="upgrade dreamgym or re-save the controller",
+        )
         if config.get("kind", "linear") != "linear":
             raise ControllerFormatError(f"controller {where!r} is of kind {config.get('kind')!r}; only 'linear' is known")
         obs_dim = config.get("obs_dim")

@@ -18,15 +18,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from dreamgym.errors import ChecksumError, DreamgymError
-from dreamgym.config import FORMAT_VERSION, MAX_ENSEMBLE_SIZE, ConfigError, WorldModelConfig
+from dreamgym.config import MAX_ENSEMBLE_SIZE, WORLD_MODEL_FORMAT_VERSION, WorldModelConfig
+from dreamgym.errors import ConfigError, WorldModelChecksumError, WorldModelFormatError
+from dreamgym.files import WEIGHTS_SHA256_KEY, atomic_write, check_sha256, read_json
+from dreamgym.files import file_sha256  # noqa: F401  (re-exported: its old home)
 from dreamgym.models.mdnrnn import MDNRNN, StackedMDNRNN
 from dreamgym.models.vae import ConvVAE
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
+"""The world model's config (:class:`~dreamgym.config.WorldModelConfig` and the weights' sha256)."""
+MODEL_WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE = MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE  # the names they had first
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-SHA256_KEY = "weights_sha256"
+SHA256_KEY = WEIGHTS_SHA256_KEY
 """Key of ``config.json`` holding the sha256 of ``model.safetensors``, written by every save
 and checked on every load (files written before it existed load unchecked)."""
 MAX_WEIGHT_ELEMENTS = 2**28
@@ -38,15 +42,6 @@ MAX_START_LOGVAR = 20.0
 """Largest log-variance the bank of starting latents may hold (a standard deviation of
 e^10): beyond it a dream can start at an infinite ``z``, and every step after is NaN."""
 MAX_START_MU = 1e4
-
-
-class WorldModelFormatError(DreamgymError, ValueError):
-    """A world model's files are missing, corrupt, or do not match its config."""
-
-
-class WorldModelChecksumError(WorldModelFormatError, ChecksumError):
-    """``model.safetensors`` does not hash to the sha256 its ``config.json`` records."""
-
 
 
 def canonical_safetensors(data: bytes) -> bytes:
@@ -244,13 +239,13 @@ class WorldModel(
     # ------------------------------------------------------------ persistence
     def _save_pretrained(self, save_directory: Path) -> None:
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        metadata = {"format": "pt", "format_version": str(FORMAT_VERSION)}
+        metadata = {"format": "pt", "format_version": str(WORLD_MODEL_FORMAT_VERSION)}
         data = canonical_safetensors(save(tensors, metadata=metadata))
         # The weights' checksum travels in config.json: a flipped bit in the weights is then
         # an error on load, not a silently different dream.
         record = {**self.config.to_dict(), SHA256_KEY: hashlib.sha256(data).hexdigest()}
-        _replace_file(save_directory / WEIGHTS_FILE, data)
-        _replace_file(save_directory / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True).encode())
+        atomic_write(save_directory / WEIGHTS_FILE, data)
+        atomic_write(save_directory / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True).encode())
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> WorldModel:
@@ -360,35 +355,6 @@ class WorldModel(
         return model.to(map_location).eval()
 
 
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never through a symlink at ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_sha256(path: str | os.PathLike, expected: str, what: str, error: type[Exception] = ChecksumError) -> None:
-    """Raise ``error`` (a :class:`~dreamgym.errors.ChecksumError`) naming ``what`` unless ``path`` hashes to ``expected``."""
-    actual = file_sha256(path)
-    if actual != expected:
-        raise error(
-            f"{what} is corrupt: its sha256 is {actual[:16]}..., but {expected[:16]}... was recorded when it was "
-            f"saved ({os.fspath(path)})"
-        )
-
-
 def read_safetensors_header(path: str | os.PathLike, what: str) -> dict[str, Any]:
     """The JSON header of a safetensors file (tensor names, dtypes, shapes), read without loading any tensor.
 
@@ -496,14 +462,7 @@ def _check_local_folder(folder: Path) -> None:
             f"world model folder {str(folder)!r} has no {CONFIG_FILE}; a dreamgym world model holds "
             f"{CONFIG_FILE} and {WEIGHTS_FILE}"
         )
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise WorldModelFormatError(f"{CONFIG_FILE} of world model {str(folder)!r} is not valid JSON: {err}") from err
-    if not isinstance(config, dict):
-        raise WorldModelFormatError(
-            f"{CONFIG_FILE} of world model {str(folder)!r} must be a JSON object, got {type(config).__name__}"
-        )
+    read_json(folder / CONFIG_FILE, f"{CONFIG_FILE} of world model {str(folder)!r}", error=WorldModelFormatError)
 
 
 def load_weights_strict(model: nn.Module, path: str | os.PathLike, source: str) -> None:
