@@ -102,7 +102,7 @@ def _cmd_start_bank(args: argparse.Namespace) -> int:
 
     data: Any = args.data
     if args.only_seeds is not None:
-        from dreamgym.data.storage import EpisodeSubset
+        from dreamgym.episodes import EpisodeSubset
 
         first, colon, stop = args.only_seeds.partition(":")
         if not colon or not first.isdigit() or not stop.isdigit() or int(stop) <= int(first):
@@ -115,7 +115,7 @@ def _cmd_start_bank(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from dreamgym.training.build import build
+    from dreamgym.pipeline import build
 
     out = build(args.config)
     print(f"world model ready in {out}")
@@ -143,7 +143,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
-    from dreamgym.training.build import package_world_model
+    from dreamgym.pipeline import package_world_model
 
     dest = package_world_model(args.model_dir, args.out, model_ref=args.ref, data=args.data,
                                half=not args.fp32, card_copies=tuple(args.card_copy), controller=args.controller,
@@ -243,9 +243,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from dreamgym.push import _check_repo_id, push_to_hub, stage_repo
+    from dreamgym.push import check_repo_id, push_to_hub, stage_repo
 
-    _check_repo_id(args.repo_id)
+    check_repo_id(args.repo_id)
     if args.dry_run:
         out = stage_repo(args.model_dir, args.dry_run, controller=args.controller, results=args.results,
                          repo_id=args.repo_id)

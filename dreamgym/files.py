@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from dreamgym.errors import ChecksumError, FileFormatError
 __all__ = [
     "TMP_SUFFIX",
     "WEIGHTS_SHA256_KEY",
+    "atomic_copy",
     "atomic_write",
     "atomic_write_json",
     "check_format_version",
@@ -100,6 +102,11 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[str], Any]) ->
             tmp.unlink()
         raise
     _fsync_folder(path.parent)
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy the file ``source`` to ``path`` through :func:`atomic_write` (a symlink at ``path`` is replaced, not written through)."""
+    atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any, *, sort_keys: bool = True, allow_nan: bool = True) -> None:

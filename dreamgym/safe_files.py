@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dreamgym.errors import UnsafePathError, WouldOverwriteError
+from dreamgym.files import atomic_copy
 
 __all__ = ["check_destination", "check_inside", "copy_inside", "merge_into", "replace_folder"]
 
@@ -50,17 +51,7 @@ def copy_inside(src: str | os.PathLike, root: str | os.PathLike, dst: str | os.P
 
     The rename replaces whatever is at ``dst``, a symlink included, instead of writing through it.
     """
-    resolved = check_inside(src, root)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(resolved, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    atomic_copy(check_inside(src, root), dst)
 
 
 def check_destination(

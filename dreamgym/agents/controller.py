@@ -240,8 +240,8 @@ class LinearController:
         metadata = {"format": "pt", "format_version": str(CONTROLLER_FORMAT_VERSION)}
         # Canonical bytes: the same controller saved twice gives the same file.
         data = canonical_safetensors(save(tensors, metadata=metadata))
-        atomic_write(folder / WEIGHTS_FILE, data)
-        atomic_write_json(folder / CONFIG_FILE, {**self.config(), SHA256_KEY: hashlib.sha256(data).hexdigest()})
+        atomic_write(folder / CONTROLLER_WEIGHTS_FILE, data)
+        atomic_write_json(folder / CONTROLLER_CONFIG_FILE, {**self.config(), WEIGHTS_SHA256_KEY: hashlib.sha256(data).hexdigest()})
         return folder
 
     @classmethod
@@ -257,12 +257,12 @@ class LinearController:
         where = str(directory)
         if not folder.is_dir():
             raise FileNotFoundError(f"no controller folder at {where!r}")
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
+        for name in (CONTROLLER_CONFIG_FILE, CONTROLLER_WEIGHTS_FILE):
             if not (folder / name).is_file():
                 raise FileNotFoundError(
-                    f"controller folder {where!r} has no {name}; a controller holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+                    f"controller folder {where!r} has no {name}; a controller holds {CONTROLLER_CONFIG_FILE} and {CONTROLLER_WEIGHTS_FILE}"
                 )
-        config = read_json(folder / CONFIG_FILE, f"{CONFIG_FILE} of controller {where!r}", error=ControllerFormatError)
+        config = read_json(folder / CONTROLLER_CONFIG_FILE, f"{CONTROLLER_CONFIG_FILE} of controller {where!r}", error=ControllerFormatError)
         check_format_version(
             config, f"controller {where!r}", SUPPORTED_FORMAT_VERSIONS, error=ControllerFormatError,
             hint="upgrade dreamgym or re-save the controller",
@@ -271,20 +271,20 @@ class LinearController:
             raise ControllerFormatError(f"controller {where!r} is of kind {config.get('kind')!r}; only 'linear' is known")
         obs_dim = config.get("obs_dim")
         if isinstance(obs_dim, bool) or not isinstance(obs_dim, int) or obs_dim <= 0:
-            raise ControllerFormatError(f"{CONFIG_FILE} of controller {where!r} has no valid obs_dim (got {obs_dim!r})")
+            raise ControllerFormatError(f"{CONTROLLER_CONFIG_FILE} of controller {where!r} has no valid obs_dim (got {obs_dim!r})")
         if config.get("action_dim", ACTION_DIM) != ACTION_DIM:
             raise ControllerFormatError(
                 f"controller {where!r} has action_dim {config.get('action_dim')!r}; CarRacing needs {ACTION_DIM}"
             )
-        sha = config.get(SHA256_KEY)
+        sha = config.get(WEIGHTS_SHA256_KEY)
         if sha is not None:
             if not isinstance(sha, str) or len(sha) != 64:
-                raise ControllerFormatError(f"{CONFIG_FILE} of controller {where!r}: {SHA256_KEY} must be 64 hex digits, got {sha!r}")
-            check_sha256(folder / WEIGHTS_FILE, sha, f"{WEIGHTS_FILE} of controller {where!r}", ControllerChecksumError)
+                raise ControllerFormatError(f"{CONTROLLER_CONFIG_FILE} of controller {where!r}: {WEIGHTS_SHA256_KEY} must be 64 hex digits, got {sha!r}")
+            check_sha256(folder / CONTROLLER_WEIGHTS_FILE, sha, f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r}", ControllerChecksumError)
         try:
-            tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+            tensors = load_file(str(folder / CONTROLLER_WEIGHTS_FILE), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise ControllerFormatError(f"{WEIGHTS_FILE} of controller {where!r} is corrupt or unreadable: {err}") from err
+            raise ControllerFormatError(f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r} is corrupt or unreadable: {err}") from err
         expected = {"weight": (ACTION_DIM, obs_dim), "bias": (ACTION_DIM,)}
         problems = tensor_name_problems(expected, tensors)
         for name in sorted(set(expected) & set(tensors)):
@@ -296,7 +296,7 @@ class LinearController:
             elif not torch.isfinite(tensor).all():
                 problems.append(f"{name} holds NaN or inf")
         if problems:
-            raise ControllerFormatError(f"{WEIGHTS_FILE} of controller {where!r} does not match its config: " + "; ".join(problems))
+            raise ControllerFormatError(f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r} does not match its config: " + "; ".join(problems))
         world_model = config.get("world_model")
         return cls(
             obs_dim,
@@ -313,7 +313,7 @@ class LinearController:
 
 def reference_controller_installed() -> bool:
     """Whether this install ships the reference controller."""
-    return (REFERENCE_DIR / CONFIG_FILE).is_file() and (REFERENCE_DIR / WEIGHTS_FILE).is_file()
+    return (REFERENCE_DIR / CONTROLLER_CONFIG_FILE).is_file() and (REFERENCE_DIR / CONTROLLER_WEIGHTS_FILE).is_file()
 
 
 def load_controller(source: str | os.PathLike = "reference") -> LinearController:
@@ -325,7 +325,7 @@ def load_controller(source: str | os.PathLike = "reference") -> LinearController
     if isinstance(source, str) and source == "reference":
         if not reference_controller_installed():
             raise FileNotFoundError(
-                f"no reference controller is installed (expected {CONFIG_FILE} and {WEIGHTS_FILE} in {str(REFERENCE_DIR)!r}); "
+                f"no reference controller is installed (expected {CONTROLLER_CONFIG_FILE} and {CONTROLLER_WEIGHTS_FILE} in {str(REFERENCE_DIR)!r}); "
                 "train one with `dreamgym train-controller` and pass its folder instead"
             )
         return LinearController.load(REFERENCE_DIR)

@@ -139,8 +139,8 @@ class MlpPolicyAgent:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.net.state_dict().items()}
         data = canonical_safetensors(save(tensors, metadata={"format": "pt"}))
-        atomic_write(folder / WEIGHTS_FILE, data)
-        atomic_write_json(folder / CONFIG_FILE, {
+        atomic_write(folder / POLICY_WEIGHTS_FILE, data)
+        atomic_write_json(folder / POLICY_CONFIG_FILE, {
             "format_version": POLICY_FORMAT_VERSION, "kind": KIND, "sizes": self.sizes, "activation": self.activation,
             "low": self.low.tolist(), "high": self.high.tolist(), "world_model": self.world_model,
             "training": self.training,
@@ -152,25 +152,25 @@ class MlpPolicyAgent:
         """Load a folder written by :meth:`save`, strictly; nothing is unpickled."""
         folder = Path(folder)
         where = str(folder)
-        if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{where!r} is not a policy folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
-        config = read_json(folder / CONFIG_FILE, f"{CONFIG_FILE} of policy {where!r}", error=PolicyFormatError)
+        if not (folder / POLICY_CONFIG_FILE).is_file() or not (folder / POLICY_WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{where!r} is not a policy folder: it needs {POLICY_CONFIG_FILE} and {POLICY_WEIGHTS_FILE}")
+        config = read_json(folder / POLICY_CONFIG_FILE, f"{POLICY_CONFIG_FILE} of policy {where!r}", error=PolicyFormatError)
         if config.get("kind") != KIND:
-            raise PolicyFormatError(f"{CONFIG_FILE} of {where!r} does not describe a dreamgym MLP policy")
+            raise PolicyFormatError(f"{POLICY_CONFIG_FILE} of {where!r} does not describe a dreamgym MLP policy")
         check_format_version(config, f"policy {where!r}", (POLICY_FORMAT_VERSION,), error=PolicyFormatError,
                              hint="upgrade dreamgym or export the policy again")
         try:
-            tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+            tensors = load_file(str(folder / POLICY_WEIGHTS_FILE), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise PolicyFormatError(f"{WEIGHTS_FILE} of policy {where!r} is corrupt or unreadable: {err}") from err
+            raise PolicyFormatError(f"{POLICY_WEIGHTS_FILE} of policy {where!r} is corrupt or unreadable: {err}") from err
         try:
             agent = cls(config["sizes"], config["activation"], config["low"], config["high"],
                         world_model=config.get("world_model"), training=config.get("training"))
             agent.net.load_state_dict(tensors, strict=True)
         except (KeyError, TypeError, RuntimeError) as err:
-            raise PolicyFormatError(f"policy {where!r} does not match its {CONFIG_FILE}: {err}") from err
+            raise PolicyFormatError(f"policy {where!r} does not match its {POLICY_CONFIG_FILE}: {err}") from err
         if not all(torch.isfinite(t).all() for t in tensors.values()):
-            raise PolicyFormatError(f"{WEIGHTS_FILE} of policy {where!r} holds NaN or inf")
+            raise PolicyFormatError(f"{POLICY_WEIGHTS_FILE} of policy {where!r} holds NaN or inf")
         return agent
 
     def __repr__(self) -> str:
