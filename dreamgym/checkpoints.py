@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from dreamgym.errors import CheckpointError
 from dreamgym.files import atomic_write, atomic_write_json
@@ -41,6 +42,7 @@ __all__ = [
     "read_checkpoint",
     "restore_optimizer",
     "resume_training",
+    "epoch_checkpoint",
     "run_stage",
     "save_checkpoint",
     "write_checkpoint",
@@ -215,6 +217,21 @@ def resume_training(
     return int(state["epoch"]), list(state["history"])
 
 
+def epoch_checkpoint(
+    out: str | Path, name: str, module: nn.Module, optimizer: torch.optim.Optimizer, **fields: Any
+) -> Callable[[list[Entry]], None]:
+    """The ``save`` of :func:`run_stage` for a stage trained by epochs: module, optimizer and state.
+
+    The state is ``{"epoch": the last entry's epoch, "history": the curve, **fields}``, what
+    :func:`resume_training` reads back.
+    """
+
+    def save(history: list[Entry]) -> None:
+        save_checkpoint(out, name, module, optimizer, {**fields, "epoch": history[-1]["epoch"], "history": history})
+
+    return save
+
+
 def module_fingerprint(module: nn.Module) -> str:
     """A hash of ``module``'s weights: tells whether a cache or checkpoint was made with this module."""
     digest = hashlib.sha256()
@@ -236,7 +253,7 @@ def run_stage(
     history: list[Entry],
     step: Callable[[int], Entry],
     save: Callable[[list[Entry]], None],
-    report: Callable[[Entry], None] | None = None,
+    report: Callable[[Entry], None] | str | None = None,
 ) -> list[Entry]:
     """Run steps ``done`` to ``total - 1`` of stage ``name`` (epochs, generations), checkpointing after each.
 
@@ -249,6 +266,8 @@ def run_stage(
     Args:
         what: the stage as the user knows it (``"V"``, ``"M member 1"``, ``"CMA-ES"``).
         unit: what a step is (``"epoch"``, ``"generation"``).
+        report: shows a finished step: a function of its entry, or a line to print (above
+            any progress bar) formatted with the entry's keys, ``"epoch {epoch}: loss {loss:.2f}"``.
 
     Returns:
         ``history``, with the new entries.
@@ -259,7 +278,9 @@ def run_stage(
             history.append(entry)
             save(history)
             write_log(out, name, history)
-            if report is not None:
+            if isinstance(report, str):
+                tqdm.write(report.format(**entry))
+            elif report is not None:
                 report(entry)
     except KeyboardInterrupt:
         weights_path, _ = checkpoint_paths(out, name)

@@ -56,6 +56,7 @@ __all__ = [
     "EpisodeSubset",
     "Episode",
     "EpisodeStore",
+    "PROVENANCE_KEYS",
     "ShardCorruptError",
     "episode_frame_counts",
     "iter_episodes",
@@ -566,13 +567,8 @@ class EpisodeSubset:
 
 
 # ----------------------------------------------------------------------- reading a store
-class EpisodeLike(Protocol):
-    frames: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    seed: int
+EpisodeLike = Episode
+"""What a store's episodes are read as (any object with :class:`Episode`'s fields will do)."""
 
 
 class EpisodeStoreLike(Protocol):

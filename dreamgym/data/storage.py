@@ -5,28 +5,7 @@ bottom of the package, in :mod:`dreamgym.episodes`; this module keeps
 ``from dreamgym.data.storage import EpisodeStore`` working.
 """
 
-from dreamgym.episodes import (
-    EPISODE_FORMAT_VERSION,
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    PROVENANCE_KEYS,
-    CorruptShardWarning,
-    Episode,
-    EpisodeStore,
-    EpisodeSubset,
-    ShardCorruptError,
-    shard_name,
-)
+from dreamgym import episodes
+from dreamgym.episodes import *  # noqa: F403
 
-__all__ = [
-    "EPISODE_FORMAT_VERSION",
-    "FORMAT_VERSION",
-    "MANIFEST_NAME",
-    "PROVENANCE_KEYS",
-    "CorruptShardWarning",
-    "Episode",
-    "EpisodeStore",
-    "EpisodeSubset",
-    "ShardCorruptError",
-    "shard_name",
-]
+__all__ = list(episodes.__all__)

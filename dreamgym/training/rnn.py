@@ -15,11 +15,11 @@ from tqdm.auto import tqdm
 
 from dreamgym.checkpoints import (
     CHECKPOINT_DIR,
+    epoch_checkpoint,
     load_checkpoint,
     module_fingerprint,
     resume_training,
     run_stage,
-    save_checkpoint,
 )
 from dreamgym.config import MAX_ENSEMBLE_SIZE
 from dreamgym.envs.dynamics import check_dropout
@@ -463,23 +463,17 @@ def _train_member(
         entry["seconds"] = time.perf_counter() - started
         return entry
 
-    def save(history: list[dict[str, Any]]) -> None:
-        state: dict[str, Any] = {"epoch": history[-1]["epoch"], "v_fingerprint": fingerprint, "history": history,
-                                 "training": data.training_record}
-        if member:
-            state.update(member=member, member_seed=member_seed)
-        save_checkpoint(out, stage, rnn, optimizer, state)
-
-    def report(entry: dict[str, Any]) -> None:
-        if progress:
-            tqdm.write(
-                f"{name} epoch {entry['epoch']}/{epochs}: loss {entry['loss']:.3f} nll {entry['nll']:.3f} "
-                f"reward mse {entry['reward_mse']:.4f} termination bce {entry['termination_bce']:.4f} "
-                f"held-out nll {entry['heldout_nll']}"
-            )
-
-    return run_stage(out, stage, what=name, unit="epoch", done=start_epoch, total=epochs, history=history,
-                     step=epoch, save=save, report=report)
+    fields: dict[str, Any] = {"v_fingerprint": fingerprint, "training": data.training_record}
+    if member:
+        fields.update(member=member, member_seed=member_seed)
+    line = (
+        f"{name} epoch {{epoch}}/{epochs}: loss {{loss:.3f}} nll {{nll:.3f}} reward mse {{reward_mse:.4f}} "
+        "termination bce {termination_bce:.4f} held-out nll {heldout_nll}"
+    )
+    return run_stage(
+        out, stage, what=name, unit="epoch", done=start_epoch, total=epochs, history=history, step=epoch,
+        save=epoch_checkpoint(out, stage, rnn, optimizer, **fields), report=line if progress else None,
+    )
 
 
 def _fine_tuning_starts(init_from: str | Path, fingerprint: str, cfg: Any) -> list[dict[str, torch.Tensor]]:

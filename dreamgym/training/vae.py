@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dreamgym.checkpoints import CHECKPOINT_DIR, load_checkpoint, resume_training, run_stage, save_checkpoint
+from dreamgym.checkpoints import CHECKPOINT_DIR, epoch_checkpoint, load_checkpoint, resume_training, run_stage
 from dreamgym.config import WorldModelConfig
 from dreamgym.episodes import DataSource, open_store
 from dreamgym.errors import CheckpointError, DreamgymError, WouldOverwriteError
@@ -260,19 +260,12 @@ def train_vae(
             "seconds": time.perf_counter() - started,
         }
 
-    def save(history: list[dict[str, Any]]) -> None:
-        state = {"epoch": history[-1]["epoch"], "config": config.to_dict(), "history": history, "training": training_record}
-        save_checkpoint(out, STAGE, model, optimizer, state)
-
-    def report(entry: dict[str, Any]) -> None:
-        if progress:
-            tqdm.write(
-                f"V epoch {entry['epoch']}/{epochs}: loss {entry['loss']:.2f} recon {entry['recon']:.2f} "
-                f"kl {entry['kl']:.2f} held-out mse {entry['heldout_recon_mse']}"
-            )
-
-    run_stage(out, STAGE, what="V", unit="epoch", done=start_epoch, total=epochs, history=history,
-              step=epoch, save=save, report=report)
+    line = f"V epoch {{epoch}}/{epochs}: loss {{loss:.2f}} recon {{recon:.2f}} kl {{kl:.2f}} held-out mse {{heldout_recon_mse}}"
+    run_stage(
+        out, STAGE, what="V", unit="epoch", done=start_epoch, total=epochs, history=history, step=epoch,
+        save=epoch_checkpoint(out, STAGE, model, optimizer, config=config.to_dict(), training=training_record),
+        report=line if progress else None,
+    )
     model.config.training = {**model.config.training, "vae": {**training_record, "epochs_done": len(history)}}
     model.eval()
     model.save_pretrained(out)
