@@ -9,6 +9,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from dreamgym.files import read_json
+from dreamgym.safe_files import check_model_folder
 
 TEMPLATE = Path(__file__).parent / "assets" / "model_card_template.md"
 
@@ -151,14 +152,7 @@ def make_model_card(
     Raises:
         FileNotFoundError: ``model_dir`` does not exist or holds no ``config.json``.
     """
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"world model folder {str(model_dir)!r} does not exist; nothing to write a card for")
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{str(model_dir)!r} holds no config.json: it is not a world model folder (written by train-vae, "
-            "train-rnn, build or package)"
-        )
+    model_dir = check_model_folder(model_dir, "nothing to write a card for")
     config = read_json(model_dir / "config.json", "world model config", default={})
     metrics = read_json(model_dir / "metrics.json", "metrics record", default={})
     build = read_json(model_dir / "build.json", "build record", default={})

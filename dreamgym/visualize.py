@@ -21,6 +21,7 @@ import torch
 
 from dreamgym.envs.common import upscale
 from dreamgym.files import read_json
+from dreamgym.safe_files import check_model_folder
 
 PANEL_SCALE = 4
 LABEL_HEIGHT = 16  # keeps the frame height a multiple of 16 for video codecs
@@ -334,14 +335,7 @@ def inspect_world_model(
     """
     from dreamgym.hub import load_world_model
 
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"world model folder {str(model_dir)!r} does not exist; nothing to inspect")
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{str(model_dir)!r} holds no config.json: it is not a world model folder (written by train-vae, "
-            "train-rnn, build or package)"
-        )
+    model_dir = check_model_folder(model_dir, "nothing to inspect")
     out = Path(out) if out is not None else model_dir
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
