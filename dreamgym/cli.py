@@ -7,11 +7,8 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
-
-import numpy as np
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
