@@ -144,22 +144,23 @@ def read_json(
         FileFormatError: (``error``) the file is not UTF-8 JSON, or not of type ``expect``.
     """
     path = Path(path)
+    where = what if str(path) in what else f"{what} ({path})"
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         if default is not _MISSING:
             return default
-        raise FileNotFoundError(f"{what} {str(path)!r} does not exist") from None
+        raise FileNotFoundError(f"{where} does not exist") from None
     except UnicodeDecodeError as err:
-        raise error(f"{what} ({path}) is not valid JSON: {err}") from err
+        raise error(f"{where} is not valid JSON: {err}") from err
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise error(f"{what} ({path}) is not valid JSON: {err}") from err
+        raise error(f"{where} is not valid JSON: {err}") from err
     if expect is not None and not isinstance(value, expect):
         kinds = expect if isinstance(expect, tuple) else (expect,)
         wanted = " or ".join({dict: "a JSON object", list: "a JSON array"}.get(k, k.__name__) for k in kinds)
-        raise error(f"{what} ({path}) must be {wanted}, got {type(value).__name__}")
+        raise error(f"{where} must be {wanted}, got {type(value).__name__}")
     return value
 
 
