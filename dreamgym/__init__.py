@@ -2,22 +2,24 @@
 
 Importing the package registers ``dreamgym/DreamCarRacing-v0`` and
 ``dreamgym/RealCarRacing-v0``; ``gym.make("dreamgym:dreamgym/DreamCarRacing-v0")`` imports it
-for you.
+for you. It also registers the collection policies driven by an agent (``controller:`` and
+``agent:``), which :mod:`dreamgym.data` cannot import itself (data and agents sit side by
+side; see ``tests/test_layers.py``).
 """
-
-from gymnasium.envs.registration import register, registry
 
 from typing import Any
 
-from dreamgym.config import FORMAT_VERSION, ConfigError, WorldModelConfig
+from gymnasium.envs.registration import register, registry
 
-__version__ = "0.1.0"
+from dreamgym.config import FORMAT_VERSION, WorldModelConfig
+from dreamgym.data.policies import POLICIES, register_policy
+from dreamgym.errors import ConfigError, WorldModelFormatError
+from dreamgym.version import __version__
 
 # torch-backed names load on first use, so that `import dreamgym` (done by every collection
 # worker and by gym.make's "dreamgym:" prefix) stays cheap.
 _LAZY = {
     "WorldModel": "dreamgym.models.world_model",
-    "WorldModelFormatError": "dreamgym.models.world_model",
     "load_world_model": "dreamgym.hub",
 }
 
@@ -46,6 +48,16 @@ for _env_id, _entry_point in _ENVS.items():
             reward_threshold=900,
             vector_entry_point=_VECTOR_ENVS.get(_env_id),
         )
+
+# Collection policies driven by an agent, by entry point (imported when first made), as the
+# envs above: every collection worker imports dreamgym, so it knows them too.
+_AGENT_POLICIES = {
+    "controller": "dreamgym.agents.policies:ControllerPolicy",
+    "agent": "dreamgym.agents.policies:AgentPolicy",
+}
+for _name, _entry_point in _AGENT_POLICIES.items():
+    if _name not in POLICIES:
+        register_policy(_name, _entry_point)
 
 __all__ = [
     "FORMAT_VERSION",

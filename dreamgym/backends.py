@@ -42,6 +42,9 @@ from contextlib import AbstractContextManager
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
+from dreamgym.errors import DreamgymError, TaskError, WorkerDiedError, WorkerFailedError
+from dreamgym.validation import check_int
+
 __all__ = [
     "BACKENDS",
     "Backend",
@@ -51,6 +54,7 @@ __all__ = [
     "WorkerDiedError",
     "WorkerFactory",
     "make_backend",
+    "run_episodes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,45 +80,6 @@ def headless() -> None:
     """Keep a worker away from windows and sound devices (unless the user chose otherwise)."""
     for name, value in HEADLESS_ENV.items():
         os.environ.setdefault(name, value)
-
-
-# ----------------------------------------------------------------------------- errors
-class TaskError(RuntimeError):
-    """
-    ``make_worker`` or ``work`` raised in a worker; not retried, as the same seed would raise again.
-
-    :ivar seed: the seed being run; None if the worker could not start (``make_worker`` raised).
-    :ivar error: the exception raised in the worker, or None if it could not be sent back.
-    :ivar remote_traceback: its traceback, as text.
-    """
-
-    def __init__(self, seed: int | None, error: BaseException | None, remote_traceback: str, summary: str) -> None:
-        what = "could not start" if seed is None else f"failed on the episode of seed {seed}"
-        super().__init__(f"a worker {what}: {summary}")
-        self.seed, self.error, self.remote_traceback, self.summary = seed, error, remote_traceback, summary
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.seed, self.error, self.remote_traceback, self.summary)
-
-
-class WorkerDiedError(RuntimeError):
-    """
-    A seed's worker died (killed, out of memory, crashed in native code) on every attempt.
-
-    :ivar seed: the seed that was running.
-    :ivar attempts: how many times it was started.
-    """
-
-    def __init__(self, seed: int, attempts: int, detail: str) -> None:
-        times = "once" if attempts == 1 else f"on all {attempts} attempts"
-        super().__init__(
-            f"the worker running the episode of seed {seed} died {times} ({detail}): killed, out of memory, "
-            f"or crashed in native code"
-        )
-        self.seed, self.attempts, self.detail = seed, attempts, detail
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.seed, self.attempts, self.detail)
 
 
 # ------------------------------------------------------------------ the worker side
@@ -169,12 +134,6 @@ def _unpack(message: Message) -> tuple[int, Any]:
 
 def _unique(seeds: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(int(s) for s in seeds))
-
-
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------- interface
@@ -274,8 +233,8 @@ class LocalBackend(Backend[C, R]):
     name = "local"
 
     def __init__(self, workers: int = 2, max_retries: int = 3) -> None:
-        self.workers = _check_count("workers", workers, 1)
-        self.max_retries = _check_count("max_retries", max_retries, 0)
+        self.workers = check_int("workers", workers, 1)
+        self.max_retries = check_int("max_retries", max_retries, 0)
 
     def run(self, make_worker: WorkerFactory[C, R], config: C, seeds: Iterable[int]) -> Iterator[tuple[int, R]]:
         seeds = _unique(seeds)
@@ -438,8 +397,8 @@ class RayBackend(Backend[C, R]):
         num_cpus: float = 1.0,
         init_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        self.workers = _check_count("workers", workers, 1)
-        self.max_retries = _check_count("max_retries", max_retries, 0)
+        self.workers = check_int("workers", workers, 1)
+        self.max_retries = check_int("max_retries", max_retries, 0)
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ValueError(f"address must be a non-empty string such as 'auto' or 'ray://host:10001', got {address!r}")
         self.address = address
@@ -539,3 +498,38 @@ def make_backend(
     if backend == "ray":
         return RayBackend(workers, address, max_retries)
     raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(map(repr, BACKENDS))}")
+
+
+# A worker's error that means bad input (the parent would have raised the same, had it checked):
+# shown as the worker raised it, one line.
+_INPUT_ERRORS = (DreamgymError, ValueError, FileNotFoundError, ImportError)
+
+
+def run_episodes(
+    backend: Backend[C, R], make_worker: WorkerFactory[C, R], config: C, seeds: Iterable[int], *, job: str, on_stop: str
+) -> Iterator[tuple[int, R]]:
+    """``backend.run(make_worker, config, seeds)``, with a failure said as the user should see it.
+
+    What collection and evaluation both do with a backend's errors:
+
+    - a worker raised on bad input (a :class:`~dreamgym.errors.DreamgymError`, ``ValueError``,
+      ``FileNotFoundError``, ``ImportError``): that very error is raised again;
+    - a worker raised anything else: :class:`~dreamgym.errors.WorkerFailedError` naming the
+      seed, with the worker's traceback;
+    - a seed's worker died on every attempt: :class:`~dreamgym.errors.WorkerFailedError`
+      saying so, and ``on_stop`` (what became of the finished episodes).
+
+    Args:
+        job: what the workers do, for the message (``"collection"``, ``"evaluation"``).
+        on_stop: what the user should know when the run stopped early.
+    """
+    try:
+        yield from backend.run(make_worker, config, seeds)
+    except TaskError as err:
+        if isinstance(err.error, _INPUT_ERRORS):
+            raise err.error from err
+        what = "could not start" if err.seed is None else f"failed on the episode of seed {err.seed}"
+        article = "an" if job[:1] in "aeiou" else "a"
+        raise WorkerFailedError(f"{article} {job} worker {what}: {err.summary}\n{err.remote_traceback}") from None
+    except WorkerDiedError as err:
+        raise WorkerFailedError(f"{job} stopped: {err}; {on_stop}") from None

@@ -8,6 +8,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from dreamgym.files import read_json
+from dreamgym.safe_files import check_model_folder
+
 TEMPLATE = Path(__file__).parent / "assets" / "model_card_template.md"
 
 IMAGE_CAPTIONS = {
@@ -32,14 +35,6 @@ METRIC_LABELS = {
     "open_loop_latent_mse_k10": "open-loop latent MSE, k = 10",
     "open_loop_latent_mse_k50": "open-loop latent MSE, k = 50",
 }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _read_json_list(path: Path) -> list[dict[str, Any]]:
-    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def _format(value: Any) -> str:
@@ -78,7 +73,10 @@ def _describe_build(build: dict[str, Any], metrics: dict[str, Any]) -> str:
     for run in build["runs"]:
         for stage, value in run["stage_seconds"].items():
             seconds[stage] = seconds.get(stage, 0.0) + value
-    collect_runs = _read_json_list(Path(collect.get("out", "")) / "collect_log.json") if collect.get("out") else []
+    collect_runs = (
+        read_json(Path(collect["out"]) / "collect_log.json", "collection log", expect=list, default=[])
+        if collect.get("out") else []
+    )
     if collect_runs:
         seconds["collect"] = sum(run["seconds"] for run in collect_runs)
     elif seconds.get("collect", 0.0) < 1.0:
@@ -154,20 +152,13 @@ def make_model_card(
     Raises:
         FileNotFoundError: ``model_dir`` does not exist or holds no ``config.json``.
     """
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"world model folder {str(model_dir)!r} does not exist; nothing to write a card for")
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{str(model_dir)!r} holds no config.json: it is not a world model folder (written by train-vae, "
-            "train-rnn, build or package)"
-        )
-    config = _read_json(model_dir / "config.json")
-    metrics = _read_json(model_dir / "metrics.json")
-    build = _read_json(model_dir / "build.json")
+    model_dir = check_model_folder(model_dir, "nothing to write a card for")
+    config = read_json(model_dir / "config.json", "world model config", default={})
+    metrics = read_json(model_dir / "metrics.json", "metrics record", default={})
+    build = read_json(model_dir / "build.json", "build record", default={})
     env_id = config.get("env_id", "CarRacing-v3")
     if results is not None and not isinstance(results, dict):
-        results = json.loads(Path(results).read_text())
+        results = read_json(results, "results file")
     extra: dict[str, Any] = {}
     if results:
         extra = dict(model_name=model_ref, eval_results=_eval_results(results))
@@ -178,7 +169,7 @@ def make_model_card(
         **extra,
     )
     rows = [(label, _format(metrics[key])) for key, label in METRIC_LABELS.items() if key in metrics]
-    controller_record = _read_json(model_dir / "controller" / "controller.json")
+    controller_record = read_json(model_dir / "controller" / "controller.json", "controller record", default={})
     config_path = build.get("config", "configs/carracing.yaml")
     return ModelCard.from_template(
         card_data,
@@ -198,7 +189,7 @@ def make_model_card(
                          f"--episodes {results.get('episodes', 100)} --seed {results.get('seed', 0)} --dream"
                          + (f" --temperature {results['temperature']}" if results.get("temperature") is not None else "")
                          if results else None),
-        sweep=_read_json(model_dir / "temperature_sweep.json").get("rows") or None,
+        sweep=read_json(model_dir / "temperature_sweep.json", "temperature sweep", default={}).get("rows") or None,
         # 3 * (z_dim + rnn_hidden) + 3: 867 for the paper's model; None without a shipped controller.
         controller_params=(3 * int(controller_record["obs_dim"]) + 3 if "obs_dim" in controller_record else None),
     )

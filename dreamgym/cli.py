@@ -7,11 +7,8 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
-
-import numpy as np
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -102,7 +99,7 @@ def _cmd_start_bank(args: argparse.Namespace) -> int:
 
     data: Any = args.data
     if args.only_seeds is not None:
-        from dreamgym.data.storage import EpisodeSubset
+        from dreamgym.episodes import EpisodeSubset
 
         first, colon, stop = args.only_seeds.partition(":")
         if not colon or not first.isdigit() or not stop.isdigit() or int(stop) <= int(first):
@@ -115,7 +112,7 @@ def _cmd_start_bank(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from dreamgym.training.build import build
+    from dreamgym.pipeline import build
 
     out = build(args.config)
     print(f"world model ready in {out}")
@@ -143,7 +140,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
-    from dreamgym.training.build import package_world_model
+    from dreamgym.pipeline import package_world_model
 
     dest = package_world_model(args.model_dir, args.out, model_ref=args.ref, data=args.data,
                                half=not args.fp32, card_copies=tuple(args.card_copy), controller=args.controller,
@@ -156,16 +153,13 @@ def _cmd_package(args: argparse.Namespace) -> int:
 def _cmd_train_controller(args: argparse.Namespace) -> int:
     from dreamgym.agents.cmaes import train_controller
 
-    try:
-        controller = train_controller(
-            model=args.model, revision=args.revision, out=args.out, generations=args.generations,
-            popsize=args.popsize, rollouts=args.rollouts, sigma0=args.sigma0, temperature=args.temperature,
-            max_steps=args.max_steps, seed=args.seed, weight_decay=args.weight_decay, device=args.device,
-            eval_every=args.eval_every, start=args.start, dropout=args.dropout, ensemble=args.ensemble,
-            disagreement_penalty=args.disagreement_penalty,
-        )
-    except KeyboardInterrupt:
-        return 130  # train_controller has said where the checkpoint is
+    controller = train_controller(
+        model=args.model, revision=args.revision, out=args.out, generations=args.generations,
+        popsize=args.popsize, rollouts=args.rollouts, sigma0=args.sigma0, temperature=args.temperature,
+        max_steps=args.max_steps, seed=args.seed, weight_decay=args.weight_decay, device=args.device,
+        eval_every=args.eval_every, start=args.start, dropout=args.dropout, ensemble=args.ensemble,
+        disagreement_penalty=args.disagreement_penalty,
+    )
     summary = controller.training
     print(f"best controller (dream fitness {summary.get('best_fitness', float('nan')):.1f} after "
           f"{summary.get('generations_done', 0)} generations) saved in {args.out}")
@@ -181,9 +175,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             revision=args.revision, dream=args.dream, temperature=args.temperature, max_steps=args.max_steps,
             out=args.out, backend=_backend(args), allow_pickle=args.unsafe_pickle,
         )
-    except KeyboardInterrupt:
-        print("\ninterrupted: evaluation stopped, nothing written", file=sys.stderr)
-        return 130
     except RuntimeError as err:  # a worker failed or died: its message says which episode
         print(f"dreamgym evaluate: error: {err}", file=sys.stderr)
         return 1
@@ -198,15 +189,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from dreamgym.agents.diagnose import diagnose, format_table
 
-    try:
-        result = diagnose(
-            args.agent, model=args.model, revision=args.revision, episodes=args.episodes, seed=args.seed,
-            temperature=args.temperature, max_steps=args.max_steps, horizons=args.horizons,
-            branch_every=args.branch_every, out=args.out,
-        )
-    except KeyboardInterrupt:
-        print("\ninterrupted: diagnosis stopped, nothing written", file=sys.stderr)
-        return 130
+    result = diagnose(
+        args.agent, model=args.model, revision=args.revision, episodes=args.episodes, seed=args.seed,
+        temperature=args.temperature, max_steps=args.max_steps, horizons=args.horizons,
+        branch_every=args.branch_every, out=args.out,
+    )
     print(format_table(result))  # diagnose itself says on stderr where the JSON and the plot went
     return 0
 
@@ -243,9 +230,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from dreamgym.push import _check_repo_id, push_to_hub, stage_repo
+    from dreamgym.push import check_repo_id, push_to_hub, stage_repo
 
-    _check_repo_id(args.repo_id)
+    check_repo_id(args.repo_id)
     if args.dry_run:
         out = stage_repo(args.model_dir, args.dry_run, controller=args.controller, results=args.results,
                          repo_id=args.repo_id)
@@ -266,6 +253,13 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
                    help="with --backend ray: the cluster, 'auto' or 'ray://host:10001' (default: RAY_ADDRESS, "
                         "else a cluster running on this machine, else a new one)")
+
+
+def _add_model_args(p: argparse.ArgumentParser, default: str = "the shipped one", revision: bool = True) -> None:
+    """``--model`` (and ``--revision``): the world model a command works in."""
+    p.add_argument("--model", default=None, help=f"world model folder or Hub repo id (default: {default})")
+    if revision:
+        p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
 
 
 def _add_unsafe_pickle_arg(p: argparse.ArgumentParser) -> None:
@@ -417,8 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-controller", help="train the linear controller in the dream with CMA-ES (resumes)")
     p.add_argument("--out", required=True)
-    p.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
-    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
+    _add_model_args(p)
     p.add_argument("--generations", type=int, default=200)
     p.add_argument("--popsize", type=int, default=64)
     p.add_argument("--rollouts", type=int, default=16, help="dream episodes per candidate per generation")
@@ -445,9 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--dream", action="store_true", help="also score it in the dream for the same seeds")
     p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature (with --dream)")
-    p.add_argument("--model", default=None,
-                   help="world model folder or Hub id (default: the controller's own, else the shipped one)")
-    p.add_argument("--revision", default=None)
+    _add_model_args(p, default="the controller's own, else the shipped one")
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--out", default=None, help="results JSON file to write (a folder gets results.json)")
     _add_backend_args(p)
@@ -456,9 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("diagnose", help="where the dream lies to an agent: M's predictions along its real trajectories")
     p.add_argument("agent", help="controller folder, 'reference', or 'sb3:path/to/agent.zip'")
-    p.add_argument("--model", default=None,
-                   help="world model folder or Hub id (default: the controller's own, else the shipped one)")
-    p.add_argument("--revision", default=None)
+    _add_model_args(p, default="the controller's own, else the shipped one")
     p.add_argument("--episodes", type=int, default=5, help="real episodes, and as many dream episodes")
     p.add_argument("--seed", type=int, default=40000, help="episode i uses seed + i, in the dream and the real env")
     p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
@@ -473,8 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", action="store_true", help="the real CarRacing, shown beside V's reconstruction")
     p.add_argument("--agent", default=None,
                    help="controller folder, 'reference' or 'sb3:agent.zip' drives; 'm' toggles human takeover")
-    p.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
-    p.add_argument("--revision", default=None)
+    _add_model_args(p)
     p.add_argument("--temperature", type=float, default=1.0, help="the dream's starting temperature (+/- keys)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--fps", type=int, default=50)
@@ -486,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("video", help="video of real | V's reconstruction | open-loop dream from one real start")
     p.add_argument("--agent", default=None,
                    help="controller folder, 'reference' or 'sb3:path/to/agent.zip' (default: the reference controller)")
-    p.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
+    _add_model_args(p, revision=False)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=0, help="seed of the real start (the track)")
     p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
@@ -503,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_inspect)
 
     demo = sub.add_parser("demo", help="dream one CarRacing episode on the default world model and write a GIF")
-    demo.add_argument("--model", default=None, help="world model folder or Hub repo id (default: the shipped one)")
+    _add_model_args(demo, revision=False)
     demo.add_argument("--temperature", type=float, default=1.0)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--gif-steps", type=int, default=200)
@@ -516,6 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
         # --debug after the subcommand too; SUPPRESS keeps the subcommand from resetting the main flag.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+# Commands that end on Ctrl-C with status 130 and, unless None (the command said where its
+# work is), this line; any other command lets the KeyboardInterrupt through.
+_INTERRUPTED = {
+    "train-controller": None,
+    "evaluate": "evaluation stopped, nothing written",
+    "diagnose": "diagnosis stopped, nothing written",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,6 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False) or os.environ.get("DREAMGYM_DEBUG", "") not in ("", "0")
     try:
         return func(args)
+    except KeyboardInterrupt:
+        if args.command not in _INTERRUPTED:
+            raise
+        if _INTERRUPTED[args.command] is not None:
+            print(f"\ninterrupted: {_INTERRUPTED[args.command]}", file=sys.stderr)
+        return 130
     except (DreamgymError, ValueError, OSError) as err:
         # Bad input, a corrupt or unsafe file, finished work in the way: one clear line, not a traceback.
         if debug:

@@ -13,10 +13,11 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from dreamgym.errors import DreamgymError
+from dreamgym.errors import ConfigError
 
-FORMAT_VERSION = 1
-"""The newest layout of ``config.json`` + ``model.safetensors`` this dreamgym can read."""
+WORLD_MODEL_FORMAT_VERSION = 1
+"""The newest layout of a world model's ``config.json`` + ``model.safetensors`` this dreamgym can read."""
+FORMAT_VERSION = WORLD_MODEL_FORMAT_VERSION  # its first, public name (``dreamgym.FORMAT_VERSION``)
 
 SUPPORTED_FORMAT_VERSIONS = (1,)
 
@@ -56,10 +57,6 @@ REQUIRED_FIELDS = (
 standing in for a missing one would silently describe another model."""
 
 
-class ConfigError(DreamgymError, ValueError):
-    """A world-model configuration is malformed or from an unsupported version."""
-
-
 def _is_real(value: Any) -> bool:
     """An int or float (numpy's included), not a bool or a string."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
@@ -92,7 +89,7 @@ class WorldModelConfig:
     latent, an LSTM of 256 units and 5 Gaussians per latent dimension.
 
     Args:
-        format_version: layout version of the saved files; see :data:`FORMAT_VERSION`.
+        format_version: layout version of the saved files; see :data:`WORLD_MODEL_FORMAT_VERSION`.
         env_id: the real Gymnasium env the model was trained on.
         image_size: side of the square frame fed to V.
         z_dim: size of V's latent ``z``.
@@ -115,7 +112,7 @@ class WorldModelConfig:
         training: free-form record of how the model was trained, kept for the model card.
     """
 
-    format_version: int = FORMAT_VERSION
+    format_version: int = WORLD_MODEL_FORMAT_VERSION
     env_id: str = "CarRacing-v3"
     image_size: int = 64
     z_dim: int = 32

@@ -7,21 +7,20 @@ by side, since the gap between them is what a dream-trained agent is judged by.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DREAM_ENV_ID = "dreamgym/DreamCarRacing-v0"
-REAL_ENV_ID = "dreamgym/RealCarRacing-v0"
+from dreamgym.agents.evaluate import DREAM_ENV_ID, REAL_ENV_ID, run_episode
+from dreamgym.files import atomic_write_json
 
 
 def _driver(model: str | None, seed: int) -> tuple[Any, str]:
     """The reference agent on the shipped model, else correlated random actions."""
     from dreamgym.agents.controller import reference_controller_installed
-    from dreamgym.agents.evaluate import load_agent
+    from dreamgym.agents.specs import load_agent
     from dreamgym.data.policies import make_policy
 
     if reference_controller_installed() and model is None:
@@ -54,11 +53,9 @@ def run_demo(
     Returns:
         The summary written to ``demo.json``.
     """
-    import gymnasium as gym
+    import gymnasium as gym  # the envs are registered: importing any dreamgym module imports dreamgym
     import imageio.v3 as iio
 
-    import dreamgym  # noqa: F401  (registers the envs)
-    from dreamgym.agents.evaluate import run_episode
     from dreamgym.hub import default_model_path, load_world_model
     from dreamgym.models.world_model import WorldModel
 
@@ -101,6 +98,6 @@ def run_demo(
         if terminated or truncated:
             break
     iio.imwrite(out / "dream.gif", np.stack(frames), duration=1000 / 25, loop=0)
-    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "demo.json", summary, sort_keys=False)
     print(f"wrote {out / 'dream.gif'} ({len(frames)} frames) and {out / 'demo.json'}")
     return summary

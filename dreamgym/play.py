@@ -269,19 +269,12 @@ def key_event(key: int, down: bool = True) -> Any:
 def make_session(model: Any = None, revision: str | None = None, real: bool = False, agent: str | None = None,
                  temperature: float = 1.0, seed: int | None = None, fps: int | None = 50,
                  allow_pickle: bool = False) -> PlaySession:
-    """Build the env (and load the agent, through evaluate's loader) and open a :class:`PlaySession`."""
-    import gymnasium as gym
-
-    import dreamgym  # noqa: F401  (registers the envs)
+    """Build the env (and load the agent, through :mod:`dreamgym.agents.specs`) and open a :class:`PlaySession`."""
+    import gymnasium as gym  # the envs are registered: importing any dreamgym module imports dreamgym
 
     act = None
     if agent is not None:
-        from dreamgym.agents.evaluate import (
-            check_agent_fits,
-            resolve_agent_model,
-            load_agent,
-            parse_agent_spec,
-        )
+        from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec, resolve_agent_model
 
         spec = parse_agent_spec(agent, allow_pickle=allow_pickle)
         act, loaded = load_agent(spec)

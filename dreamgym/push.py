@@ -4,41 +4,48 @@ The staged folder holds ``config.json`` and ``model.safetensors`` (what
 :meth:`WorldModel.from_pretrained` reads), ``README.md`` (the model card, naming the repo
 id), ``metrics.json``, the preview images and videos found next to the model, and, when
 given, ``controller/`` (a controller trained in this dream) and ``results.json`` (its score
-from ``dreamgym evaluate``). The upload itself is a thin use of :class:`huggingface_hub.HfApi`.
+from ``dreamgym evaluate``): laid out by the same functions as ``dreamgym package``
+(:func:`~dreamgym.pipeline.stage_model_files`, :func:`~dreamgym.pipeline.ship_controller`).
+
+The upload is :meth:`huggingface_hub.HfApi.upload_folder` of the staged folder, which is what
+the Hub mixin's own ``WorldModel.push_to_hub`` does with the folder ``save_pretrained`` writes;
+dreamgym stages its own folder instead, because the mixin would upload the weights as loaded
+(float32, where ``package`` shipped float16), without the card, previews or controller.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from dreamgym.models.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel, WorldModelFormatError
-from dreamgym.safe_files import check_destination, copy_inside, merge_into
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, CONTROLLER_WEIGHTS_FILE
+from dreamgym.models.world_model import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, WorldModel, WorldModelFormatError
+from dreamgym.pipeline import check_controller_folder, read_results, ship_controller, stage_model_files
+from dreamgym.safe_files import check_destination, merge_into
 
 PREVIEW_PATTERNS = ("*.png", "*.gif", "*.mp4")
-CONTROLLER_FILES = ("controller.safetensors", "controller.json")
+CONTROLLER_FILES = (CONTROLLER_WEIGHTS_FILE, CONTROLLER_CONFIG_FILE)
 
 
-def _check_repo_id(repo_id: str) -> None:
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts):
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it is a Hub model repo id, ``org/name`` (checked by :func:`huggingface_hub.utils.validate_repo_id`).
+
+    Raises:
+        ValueError: not of the form ``org/name``, or with characters the Hub refuses.
+    """
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"repo id must look like 'org/name', got {repo_id!r}")
-
-
-def _read_results(results: str | os.PathLike) -> dict[str, Any]:
-    path = Path(results)
-    if not path.is_file():
-        raise FileNotFoundError(f"results file {str(path)!r} does not exist (write it with dreamgym evaluate --out)")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"results file {str(path)!r} is not valid JSON: {err}") from err
-    if not isinstance(data, dict) or "mean" not in data or "std" not in data:
-        raise ValueError(f"results file {str(path)!r} must be a JSON object with 'mean' and 'std' (from dreamgym evaluate)")
-    return data
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"repo id {repo_id!r} is not one the Hub accepts: {err}") from None
+    return repo_id
+
+
+_check_repo_id = check_repo_id  # its first, private name
 
 
 def stage_repo(
@@ -74,29 +81,18 @@ def stage_repo(
         WorldModel.from_pretrained(model_dir)
     except (WorldModelFormatError, ValueError, OSError) as err:
         raise WorldModelFormatError(f"refusing to push {str(model_dir)!r}: it does not load as a world model: {err}") from err
-    results_data = _read_results(results) if results is not None else None
-    controller_dir = Path(controller) if controller is not None else None
-    if controller_dir is not None:
-        missing = [name for name in CONTROLLER_FILES if not (controller_dir / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"controller folder {str(controller_dir)!r} lacks {missing}")
+    results_data = read_results(results) if results is not None else None
+    controller_dir = check_controller_folder(Path(controller)) if controller is not None else None
 
     out = Path(out_dir)
     check_destination(out, [model_dir, controller_dir], flag="staging folder", replace=False)
 
     def write(stage: Path) -> None:
-        # Every source file must lie inside its folder: a symlink to ~/.ssh is never staged, so never uploaded.
-        for name in (CONFIG_FILE, WEIGHTS_FILE, "metrics.json"):
-            if (model_dir / name).is_file():
-                copy_inside(model_dir / name, model_dir, stage / name)
-        for pattern in PREVIEW_PATTERNS:
-            for path in sorted(model_dir.glob(pattern)):
-                copy_inside(path, model_dir, stage / path.name)
+        stage_model_files(
+            stage, model_dir, (MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, "metrics.json", *PREVIEW_PATTERNS), results=results_data
+        )
         if controller_dir is not None:
-            for name in CONTROLLER_FILES:
-                copy_inside(controller_dir / name, controller_dir, stage / "controller" / name)
-        if results_data is not None:
-            (stage / "results.json").write_text(json.dumps(results_data, indent=2))
+            ship_controller(controller_dir, stage)
         # The card is built from the model folder (its build record and metrics) but names the repo.
         make_model_card(model_dir, model_ref=repo_id, results=results_data).save(stage / "README.md")
 
@@ -120,7 +116,7 @@ def push_to_hub(
     """
     from huggingface_hub import HfApi
 
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     with tempfile.TemporaryDirectory(prefix="dreamgym-push-") as tmp:
         folder = stage_repo(model_dir, tmp, controller=controller, results=results, repo_id=repo_id)
         api = HfApi(token=token)

@@ -21,12 +21,33 @@ from pathlib import Path
 from typing import TypeVar
 
 from dreamgym.errors import UnsafePathError, WouldOverwriteError
+from dreamgym.files import atomic_copy
 
-__all__ = ["check_destination", "check_inside", "copy_inside", "merge_into", "replace_folder"]
+__all__ = ["check_destination", "check_inside", "check_model_folder", "copy_inside", "merge_into", "replace_folder"]
 
 T = TypeVar("T")
-# What marks a folder as a world model that may be replaced as a whole.
+# What marks a folder as a world model (that may be replaced as a whole).
 MARKER = "config.json"
+
+
+def check_model_folder(path: str | os.PathLike, doing: str) -> Path:
+    """``path`` as a world model folder: one holding ``config.json``.
+
+    Args:
+        doing: what needs the folder, for the message (``"nothing to inspect"``).
+
+    Raises:
+        FileNotFoundError: no such folder, or one without ``config.json``.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"world model folder {str(folder)!r} does not exist; {doing}")
+    if not (folder / MARKER).is_file():
+        raise FileNotFoundError(
+            f"{str(folder)!r} holds no {MARKER}: it is not a world model folder (written by train-vae, "
+            "train-rnn, build or package)"
+        )
+    return folder
 
 
 def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> Path:
@@ -50,17 +71,7 @@ def copy_inside(src: str | os.PathLike, root: str | os.PathLike, dst: str | os.P
 
     The rename replaces whatever is at ``dst``, a symlink included, instead of writing through it.
     """
-    resolved = check_inside(src, root)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(resolved, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    atomic_copy(check_inside(src, root), dst)
 
 
 def check_destination(

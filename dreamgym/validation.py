@@ -14,19 +14,24 @@ import numpy as np
 
 from dreamgym.errors import ArgumentError
 
-__all__ = ["check_device", "check_int", "check_number", "check_seed"]
+__all__ = ["check_device", "check_int", "check_number", "check_seed", "pick_device"]
 
 
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """``value`` as an int: a Python or numpy integer, not a bool, at least ``minimum``.
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int: a Python or numpy integer, not a bool, in ``[minimum, maximum]``.
+
+    The one check of integer arguments: every count, seed and size dreamgym takes goes through it.
 
     Raises:
-        ArgumentError: not an integer (a ``TypeError``).
-        ValueError: below ``minimum``.
+        ArgumentError: not an integer (a ``TypeError``, and a ``ValueError``).
+        ValueError: below ``minimum`` or above ``maximum``.
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ArgumentError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
+    below = minimum is not None and value < minimum
+    if maximum is not None and (below or value > maximum):
+        raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value}")
+    if below:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
@@ -78,3 +83,16 @@ def check_device(device: Any) -> Any:
     elif parsed.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"device {str(device)!r} asks for Apple MPS, which this torch build or machine lacks; use 'cpu'")
     return parsed
+
+
+def pick_device(device: Any = None) -> Any:
+    """The torch device to train or dream on: ``device`` if given, else CUDA when available, else CPU.
+
+    Raises:
+        ValueError: ``device`` is not a device name, or one this machine lacks (see :func:`check_device`).
+    """
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return check_device(device)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 
 from dreamgym.envs.common import upscale
+from dreamgym.files import read_json
+from dreamgym.safe_files import check_model_folder
 
 PANEL_SCALE = 4
 LABEL_HEIGHT = 16  # keeps the frame height a multiple of 16 for video codecs
@@ -147,7 +148,7 @@ def make_video(
     :param allow_pickle: load an SB3 agent's zip by unpickling it (only for a file you trust).
     :return: the written path and the composed frames (N, H, W, 3).
     """
-    from dreamgym.agents.evaluate import check_agent_fits, load_agent, parse_agent_spec
+    from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec
     from dreamgym.hub import load_world_model
 
     if steps < 1:
@@ -168,7 +169,8 @@ def make_video(
 
 # --------------------------------------------------------------------------- inspect
 def _heldout_episodes(data: Any, count: int) -> list[Any]:
-    from dreamgym.training.common import load_episodes, open_store, split_seeds
+    from dreamgym.episodes import load_episodes, open_store
+    from dreamgym.training.common import split_seeds
 
     store = open_store(data)
     _, heldout = split_seeds(store.seeds())
@@ -271,7 +273,8 @@ def plot_open_loop(world_model: Any, data: Any, out: Path, ks: Sequence[int] = O
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    data = json.loads(Path(path).read_text())
+    """The entries of a training log (``logs/<stage>.json``, or a record holding one, such as ``validation.json``)."""
+    data = read_json(path, "training log", expect=(list, dict))
     if isinstance(data, dict):  # a log wrapped in an object, e.g. {"history": [...]}
         data = next((v for v in data.values() if isinstance(v, list)), [])
     return [row for row in data if isinstance(row, dict)]
@@ -332,14 +335,7 @@ def inspect_world_model(
     """
     from dreamgym.hub import load_world_model
 
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"world model folder {str(model_dir)!r} does not exist; nothing to inspect")
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{str(model_dir)!r} holds no config.json: it is not a world model folder (written by train-vae, "
-            "train-rnn, build or package)"
-        )
+    model_dir = check_model_folder(model_dir, "nothing to inspect")
     out = Path(out) if out is not None else model_dir
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

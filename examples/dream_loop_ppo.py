@@ -38,10 +38,10 @@ from dreamgym.agents.real_validation import VALIDATION_SEED, RealValidationCallb
 from dreamgym.agents.sb3 import load_sb3_agent
 from dreamgym.cli import dataclass_args
 from dreamgym.data.collect import collect
-from dreamgym.data.storage import EpisodeStore, EpisodeSubset
+from dreamgym.episodes import EpisodeStore, EpisodeSubset
+from dreamgym.files import atomic_write_json
 from dreamgym.hub import DEFAULT_MODEL_DIR
 from dreamgym.sb3 import make_dream_vec_env
-from dreamgym.training.common import atomic_write_json
 from dreamgym.training.rnn import train_rnn
 
 

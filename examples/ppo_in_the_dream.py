@@ -62,7 +62,7 @@ class Args:
     seed: int = arg(0, "seed of PPO and the dream")
     device: str = arg("auto", "torch device of the PPO policy")
     out: str = arg("runs/ppo_in_the_dream", "folder for the agent zips and evaluations")
-    progress_bar: bool = arg(False, "show a progress bar (needs tqdm and rich)")
+    progress_bar: bool = arg(False, "show a progress bar (SB3 draws it with rich: pip install rich)")
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ def test_cli_prints_the_table(setup, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--episodes", "0"], "episodes must be an int >= 1"),
+        (["--episodes", "0"], "episodes must be >= 1, got 0"),
         (["--horizons", "0"], "horizon must be an int > 0"),
         (["--horizons", "50", "--max-steps", "30"], "horizon must be <= max_steps (30)"),
         (["--temperature", "0"], "temperature must be"),

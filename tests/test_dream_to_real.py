@@ -280,7 +280,7 @@ def test_real_validation_callback_scores_checkpoints_on_validation_seeds(tmp_pat
     best = max(record["history"], key=lambda e: e["mean"])
     assert record["best"] == best
     assert (tmp_path / "best_model.zip").read_bytes() == Path(best["checkpoint"]).read_bytes()
-    with pytest.raises(ValueError, match="eval_freq must be a positive int"):
+    with pytest.raises(ValueError, match="eval_freq must be >= 1"):
         RealValidationCallback(tmp_path, None, eval_freq=0)
 
 

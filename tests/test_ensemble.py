@@ -421,7 +421,7 @@ def test_bad_ensemble_input_is_refused_with_the_fix(tiny_model, tmp_path):
                     torch.full((1, K - 1, H), -0.5), torch.ones(1, K - 1, H))
     assert (dream.member_h[0, 1] == 0.5).all() and (dream.member_h[1:, 1] == -0.5).all()
     assert (dream.member_c[1:, 1] == 1.0).all() and (dream.member_h[:, 0] == 0.0).all()
-    with pytest.raises(ValueError, match=r"ensemble_size must be an integer in \[1, 16\], got 0"):
+    with pytest.raises(ValueError, match=r"ensemble_size must be an int in \[1, 16\], got 0"):
         train_rnn(tmp_path, tmp_path, tmp_path, ensemble_size=0)
     with pytest.raises(ValueError, match="needs ensemble=True"):
         evaluate_population(model, np.zeros((1, 3 * (Z + H) + 3)), [0], max_steps=1, disagreement_penalty=1.0)
@@ -436,4 +436,4 @@ def test_train_rnn_cli_passes_the_ensemble_size_and_refuses_a_bad_one(tmp_path, 
     monkeypatch.undo()
     assert main(["train-rnn", "--data", str(tmp_path), "--vae", str(tmp_path), "--out", str(tmp_path),
                  "--ensemble-size", "0"]) == 2
-    assert "ensemble_size must be an integer in [1, 16], got 0" in capsys.readouterr().err
+    assert "ensemble_size must be an int in [1, 16], got 0" in capsys.readouterr().err

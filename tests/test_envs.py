@@ -493,7 +493,7 @@ def test_bad_temperature(tiny_model, temperature):
 @pytest.mark.parametrize("cls", [DreamCarRacingEnv, RealCarRacingEnv])
 @pytest.mark.parametrize("steps", [0, -3, 2.5, "10"])
 def test_bad_max_episode_steps(tiny_model, cls, steps):
-    with pytest.raises(ValueError, match="max_episode_steps must be a positive int"):
+    with pytest.raises(ValueError, match="max_episode_steps must be"):
         cls(model=tiny_model, max_episode_steps=steps)
 
 

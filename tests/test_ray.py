@@ -179,7 +179,7 @@ def test_make_backend() -> None:
         make_backend("local", 2, address="auto")
     with pytest.raises(ValueError, match="unknown backend 'dask'"):
         make_backend("dask")
-    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+    with pytest.raises(ValueError, match="workers must be >= 1"):
         LocalBackend(0)
 
 

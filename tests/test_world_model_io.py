@@ -273,23 +273,19 @@ def test_config_json_not_an_object_refused(tiny_model_dir, text):
 
 
 # --------------------------------------------------------------- file problems
-def test_garbage_safetensors_refused(tiny_model_dir):
-    (tiny_model_dir / "model.safetensors").write_bytes(b"this is not a safetensors file at all")
-    with pytest.raises(WorldModelFormatError, match="model.safetensors .* is corrupt or unreadable"):
-        load_world_model(tiny_model_dir)
-
-
-def test_truncated_safetensors_refused(tiny_model_dir):
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda data: b"this is not a safetensors file at all",  # garbage
+        lambda data: data[: len(data) // 2],  # truncated
+        lambda data: b"",  # empty
+    ],
+    ids=["garbage", "truncated", "empty"],
+)
+def test_unreadable_safetensors_refused(tiny_model_dir, spoil):
     path = tiny_model_dir / "model.safetensors"
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(WorldModelFormatError, match="corrupt or unreadable"):
-        load_world_model(tiny_model_dir)
-
-
-def test_empty_safetensors_refused(tiny_model_dir):
-    (tiny_model_dir / "model.safetensors").write_bytes(b"")
-    with pytest.raises(WorldModelFormatError, match="corrupt or unreadable"):
+    path.write_bytes(spoil(path.read_bytes()))
+    with pytest.raises(WorldModelFormatError, match="model.safetensors .* is corrupt or unreadable"):
         load_world_model(tiny_model_dir)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,8 @@ import torch
 from gymnasium.utils import seeding
 from tqdm.auto import tqdm
 
-from dreamgym.agents.controller import LinearController, population_actions, unflatten_population
+from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, LinearController, population_actions, unflatten_population
+from dreamgym.checkpoints import CHECKPOINT_DIR, LOG_DIR, module_fingerprint, read_checkpoint, run_stage, write_checkpoint
 from dreamgym.envs.dynamics import (
     LatentDream,
     check_dropout,
@@ -44,18 +44,11 @@ from dreamgym.envs.dynamics import (
     check_temperature,
     episode_keys,
 )
+from dreamgym.errors import CheckpointError
+from dreamgym.files import read_json
 from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
-from dreamgym.training.common import (
-    CHECKPOINT_DIR,
-    CheckpointError,
-    checkpoint_paths,
-    module_fingerprint,
-    pick_device,
-    read_checkpoint,
-    write_checkpoint,
-    write_log,
-)
+from dreamgym.validation import check_int, pick_device
 
 __all__ = ["dream_keys", "evaluate_population", "generation_seeds", "select_controller", "train_controller"]
 
@@ -197,12 +190,6 @@ def _cma_seed(seed: int, generation: int) -> int:
     return int(np.random.SeedSequence([seed, 2, generation]).generate_state(1, dtype=np.uint32)[0] % (2**31 - 2)) + 1
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 # ------------------------------------------------------------------------ training
 def train_controller(
     model: ModelSource = None,
@@ -282,13 +269,13 @@ def train_controller(
     """
     if out is None:
         raise TypeError("train_controller() needs out= (the output folder)")
-    generations = _check_positive_int("generations", generations, 0)
-    popsize = _check_positive_int("popsize", popsize, 2)
-    rollouts = _check_positive_int("rollouts", rollouts)
-    max_steps = _check_positive_int("max_steps", max_steps)
-    eval_every = _check_positive_int("eval_every", eval_every or 0, 0)
-    eval_rollouts = _check_positive_int("eval_rollouts", eval_rollouts)
-    seed = _check_positive_int("seed", seed, 0)
+    generations = check_int("generations", generations, 0)
+    popsize = check_int("popsize", popsize, 2)
+    rollouts = check_int("rollouts", rollouts, 1)
+    max_steps = check_int("max_steps", max_steps, 1)
+    eval_every = check_int("eval_every", eval_every or 0, 0)
+    eval_rollouts = check_int("eval_rollouts", eval_rollouts, 1)
+    seed = check_int("seed", seed, 0)
     temperature = check_temperature(temperature)
     dropout = check_dropout(dropout)
     if not (math.isfinite(sigma0) and sigma0 > 0):
@@ -358,64 +345,69 @@ def train_controller(
         return make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness)
 
     es = cma.CMAEvolutionStrategy(mean, sigma, {"popsize": popsize, "seed": _cma_seed(seed, done), "verbose": -9})
-    bar = tqdm(total=generations, initial=done, desc="CMA-ES", unit="gen", disable=not progress)
-    try:
-        for generation in range(done, generations):
-            started = time.perf_counter()
-            candidates = np.asarray(es.ask())
-            returns = evaluate_population(
-                world_model, candidates, generation_seeds(seed, generation, rollouts), temperature, max_steps,
-                start=start, dropout=dropout, ensemble=ensemble, disagreement_penalty=disagreement_penalty,
+
+    def generation(index: int) -> dict[str, Any]:
+        nonlocal best_fitness, best_params
+        started = time.perf_counter()
+        candidates = np.asarray(es.ask())
+        returns = evaluate_population(
+            world_model, candidates, generation_seeds(seed, index, rollouts), temperature, max_steps,
+            start=start, dropout=dropout, ensemble=ensemble, disagreement_penalty=disagreement_penalty,
+        )
+        fitness = returns.mean(axis=1)
+        penalty = weight_decay * np.mean(candidates**2, axis=1)
+        es.tell(list(candidates), list(-(fitness - penalty)))
+        top = int(np.argmax(fitness))
+        if fitness[top] > best_fitness:
+            best_fitness = float(fitness[top])
+            # float32, as the controller holds it: the candidate was scored with these very values.
+            best_params = candidates[top].astype(np.float32)
+        entry: dict[str, Any] = {
+            "generation": index + 1,
+            "best": float(fitness[top]),
+            "mean": float(fitness.mean()),
+            "std": float(fitness.std()),
+            "worst": float(fitness.min()),
+            "best_ever": best_fitness,
+            "sigma": float(es.sigma),
+        }
+        if eval_every and ((index + 1) % eval_every == 0 or index + 1 == generations):
+            held_out = evaluate_population(
+                world_model, np.stack([es.mean, best_params]), _eval_seeds(seed, eval_rollouts),
+                temperature, max_steps, start=start, dropout=dropout, ensemble=ensemble,
+                disagreement_penalty=disagreement_penalty,
             )
-            fitness = returns.mean(axis=1)
-            penalty = weight_decay * np.mean(candidates**2, axis=1)
-            es.tell(list(candidates), list(-(fitness - penalty)))
-            top = int(np.argmax(fitness))
-            if fitness[top] > best_fitness:
-                best_fitness = float(fitness[top])
-                # float32, as the controller holds it: the candidate was scored with these very values.
-                best_params = candidates[top].astype(np.float32)
-            entry: dict[str, Any] = {
-                "generation": generation + 1,
-                "best": float(fitness[top]),
-                "mean": float(fitness.mean()),
-                "std": float(fitness.std()),
-                "worst": float(fitness.min()),
-                "best_ever": best_fitness,
-                "sigma": float(es.sigma),
-            }
-            if eval_every and ((generation + 1) % eval_every == 0 or generation + 1 == generations):
-                held_out = evaluate_population(
-                    world_model, np.stack([es.mean, best_params]), _eval_seeds(seed, eval_rollouts),
-                    temperature, max_steps, start=start, dropout=dropout, ensemble=ensemble,
-                    disagreement_penalty=disagreement_penalty,
-                )
-                entry.update(
-                    eval_es_mean=float(held_out[0].mean()), eval_es_mean_std=float(held_out[0].std()),
-                    eval_best=float(held_out[1].mean()), eval_best_std=float(held_out[1].std()),
-                )
-                mean_controller = make_controller(
-                    np.asarray(es.mean), history + [entry], selected="ES mean", held_out_return=entry["eval_es_mean"]
-                )
-                mean_controller.save(out / "mean")
-                # Kept per generation, so that the real score can be traced against dream
-                # training afterwards: where it peaks is what the dream's exploitation costs.
-                mean_controller.save(out / SNAPSHOT_DIR / f"generation-{generation + 1:04d}")
-            entry["seconds"] = time.perf_counter() - started
-            history.append(entry)
-            state = {
-                "generation": generation + 1,
-                "sigma": float(es.sigma),
-                "best_fitness": best_fitness,
-                "history": history,
-                "options": options,
-                "world_model": record,
-                "world_model_fingerprint": fingerprint,
-            }
-            # Checkpoint first: a kill between the writes then leaves a controller that resume rewrites.
-            _save_checkpoint(out, np.asarray(es.mean), best_params, state)
-            make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness).save(out)
-            write_log(out, STAGE, history)
+            entry.update(
+                eval_es_mean=float(held_out[0].mean()), eval_es_mean_std=float(held_out[0].std()),
+                eval_best=float(held_out[1].mean()), eval_best_std=float(held_out[1].std()),
+            )
+            mean_controller = make_controller(
+                np.asarray(es.mean), history + [entry], selected="ES mean", held_out_return=entry["eval_es_mean"]
+            )
+            mean_controller.save(out / "mean")
+            # Kept per generation, so that the real score can be traced against dream
+            # training afterwards: where it peaks is what the dream's exploitation costs.
+            mean_controller.save(out / SNAPSHOT_DIR / f"generation-{index + 1:04d}")
+        entry["seconds"] = time.perf_counter() - started
+        return entry
+
+    def save(history: list[dict[str, Any]]) -> None:
+        state = {
+            "generation": history[-1]["generation"],
+            "sigma": float(es.sigma),
+            "best_fitness": best_fitness,
+            "history": history,
+            "options": options,
+            "world_model": record,
+            "world_model_fingerprint": fingerprint,
+        }
+        # Checkpoint first: a kill between the writes then leaves a controller that resume rewrites.
+        _save_checkpoint(out, np.asarray(es.mean), best_params, state)
+        make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness).save(out)
+
+    with tqdm(total=generations, initial=done, desc="CMA-ES", unit="gen", disable=not progress) as bar:
+
+        def report(entry: dict[str, Any]) -> None:
             bar.set_postfix(
                 best=f"{entry['best']:.1f}", mean=f"{entry['mean']:.1f}", best_ever=f"{best_fitness:.1f}",
                 sigma=f"{entry['sigma']:.3f}", s_per_gen=f"{entry['seconds']:.1f}", refresh=False,
@@ -423,19 +415,12 @@ def train_controller(
             bar.update(1)
             if "eval_es_mean" in entry and progress:
                 tqdm.write(
-                    f"generation {generation + 1}: held-out dream return of the ES mean {entry['eval_es_mean']:.1f}, "
+                    f"generation {entry['generation']}: held-out dream return of the ES mean {entry['eval_es_mean']:.1f}, "
                     f"of the best candidate {entry['eval_best']:.1f} ({eval_rollouts} episodes)"
                 )
-    except KeyboardInterrupt:
-        weights_path, _ = checkpoint_paths(out, STAGE)
-        print(
-            f"\ninterrupted: {len(history)} generation(s) of CMA-ES are checkpointed in {weights_path}; "
-            "run again to resume",
-            file=sys.stderr,
-        )
-        raise
-    finally:
-        bar.close()
+
+        run_stage(out, STAGE, what="CMA-ES", unit="generation", done=done, total=generations, history=history,
+                  step=generation, save=save, report=report)
     return make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness)
 
 
@@ -448,16 +433,15 @@ def select_controller(out: str | os.PathLike) -> Path:
 
     :raises FileNotFoundError: ``out`` holds no controller.
     """
-    import json
-
-    from dreamgym.agents.controller import CONFIG_FILE
-
     out = Path(out)
-    if not (out / CONFIG_FILE).is_file():
+    if not (out / CONTROLLER_CONFIG_FILE).is_file():
         raise FileNotFoundError(f"no controller in {str(out)!r}: run `dreamgym train-controller --out {out}` first")
-    log_path = out / "logs" / f"{STAGE}.json"
-    history = json.loads(log_path.read_text()) if log_path.is_file() else []
+    history = read_json(out / LOG_DIR / f"{STAGE}.json", "CMA-ES log", expect=list, default=[])
     evaluated = [e for e in history if isinstance(e, dict) and "eval_es_mean" in e]
-    if evaluated and (out / "mean" / CONFIG_FILE).is_file() and evaluated[-1]["eval_es_mean"] >= evaluated[-1]["eval_best"]:
+    if (
+        evaluated
+        and (out / "mean" / CONTROLLER_CONFIG_FILE).is_file()
+        and evaluated[-1]["eval_es_mean"] >= evaluated[-1]["eval_best"]
+    ):
         return out / "mean"
     return out

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from dreamgym.errors import ChecksumError, DreamgymError
-from dreamgym.models.world_model import canonical_safetensors, check_sha256, tensor_name_problems
-from dreamgym.training.common import atomic_write_bytes, atomic_write_json
+from dreamgym.errors import ControllerChecksumError, ControllerFormatError
+from dreamgym.files import WEIGHTS_SHA256_KEY, atomic_write, atomic_write_json, check_format_version, check_sha256, read_json
+from dreamgym.models.world_model import canonical_safetensors, tensor_name_problems
+from dreamgym.validation import check_int
+from dreamgym.version import __version__
 
 __all__ = [
     "CONFIG_FILE",
+    "CONTROLLER_CONFIG_FILE",
+    "CONTROLLER_FORMAT_VERSION",
+    "CONTROLLER_WEIGHTS_FILE",
     "FORMAT_VERSION",
     "REFERENCE_DIR",
     "WEIGHTS_FILE",
@@ -52,26 +56,20 @@ __all__ = [
     "unflatten_population",
 ]
 
-WEIGHTS_FILE = "controller.safetensors"
-CONFIG_FILE = "controller.json"
-FORMAT_VERSION = 1
+CONTROLLER_WEIGHTS_FILE = "controller.safetensors"
+CONTROLLER_CONFIG_FILE = "controller.json"
+CONTROLLER_FORMAT_VERSION = 1
 """The newest layout of ``controller.json`` + ``controller.safetensors`` this dreamgym reads."""
 SUPPORTED_FORMAT_VERSIONS = (1,)
-SHA256_KEY = "weights_sha256"
+# The names they had first.
+WEIGHTS_FILE, CONFIG_FILE, FORMAT_VERSION = CONTROLLER_WEIGHTS_FILE, CONTROLLER_CONFIG_FILE, CONTROLLER_FORMAT_VERSION
+SHA256_KEY = WEIGHTS_SHA256_KEY
 """Key of ``controller.json`` holding the sha256 of ``controller.safetensors``: written by every
 save, checked on load when present (controllers saved before it existed load unchecked)."""
 ACTION_DIM = 3
 DEFAULT_OBS_DIM = 288  # z (32) + h (256) of the paper's CarRacing model
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "assets" / "DreamCarRacing-v0" / "controller"
 """Where the reference controller trained in the shipped world model is installed."""
-
-
-class ControllerFormatError(DreamgymError, ValueError):
-    """A controller's files are corrupt, from an unknown format version, or do not match its config."""
-
-
-class ControllerChecksumError(ControllerFormatError, ChecksumError):
-    """``controller.safetensors`` does not hash to the sha256 its ``controller.json`` records."""
 
 
 # ------------------------------------------------------------------------ maths
@@ -144,9 +142,7 @@ class LinearController:
         temperature: float | None = None,
         training: dict[str, Any] | None = None,
     ) -> None:
-        if isinstance(obs_dim, bool) or not isinstance(obs_dim, (int, np.integer)) or obs_dim <= 0:
-            raise ValueError(f"obs_dim must be a positive int, got {obs_dim!r}")
-        self.obs_dim = int(obs_dim)
+        self.obs_dim = check_int("obs_dim", obs_dim, 1)
         self.weight = self._param("weight", weight, (ACTION_DIM, self.obs_dim))
         self.bias = self._param("bias", bias, (ACTION_DIM,))
         self.world_model = dict(world_model) if world_model else {"model": None, "revision": None, "source": "default"}
@@ -222,10 +218,8 @@ class LinearController:
     # ------------------------------------------------------------- persistence
     def config(self) -> dict[str, Any]:
         """What ``controller.json`` holds."""
-        from dreamgym import __version__
-
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": CONTROLLER_FORMAT_VERSION,
             "kind": "linear",
             "obs_dim": self.obs_dim,
             "action_dim": ACTION_DIM,
@@ -243,11 +237,11 @@ class LinearController:
         """
         folder = Path(directory)
         tensors = {"weight": self.weight.contiguous(), "bias": self.bias.contiguous()}
-        metadata = {"format": "pt", "format_version": str(FORMAT_VERSION)}
+        metadata = {"format": "pt", "format_version": str(CONTROLLER_FORMAT_VERSION)}
         # Canonical bytes: the same controller saved twice gives the same file.
         data = canonical_safetensors(save(tensors, metadata=metadata))
-        atomic_write_bytes(folder / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
-        atomic_write_json(folder / CONFIG_FILE, {**self.config(), SHA256_KEY: hashlib.sha256(data).hexdigest()})
+        atomic_write(folder / CONTROLLER_WEIGHTS_FILE, data)
+        atomic_write_json(folder / CONTROLLER_CONFIG_FILE, {**self.config(), WEIGHTS_SHA256_KEY: hashlib.sha256(data).hexdigest()})
         return folder
 
     @classmethod
@@ -263,41 +257,34 @@ class LinearController:
         where = str(directory)
         if not folder.is_dir():
             raise FileNotFoundError(f"no controller folder at {where!r}")
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
+        for name in (CONTROLLER_CONFIG_FILE, CONTROLLER_WEIGHTS_FILE):
             if not (folder / name).is_file():
                 raise FileNotFoundError(
-                    f"controller folder {where!r} has no {name}; a controller holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+                    f"controller folder {where!r} has no {name}; a controller holds {CONTROLLER_CONFIG_FILE} and {CONTROLLER_WEIGHTS_FILE}"
                 )
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ControllerFormatError(f"{CONFIG_FILE} of controller {where!r} is not valid JSON: {err}") from err
-        if not isinstance(config, dict):
-            raise ControllerFormatError(f"{CONFIG_FILE} of controller {where!r} must be a JSON object")
-        version = config.get("format_version")
-        if version not in SUPPORTED_FORMAT_VERSIONS:
-            raise ControllerFormatError(
-                f"controller {where!r} has format_version {version!r}; this dreamgym reads versions "
-                f"{list(SUPPORTED_FORMAT_VERSIONS)}: upgrade dreamgym or re-save the controller"
-            )
+        config = read_json(folder / CONTROLLER_CONFIG_FILE, f"{CONTROLLER_CONFIG_FILE} of controller {where!r}", error=ControllerFormatError)
+        check_format_version(
+            config, f"controller {where!r}", SUPPORTED_FORMAT_VERSIONS, error=ControllerFormatError,
+            hint="upgrade dreamgym or re-save the controller",
+        )
         if config.get("kind", "linear") != "linear":
             raise ControllerFormatError(f"controller {where!r} is of kind {config.get('kind')!r}; only 'linear' is known")
         obs_dim = config.get("obs_dim")
         if isinstance(obs_dim, bool) or not isinstance(obs_dim, int) or obs_dim <= 0:
-            raise ControllerFormatError(f"{CONFIG_FILE} of controller {where!r} has no valid obs_dim (got {obs_dim!r})")
+            raise ControllerFormatError(f"{CONTROLLER_CONFIG_FILE} of controller {where!r} has no valid obs_dim (got {obs_dim!r})")
         if config.get("action_dim", ACTION_DIM) != ACTION_DIM:
             raise ControllerFormatError(
                 f"controller {where!r} has action_dim {config.get('action_dim')!r}; CarRacing needs {ACTION_DIM}"
             )
-        sha = config.get(SHA256_KEY)
+        sha = config.get(WEIGHTS_SHA256_KEY)
         if sha is not None:
             if not isinstance(sha, str) or len(sha) != 64:
-                raise ControllerFormatError(f"{CONFIG_FILE} of controller {where!r}: {SHA256_KEY} must be 64 hex digits, got {sha!r}")
-            check_sha256(folder / WEIGHTS_FILE, sha, f"{WEIGHTS_FILE} of controller {where!r}", ControllerChecksumError)
+                raise ControllerFormatError(f"{CONTROLLER_CONFIG_FILE} of controller {where!r}: {WEIGHTS_SHA256_KEY} must be 64 hex digits, got {sha!r}")
+            check_sha256(folder / CONTROLLER_WEIGHTS_FILE, sha, f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r}", ControllerChecksumError)
         try:
-            tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+            tensors = load_file(str(folder / CONTROLLER_WEIGHTS_FILE), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise ControllerFormatError(f"{WEIGHTS_FILE} of controller {where!r} is corrupt or unreadable: {err}") from err
+            raise ControllerFormatError(f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r} is corrupt or unreadable: {err}") from err
         expected = {"weight": (ACTION_DIM, obs_dim), "bias": (ACTION_DIM,)}
         problems = tensor_name_problems(expected, tensors)
         for name in sorted(set(expected) & set(tensors)):
@@ -309,7 +296,7 @@ class LinearController:
             elif not torch.isfinite(tensor).all():
                 problems.append(f"{name} holds NaN or inf")
         if problems:
-            raise ControllerFormatError(f"{WEIGHTS_FILE} of controller {where!r} does not match its config: " + "; ".join(problems))
+            raise ControllerFormatError(f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r} does not match its config: " + "; ".join(problems))
         world_model = config.get("world_model")
         return cls(
             obs_dim,
@@ -326,7 +313,7 @@ class LinearController:
 
 def reference_controller_installed() -> bool:
     """Whether this install ships the reference controller."""
-    return (REFERENCE_DIR / CONFIG_FILE).is_file() and (REFERENCE_DIR / WEIGHTS_FILE).is_file()
+    return (REFERENCE_DIR / CONTROLLER_CONFIG_FILE).is_file() and (REFERENCE_DIR / CONTROLLER_WEIGHTS_FILE).is_file()
 
 
 def load_controller(source: str | os.PathLike = "reference") -> LinearController:
@@ -338,7 +325,7 @@ def load_controller(source: str | os.PathLike = "reference") -> LinearController
     if isinstance(source, str) and source == "reference":
         if not reference_controller_installed():
             raise FileNotFoundError(
-                f"no reference controller is installed (expected {CONFIG_FILE} and {WEIGHTS_FILE} in {str(REFERENCE_DIR)!r}); "
+                f"no reference controller is installed (expected {CONTROLLER_CONFIG_FILE} and {CONTROLLER_WEIGHTS_FILE} in {str(REFERENCE_DIR)!r}); "
                 "train one with `dreamgym train-controller` and pass its folder instead"
             )
         return LinearController.load(REFERENCE_DIR)

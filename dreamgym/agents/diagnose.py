@@ -22,7 +22,6 @@ returns are those ``dreamgym evaluate`` reports for the same seeds and ``max_ste
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -35,19 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamgym.agents.evaluate import (
-    DREAM_ENV_ID,
-    REAL_ENV_ID,
-    _check_int,
-    _describe,
-    _single_thread,
-    check_agent_fits,
-    load_agent,
-    parse_agent_spec,
-    resolve_agent_model,
-)
+from dreamgym.agents.evaluate import DREAM_ENV_ID, REAL_ENV_ID, single_thread
+from dreamgym.agents.specs import check_agent_fits, describe_model, load_agent, parse_agent_spec, resolve_agent_model
 from dreamgym.envs.common import continuous_actions
+from dreamgym.files import atomic_write_json
 from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, DASHBOARD_ROWS
+from dreamgym.validation import check_int
 
 __all__ = [
     "DIAGNOSE_FILE",
@@ -501,13 +493,6 @@ def _check_horizons(horizons: Sequence[int], max_steps: int) -> list[int]:
     return sorted(set(checked))
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` through a temporary file, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
 def diagnose(
     agent: str,
     model: Any = None,
@@ -553,18 +538,17 @@ def diagnose(
         ValueError: a bad option or agent spec, or an agent that does not fit the world model.
         FileNotFoundError: the agent or the world model does not exist.
     """
-    import gymnasium as gym
+    import gymnasium as gym  # the envs are registered: importing any dreamgym module imports dreamgym
 
-    import dreamgym  # noqa: F401  (registers the envs)
-    from dreamgym import __version__
     from dreamgym.envs.dynamics import check_temperature
     from dreamgym.hub import load_world_model
+    from dreamgym.version import __version__
 
-    episodes = _check_int("episodes", episodes, 1)
-    seed = _check_int("seed", seed, 0)
-    max_steps = _check_int("max_steps", max_steps, 1)
-    branch_every = _check_int("branch_every", branch_every, 1)
-    zoom_steps = _check_int("zoom_steps", zoom_steps, 0)
+    episodes = check_int("episodes", episodes, 1)
+    seed = check_int("seed", seed, 0)
+    max_steps = check_int("max_steps", max_steps, 1)
+    branch_every = check_int("branch_every", branch_every, 1)
+    zoom_steps = check_int("zoom_steps", zoom_steps, 0)
     temperature = check_temperature(temperature)
     horizons = _check_horizons(horizons, max_steps)
     started = time.perf_counter()
@@ -582,7 +566,7 @@ def diagnose(
     seeds = [seed + i for i in range(episodes)]
 
     # One torch thread, as evaluate's episodes run: the same seeds give the same real returns.
-    with _single_thread():
+    with single_thread():
         real: list[RealEpisode] = []
         env = gym.make(REAL_ENV_ID, model=world_model, max_episode_steps=max_steps)
         try:
@@ -650,7 +634,7 @@ def diagnose(
     result: dict[str, Any] = {
         "agent": agent,
         "agent_kind": spec.kind,
-        "model": _describe(model),
+        "model": describe_model(model),
         "revision": revision,
         "episodes": episodes,
         "seed": seed,
@@ -672,7 +656,7 @@ def diagnose(
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / DIAGNOSE_FILE, result)
+        atomic_write_json(folder / DIAGNOSE_FILE, result, sort_keys=False, allow_nan=False)
         plot_diagnosis(result, folder / PLOT_FILE)
         log(f"wrote {folder / DIAGNOSE_FILE} and {folder / PLOT_FILE}")
     return result

@@ -6,15 +6,8 @@ whichever worker runs which episode. With ``dream=True`` the agent also drives
 ``DreamCarRacing-v0`` for the same seeds; the difference of the two means is the gap
 between what the agent believes it scores and what it really scores.
 
-Agents are named by a spec string, so that worker processes can load them themselves:
-
-- a folder written by :meth:`~dreamgym.agents.controller.LinearController.save`
-  (``controller:<folder>`` also works);
-- ``reference``: the controller shipped with dreamgym;
-- a folder written by :meth:`~dreamgym.agents.mlp_policy.MlpPolicyAgent.save`: an SB3
-  policy exported as safetensors + JSON (``dreamgym export-policy``), loaded without SB3;
-- ``sb3:<path/to/agent.zip>``: a Stable-Baselines3 agent (loaded by
-  :func:`dreamgym.agents.sb3.load_sb3_agent`, driven with ``predict(obs, deterministic=True)``).
+Agents are named by a spec string (:mod:`dreamgym.agents.specs`), so that worker processes
+can load them themselves.
 """
 
 from __future__ import annotations
@@ -31,130 +24,23 @@ from typing import Any
 
 import numpy as np
 
-from dreamgym.backends import Backend, LocalBackend, TaskError, WorkerDiedError, headless, make_backend
+from dreamgym.agents.specs import (  # noqa: F401  (AgentSpec, load_agent and parse_agent_spec were first here)
+    Agent,
+    AgentSpec,
+    check_agent_fits,
+    describe_model,
+    load_agent,
+    parse_agent_spec,
+    resolve_agent_model,
+)
+from dreamgym.backends import Backend, LocalBackend, headless, make_backend, run_episodes
+from dreamgym.validation import check_int
 
 __all__ = ["DREAM_ENV_ID", "REAL_ENV_ID", "AgentSpec", "evaluate", "load_agent", "parse_agent_spec", "run_episode"]
 
 REAL_ENV_ID = "dreamgym/RealCarRacing-v0"
 DREAM_ENV_ID = "dreamgym/DreamCarRacing-v0"
 RESULTS_FILE = "results.json"
-
-Agent = Callable[[np.ndarray], np.ndarray]
-
-
-# --------------------------------------------------------------------------- agents
-@dataclass(frozen=True)
-class AgentSpec:
-    """A parsed agent spec: ``kind`` is ``"controller"``, ``"mlp"`` (an exported policy) or ``"sb3"``, ``path`` what to load.
-
-    ``allow_pickle`` lets an SB3 zip be loaded by unpickling it (see
-    :func:`~dreamgym.agents.sb3.load_sb3_agent`); controllers are never unpickled.
-    """
-
-    kind: str
-    path: str
-    spec: str
-    allow_pickle: bool = False
-
-
-def parse_agent_spec(spec: str, allow_pickle: bool = False) -> AgentSpec:
-    """Parse an agent spec (see the module doc) without loading anything heavy.
-
-    ``allow_pickle`` is recorded for an SB3 agent: load its zip with SB3's unpickling ``load``.
-
-    :raises ValueError: an empty or unrecognised spec.
-    :raises FileNotFoundError: the named file or folder does not exist, or ``reference``
-        is asked for and none is installed.
-    """
-    from dreamgym.agents.controller import CONFIG_FILE, REFERENCE_DIR, reference_controller_installed
-    from dreamgym.agents.mlp_policy import CONFIG_FILE as POLICY_CONFIG_FILE
-
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"agent spec must be a non-empty string, got {spec!r}")
-    if spec == "reference":
-        if not reference_controller_installed():
-            raise FileNotFoundError(
-                f"no reference controller is installed (expected one in {str(REFERENCE_DIR)!r}); "
-                "pass a controller folder written by `dreamgym train-controller` instead"
-            )
-        return AgentSpec("controller", str(REFERENCE_DIR), spec)
-    if spec.startswith("sb3:"):
-        path = spec[len("sb3:") :]
-        if not path:
-            raise ValueError("agent spec 'sb3:' needs a path, as in 'sb3:path/to/agent.zip'")
-        expanded = os.path.expanduser(path)
-        if not os.path.isfile(expanded) and os.path.isfile(expanded + ".zip"):
-            expanded += ".zip"  # as SB3's own load does
-        if not os.path.isfile(expanded):
-            raise FileNotFoundError(f"no SB3 agent at {path!r} (agent spec {spec!r})")
-        return AgentSpec("sb3", expanded, spec, allow_pickle=bool(allow_pickle))
-    path = spec[len("controller:") :] if spec.startswith("controller:") else spec
-    expanded = os.path.expanduser(path)
-    if os.path.isdir(expanded) and os.path.isfile(os.path.join(expanded, POLICY_CONFIG_FILE)):
-        return AgentSpec("mlp", expanded, spec)
-    if os.path.isdir(expanded):
-        if not os.path.isfile(os.path.join(expanded, CONFIG_FILE)):
-            raise ValueError(f"folder {path!r} holds no {CONFIG_FILE}: it is not a controller written by `dreamgym train-controller`")
-        return AgentSpec("controller", expanded, spec)
-    if expanded.endswith(".zip") and os.path.isfile(expanded):
-        raise ValueError(f"{spec!r} looks like a Stable-Baselines3 agent: name it 'sb3:{spec}'")
-    if os.path.exists(expanded):
-        raise ValueError(
-            f"unknown agent spec {spec!r}: expected a controller folder, 'reference' or 'sb3:path/to/agent.zip'"
-        )
-    raise FileNotFoundError(
-        f"agent {spec!r} not found: expected a controller folder, 'reference' or 'sb3:path/to/agent.zip'"
-    )
-
-
-def load_agent(spec: AgentSpec | str) -> tuple[Agent, Any]:
-    """Load the agent a spec names.
-
-    :return: ``(act, loaded)``: ``act(obs) -> action`` drives one env deterministically;
-        ``loaded`` is the :class:`~dreamgym.agents.controller.LinearController` or SB3 model.
-    """
-    if isinstance(spec, str):
-        spec = parse_agent_spec(spec)
-    if spec.kind == "controller":
-        from dreamgym.agents.controller import LinearController
-
-        controller = LinearController.load(spec.path)
-        return controller.act, controller
-    if spec.kind == "mlp":
-        from dreamgym.agents.mlp_policy import MlpPolicyAgent
-
-        policy = MlpPolicyAgent.load(spec.path)
-        return policy.act, policy
-    try:
-        from dreamgym.agents.sb3 import load_sb3_agent
-    except ImportError as err:
-        raise ValueError(f"agent {spec.spec!r} needs dreamgym.agents.sb3, which cannot be imported: {err}") from err
-    model = load_sb3_agent(spec.path, device="cpu", allow_pickle=spec.allow_pickle)
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        action, _ = model.predict(obs, deterministic=True)
-        return action
-
-    return act, model
-
-
-def _observation_dim(loaded: Any) -> int | None:
-    if hasattr(loaded, "obs_dim"):
-        return int(loaded.obs_dim)
-    space = getattr(loaded, "observation_space", None)
-    shape = getattr(space, "shape", None)
-    return int(shape[0]) if shape is not None and len(shape) == 1 else None
-
-
-def check_agent_fits(loaded: Any, world_model: Any, spec: str) -> None:
-    cfg = world_model.config
-    expected = cfg.z_dim + cfg.rnn_hidden
-    got = _observation_dim(loaded)
-    if got is not None and got != expected:
-        raise ValueError(
-            f"agent {spec!r} acts on observations of size {got}, but the world model's [z, h] has size {expected} "
-            f"(z_dim {cfg.z_dim} + rnn_hidden {cfg.rnn_hidden}); pass the world model it was trained in with model="
-        )
 
 
 # ------------------------------------------------------------------------- episodes
@@ -179,15 +65,13 @@ class _EpisodeConfig:
 
 
 def _make_real_env(config: _EpisodeConfig) -> Any:
-    import gymnasium as gym
-
-    import dreamgym  # noqa: F401  (registers the envs)
+    import gymnasium as gym  # the envs are registered: importing any dreamgym module imports dreamgym
 
     return gym.make(REAL_ENV_ID, model=config.model, revision=config.revision, max_episode_steps=config.max_steps)
 
 
 @contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
+def single_thread() -> Iterator[None]:
     """One torch thread, as one env per core wants; in-process runs thus match the workers' bit for bit."""
     import torch
 
@@ -204,7 +88,7 @@ def _real_worker(config: _EpisodeConfig) -> Iterator[Callable[[int], tuple[float
     """A worker's agent and real env; ``work(seed)`` plays the episode of ``seed``: (return, length)."""
     headless()
     act, _ = load_agent(config.agent)
-    with _single_thread():
+    with single_thread():
         env = _make_real_env(config)
         try:
             yield lambda seed: run_episode(env, act, seed)
@@ -222,17 +106,11 @@ def _real_pool(
     if isinstance(backend, int):
         backend = LocalBackend(backend)
     index = {seed: i for i, seed in enumerate(seeds)}
-    try:
-        for seed, (total, length) in backend.run(_real_worker, config, seeds):
-            bar.update(1)
-            yield index[seed], total, length
-    except TaskError as err:
-        if isinstance(err.error, (ValueError, FileNotFoundError, ImportError)):
-            raise err.error from err  # bad input, already explained: let the CLI print it as one line
-        what = "could not start" if err.seed is None else f"failed on the episode of seed {err.seed}"
-        raise RuntimeError(f"an evaluation worker {what}: {err.summary}") from err
-    except WorkerDiedError as err:
-        raise RuntimeError(f"evaluation stopped: {err}; nothing was written") from None
+    for seed, (total, length) in run_episodes(
+        backend, _real_worker, config, seeds, job="evaluation", on_stop="nothing was written"
+    ):
+        bar.update(1)
+        yield index[seed], total, length
 
 
 def _dream_returns(
@@ -254,8 +132,6 @@ def _dream_returns(
     import gymnasium as gym
     from tqdm.auto import tqdm
 
-    import dreamgym  # noqa: F401
-
     env = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, max_episode_steps=max_steps)
     returns, lengths = [], []
     try:
@@ -269,43 +145,11 @@ def _dream_returns(
 
 
 # ----------------------------------------------------------------------- evaluation
-def resolve_agent_model(spec: AgentSpec, loaded: Any, model: Any, revision: str | None) -> tuple[Any, str | None]:
-    """The world model to score in: ``model`` if given, else the one a controller records."""
-    if model is not None or spec.kind not in ("controller", "mlp"):
-        return model, revision
-    record = getattr(loaded, "world_model", None) or {}
-    if record.get("source") == "in-memory":
-        raise ValueError(
-            f"controller {spec.spec!r} was trained in an in-memory world model that its controller.json cannot "
-            "name; pass the world model with model= (--model)"
-        )
-    recorded = record.get("model")
-    if recorded is None:
-        return None, None  # the default world model shipped with dreamgym
-    return recorded, record.get("revision")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _absolute(model: Any) -> Any:
     """A model folder given by a relative path, made absolute; anything else (a Hub id, a WorldModel) as it is."""
     if isinstance(model, (str, os.PathLike)) and os.path.isdir(os.path.expanduser(model)):
         return os.path.abspath(os.path.expanduser(model))
     return model
-
-
-def _describe(model: Any) -> str | None:
-    from dreamgym.models.world_model import WorldModel
-
-    if model is None:
-        return None
-    if isinstance(model, WorldModel):
-        return "<in-memory WorldModel>"
-    return os.fspath(model)
 
 
 def evaluate(
@@ -368,15 +212,16 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from dreamgym import __version__
+    from dreamgym.checkpoints import module_fingerprint
     from dreamgym.envs.dynamics import check_temperature
+    from dreamgym.files import atomic_write_json
     from dreamgym.hub import load_world_model
-    from dreamgym.training.common import atomic_write_json, module_fingerprint
+    from dreamgym.version import __version__
 
-    episodes = _check_int("episodes", episodes, 1)
-    seed = _check_int("seed", seed, 0)
-    workers = _check_int("workers", workers, 1)
-    max_steps = _check_int("max_steps", max_steps, 1)
+    episodes = check_int("episodes", episodes, 1)
+    seed = check_int("seed", seed, 0)
+    workers = check_int("workers", workers, 1)
+    max_steps = check_int("max_steps", max_steps, 1)
     temperature = check_temperature(temperature)
     runner = make_backend(backend, workers, address)
     started = time.perf_counter()
@@ -405,7 +250,7 @@ def evaluate(
     result: dict[str, Any] = {
         "agent": agent,
         "agent_kind": spec.kind,
-        "model": _describe(model),
+        "model": describe_model(model),
         "revision": revision,
         # Pins the exact weights, whatever name they were loaded by (None: the shipped default).
         "model_fingerprint": module_fingerprint(world_model),

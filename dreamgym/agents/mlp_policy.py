@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -31,18 +30,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
+from dreamgym.errors import PolicyFormatError
+from dreamgym.files import atomic_write, atomic_write_json, check_format_version, read_json
 from dreamgym.models.world_model import canonical_safetensors
-from dreamgym.training.common import atomic_write_bytes, atomic_write_json
 
-WEIGHTS_FILE = "policy.safetensors"
-CONFIG_FILE = "policy.json"
-FORMAT_VERSION = 1
+POLICY_WEIGHTS_FILE = "policy.safetensors"
+POLICY_CONFIG_FILE = "policy.json"
+POLICY_FORMAT_VERSION = 1
+"""The layout of ``policy.json`` + ``policy.safetensors`` this dreamgym reads."""
+# The names they had first.
+WEIGHTS_FILE, CONFIG_FILE, FORMAT_VERSION = POLICY_WEIGHTS_FILE, POLICY_CONFIG_FILE, POLICY_FORMAT_VERSION
 KIND = "mlp_policy"
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
-
-
-class PolicyFormatError(ValueError):
-    """A policy folder is malformed, from an unknown format version, or its weights do not fit."""
 
 
 class MlpPolicyAgent:
@@ -140,9 +139,9 @@ class MlpPolicyAgent:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.net.state_dict().items()}
         data = canonical_safetensors(save(tensors, metadata={"format": "pt"}))
-        atomic_write_bytes(folder / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
-        atomic_write_json(folder / CONFIG_FILE, {
-            "format_version": FORMAT_VERSION, "kind": KIND, "sizes": self.sizes, "activation": self.activation,
+        atomic_write(folder / POLICY_WEIGHTS_FILE, data)
+        atomic_write_json(folder / POLICY_CONFIG_FILE, {
+            "format_version": POLICY_FORMAT_VERSION, "kind": KIND, "sizes": self.sizes, "activation": self.activation,
             "low": self.low.tolist(), "high": self.high.tolist(), "world_model": self.world_model,
             "training": self.training,
         })
@@ -153,30 +152,25 @@ class MlpPolicyAgent:
         """Load a folder written by :meth:`save`, strictly; nothing is unpickled."""
         folder = Path(folder)
         where = str(folder)
-        if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{where!r} is not a policy folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+        if not (folder / POLICY_CONFIG_FILE).is_file() or not (folder / POLICY_WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{where!r} is not a policy folder: it needs {POLICY_CONFIG_FILE} and {POLICY_WEIGHTS_FILE}")
+        config = read_json(folder / POLICY_CONFIG_FILE, f"{POLICY_CONFIG_FILE} of policy {where!r}", error=PolicyFormatError)
+        if config.get("kind") != KIND:
+            raise PolicyFormatError(f"{POLICY_CONFIG_FILE} of {where!r} does not describe a dreamgym MLP policy")
+        check_format_version(config, f"policy {where!r}", (POLICY_FORMAT_VERSION,), error=PolicyFormatError,
+                             hint="upgrade dreamgym or export the policy again")
         try:
-            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise PolicyFormatError(f"{CONFIG_FILE} of policy {where!r} is not valid JSON: {err}") from err
-        if not isinstance(config, dict) or config.get("kind") != KIND:
-            raise PolicyFormatError(f"{CONFIG_FILE} of {where!r} does not describe a dreamgym MLP policy")
-        if config.get("format_version") != FORMAT_VERSION:
-            raise PolicyFormatError(
-                f"policy {where!r} has format_version {config.get('format_version')!r}; this dreamgym reads {FORMAT_VERSION}"
-            )
-        try:
-            tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+            tensors = load_file(str(folder / POLICY_WEIGHTS_FILE), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise PolicyFormatError(f"{WEIGHTS_FILE} of policy {where!r} is corrupt or unreadable: {err}") from err
+            raise PolicyFormatError(f"{POLICY_WEIGHTS_FILE} of policy {where!r} is corrupt or unreadable: {err}") from err
         try:
             agent = cls(config["sizes"], config["activation"], config["low"], config["high"],
                         world_model=config.get("world_model"), training=config.get("training"))
             agent.net.load_state_dict(tensors, strict=True)
         except (KeyError, TypeError, RuntimeError) as err:
-            raise PolicyFormatError(f"policy {where!r} does not match its {CONFIG_FILE}: {err}") from err
+            raise PolicyFormatError(f"policy {where!r} does not match its {POLICY_CONFIG_FILE}: {err}") from err
         if not all(torch.isfinite(t).all() for t in tensors.values()):
-            raise PolicyFormatError(f"{WEIGHTS_FILE} of policy {where!r} holds NaN or inf")
+            raise PolicyFormatError(f"{POLICY_WEIGHTS_FILE} of policy {where!r} holds NaN or inf")
         return agent
 
     def __repr__(self) -> str:

@@ -14,7 +14,6 @@ the real score against dream training, the curve users need to see.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +22,9 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 
 from dreamgym.agents.evaluate import evaluate
-from dreamgym.training.common import atomic_write_json
+from dreamgym.checkpoints import CHECKPOINT_DIR, checkpoint_paths
+from dreamgym.files import atomic_write, atomic_write_json, read_json
+from dreamgym.validation import check_int
 
 #: The first of the real validation seeds of dreamgym's own experiments; the final test
 #: seeds (:data:`TEST_SEED`) are disjoint from them and are never used for any choice.
@@ -63,10 +64,7 @@ class RealValidationCallback(BaseCallback):
         verbose: int = 1,
     ) -> None:
         super().__init__(verbose)
-        if isinstance(eval_freq, bool) or not isinstance(eval_freq, int) or eval_freq <= 0:
-            raise ValueError(f"eval_freq must be a positive int, got {eval_freq!r}")
-        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
-            raise ValueError(f"episodes must be a positive int, got {episodes!r}")
+        eval_freq, episodes = check_int("eval_freq", eval_freq, 1), check_int("episodes", episodes, 1)
         self.out = Path(out)
         self.world_model = model
         self.eval_freq, self.episodes, self.seed, self.workers = eval_freq, episodes, seed, workers
@@ -89,7 +87,7 @@ class RealValidationCallback(BaseCallback):
     def validate(self) -> dict[str, Any]:
         """Save the agent as it is now, score it on the validation seeds, and record it."""
         steps = int(self.num_timesteps)
-        checkpoint = self.out / "checkpoints" / f"step-{steps}.zip"
+        checkpoint = self.out / CHECKPOINT_DIR / f"step-{steps}.zip"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         self.model.save(checkpoint)
         result = evaluate(
@@ -101,7 +99,7 @@ class RealValidationCallback(BaseCallback):
         self.history.append(entry)
         if entry["mean"] > self.best_mean:
             self.best_mean = entry["mean"]
-            shutil.copyfile(checkpoint, self.out / "best_model.zip")
+            atomic_write(self.out / "best_model.zip", lambda tmp: shutil.copyfile(checkpoint, tmp))
         self.logger.record("validation/mean_return", entry["mean"])
         self.logger.record("validation/std_return", entry["std"])
         if self.dream:
@@ -151,13 +149,13 @@ def validate_controller_snapshots(
     with the generation and the dream steps it took. Snapshots already scored with the same
     episodes and seeds are kept, not run again, so an interrupted run resumes.
     """
-    from dreamgym.agents.cmaes import SNAPSHOT_DIR
+    from dreamgym.agents.cmaes import SNAPSHOT_DIR, STAGE
 
     out = Path(out)
     snapshots = sorted((out / SNAPSHOT_DIR).glob("generation-*"))
     if not snapshots:
         raise FileNotFoundError(f"no snapshots in {str(out / SNAPSHOT_DIR)!r}; train with eval_every > 0 first")
-    state = json.loads((out / "checkpoints" / "cmaes_state.json").read_text(encoding="utf-8"))
+    state = read_json(checkpoint_paths(out, STAGE)[1], "CMA-ES checkpoint state")
     options = state["options"]
     steps_per_generation = options["popsize"] * options["rollouts"] * options["max_steps"]
     previous = {}
@@ -186,4 +184,4 @@ def load_validation(out: str | os.PathLike) -> dict[str, Any]:
     path = Path(out) / VALIDATION_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {VALIDATION_FILE} in {str(out)!r}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path, "validation record")

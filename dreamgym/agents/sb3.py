@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from gymnasium.utils import seeding
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
@@ -420,9 +421,12 @@ def make_dream_vec_env(n_envs: int = 64, model: ModelSource = None, monitor: boo
     :param monitor: wrap in :class:`~stable_baselines3.common.vec_env.VecMonitor`, which adds
         ``info["episode"]`` (return ``r``, length ``l``, time ``t``) when an episode ends and
         gives SB3 its ``ep_rew_mean``.
-    :param kwargs: the other arguments of :class:`DreamVecEnv` (``temperature``, ``seed``, ...).
+    :param kwargs: the other arguments of :class:`DreamVecEnv` (``temperature``, ``seed``, ...);
+        ``device="auto"`` picks the device as SB3 does for its policies (CUDA when there is one).
     :return: the vectorized dream.
     """
+    if kwargs.get("device") == "auto":
+        kwargs["device"] = str(get_device("auto"))
     venv: VecEnv = DreamVecEnv(model=model, n_envs=n_envs, **kwargs)
     return VecMonitor(venv) if monitor else venv
 

@@ -15,7 +15,6 @@ episodes on either.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -24,14 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 from tqdm.auto import tqdm
 
-from dreamgym.backends import Backend, TaskError, WorkerDiedError, headless, make_backend
+from dreamgym.backends import Backend, headless, make_backend, run_episodes
 from dreamgym.data.policies import Policy, make_policy
-from dreamgym.data.storage import PROVENANCE_KEYS, Episode, EpisodeStore
-from dreamgym.errors import CollectionConflictError, CollectorBusyError, WorkerFailedError
+from dreamgym.episodes import PROVENANCE_KEYS, Episode, EpisodeStore
+from dreamgym.errors import CollectionConflictError, CollectorBusyError
+from dreamgym.files import atomic_write_json, read_json
 from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, preprocess_frames
+from dreamgym.validation import check_int
 
 __all__ = ["DEFAULT_ENV_ID", "collect", "run_episode", "verify_store"]
 
@@ -105,26 +107,20 @@ def _collect_worker(config: _WorkerConfig) -> Iterator[Callable[[int], dict[str,
 
 @contextlib.contextmanager
 def _exclusive(store: EpisodeStore) -> Iterator[None]:
-    """Hold the store's collector lock: two collectors would fight over its manifest."""
+    """Hold the store's collector lock: two collectors would fight over its manifest.
+
+    An OS file lock (``filelock``: ``flock`` on POSIX, ``msvcrt`` on Windows), so it goes with
+    the process, also when the process is killed.
+    """
+    lock = filelock.FileLock(store.root / LOCK_NAME, timeout=0)
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; one collector per store is on the user
+        lock.acquire()
+    except filelock.Timeout:
+        raise CollectorBusyError(f"another collector is writing to {store.root}; wait for it or stop it") from None
+    try:
         yield
-        return
-    with open(store.root / LOCK_NAME, "a") as lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CollectorBusyError(f"another collector is writing to {store.root}; wait for it or stop it") from None
-        yield  # the lock goes with the file descriptor, also when the process is killed
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    finally:
+        lock.release()
 
 
 def _check_env(env_id: str, max_steps: int) -> None:
@@ -164,11 +160,9 @@ COLLECT_LOG = "collect_log.json"
 def _log_run(root: Path, **run: Any) -> None:
     """Append a finished collection run to the store's log, which model cards quote for timing."""
     path = Path(root) / COLLECT_LOG
-    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs = read_json(path, "collection log", expect=list, default=[])
     runs.append({**run, "seconds": round(run["seconds"], 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(runs, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, runs, sort_keys=False)
 
 
 def collect(
@@ -222,15 +216,15 @@ def collect(
     :return: the store.
     :raises CollectionConflictError: seeds of this call are already stored, collected with
         another ``env_id``, ``policy`` or ``max_steps``; nothing is collected.
-    :raises RuntimeError: a worker failed on an episode, or died on it more than the backend's
-        ``max_retries`` times; the episodes finished before are kept.
+    :raises WorkerFailedError: (a ``RuntimeError``) a worker failed on an episode, or died on
+        it more than the backend's ``max_retries`` times; the episodes finished before are kept.
     """
     if episodes is None or out is None:
         raise TypeError("collect() needs episodes= (how many) and out= (the store folder)")
-    episodes = _check_int("episodes", episodes, 1)
-    workers = _check_int("workers", workers, 1)
-    seed = _check_int("seed", seed, 0)
-    max_steps = _check_int("max_steps", max_steps, 1)
+    episodes = check_int("episodes", episodes, 1)
+    workers = check_int("workers", workers, 1)
+    seed = check_int("seed", seed, 0)
+    max_steps = check_int("max_steps", max_steps, 1)
     runner = make_backend(backend, workers, address)
     make_policy(policy, seed)  # a bad spec, option or controller path fails here, not in every worker
     _check_env(env_id, max_steps)
@@ -256,7 +250,10 @@ def collect(
             runner.start()  # starting or joining a Ray cluster is not collection time
         start, steps = time.perf_counter(), 0
         with tqdm(total=episodes, initial=episodes - len(todo), desc="collect", unit="ep", disable=not progress) as bar:
-            for entry in _run(runner, config, todo):
+            for _, entry in run_episodes(
+                runner, _collect_worker, config, todo, job="collection",
+                on_stop="finished episodes are kept, run collect again to resume",
+            ):
                 if not (store.root / entry["file"]).is_file():
                     raise RuntimeError(
                         f"a {runner.name} worker wrote {entry['file']}, but it is not in {store.root} here: "
@@ -325,15 +322,3 @@ def verify_store(root: str | os.PathLike[str], repair: bool = False) -> tuple[li
             adopted = store.recover(verify=True)
     good, problems = store.verify()
     return good, problems, adopted
-
-
-def _run(runner: Backend[Any, Any], config: _WorkerConfig, seeds: list[int]) -> Iterator[dict[str, Any]]:
-    """Yield the manifest entry of each episode as soon as its shard is on disk, each seed once."""
-    try:
-        for _, entry in runner.run(_collect_worker, config, seeds):
-            yield entry
-    except TaskError as err:
-        what = "could not start" if err.seed is None else f"failed on the episode of seed {err.seed}"
-        raise WorkerFailedError(f"a collection worker {what}:\n{err.remote_traceback}") from None
-    except WorkerDiedError as err:
-        raise WorkerFailedError(f"collection stopped: {err}; finished episodes are kept, run collect again to resume") from None

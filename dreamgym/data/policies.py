@@ -11,20 +11,27 @@ re-run and produce the same shards.
 - ``"random"``: :class:`CorrelatedRandomPolicy`, the default for a first collection;
   ``"random?gas_mean=0.3&gas_mean_max=0.8"`` varies the speed from episode to episode.
 - ``"agent:SPEC?model=DIR"``: any agent ``dreamgym evaluate`` takes, SB3 included, the same
-  way: :class:`AgentPolicy`.
+  way: :class:`~dreamgym.agents.policies.AgentPolicy`.
 - ``"controller:PATH"``: a trained controller (a folder written by ``dreamgym
   train-controller``, or ``reference``) driving through its world model's V and M, with
-  exploration noise (``"controller:PATH?noise=0.3"``): :class:`ControllerPolicy`. This is the
-  paper's iterative step, which shows M the states the controller actually reaches.
+  exploration noise (``"controller:PATH?noise=0.3"``):
+  :class:`~dreamgym.agents.policies.ControllerPolicy`. This is the paper's iterative step,
+  which shows M the states the controller actually reaches.
+
+Data sits beside the agents, not above them, so it never imports them: :data:`POLICIES` maps
+a name to a factory or to the entry point of one (``"module:attribute"``, imported when first
+used, as Gymnasium's registry does for envs). The package's root registers the two
+agent-driven policies that way (see ``dreamgym/__init__.py``).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["POLICIES", "AgentPolicy", "ControllerPolicy", "CorrelatedRandomPolicy", "Policy", "make_policy", "parse_policy_spec", "register_policy"]
+__all__ = ["POLICIES", "CorrelatedRandomPolicy", "Policy", "make_policy", "parse_policy_spec", "register_policy"]
 
 
 @runtime_checkable
@@ -184,122 +191,41 @@ def _road_offset(obs: np.ndarray) -> float | None:
     return (float(cols.mean()) - _CAR_COLUMN) / 48.0
 
 
-class ControllerPolicy:
-    """
-    A trained controller driving the real car, plus exploration noise: the paper's iterative step.
-
-    The collector hands policies raw 96x96 frames, so this policy runs the controller's world
-    model itself, exactly as ``RealCarRacing-v0`` does: each frame is preprocessed and encoded
-    by V (posterior mean), the controller acts on ``[z, h]``, noise is added, and M's hidden
-    state is stepped with the action actually taken (noise included, as that is the action
-    stored in the episode).
-
-    The noise is an Ornstein-Uhlenbeck process per action dimension, so a perturbation lasts
-    long enough to push the car somewhere new (wide in a bend, onto the grass) and the
-    controller's recovery is recorded too. Its scale is drawn per episode from
-    ``[0, noise]``, so a collection holds near-clean and very noisy driving.
-
-    :param seed: seed of the noise until the first :meth:`reset`.
-    :param controller: a controller folder written by ``dreamgym train-controller``, or ``"reference"``.
-    :param noise: largest per-episode noise scale (0: the controller's own actions).
-    :param noise_theta: fraction of the noise pulled back to 0 per step.
-    :param model: the world model to see through; default, the one the controller records.
-    :param device: torch device of the world model.
-    """
-
-    agent_kinds: tuple[str, ...] = ("controller",)
-    spec_name = "controller"
-    agent_text = "a controller folder or 'reference'"
-
-    def __init__(
-        self,
-        seed: int = 0,
-        controller: str = "reference",
-        noise: float = 0.3,
-        noise_theta: float = 0.15,
-        model: str | None = None,
-        device: str = "cpu",
-    ) -> None:
-        from dreamgym.agents.evaluate import check_agent_fits, load_agent, parse_agent_spec, resolve_agent_model
-        from dreamgym.envs.observer import LatentObserver
-        from dreamgym.hub import load_world_model
-
-        if not noise >= 0 or not 0.0 <= noise_theta <= 1.0:
-            raise ValueError(f"noise must be >= 0 and noise_theta in [0, 1], got {noise} and {noise_theta}")
-        spec = parse_agent_spec(str(controller))
-        if spec.kind not in self.agent_kinds:
-            raise ValueError(f"policy {self.spec_name!r} needs {self.agent_text}, got {controller!r}")
-        self.act, loaded = load_agent(spec)
-        source, revision = resolve_agent_model(spec, loaded, model, None)
-        self.world_model = load_world_model(source, revision=revision, device=device)
-        check_agent_fits(loaded, self.world_model, spec.spec)
-        self.controller, self.noise, self.noise_theta = str(controller), float(noise), float(noise_theta)
-        self.observer = LatentObserver(self.world_model)
-        self._started = False
-        self.reset(seed)
-
-    def reset(self, seed: int) -> None:
-        """Start a new episode: reseed the noise, draw its scale and zero M's state."""
-        self._rng = np.random.default_rng(seed)
-        self._scale = self.noise * float(self._rng.random())
-        self._noise = np.zeros(3)
-        self._started = False
-
-    def __call__(self, obs: Any) -> np.ndarray:
-        """Next action for the raw 96x96x3 frame ``obs``."""
-        if self._started:
-            self.observer.encode(obs)
-        else:
-            self.observer.reset(obs)
-            self._started = True
-        action = np.asarray(self.act(self.observer.observation()), dtype=np.float64)
-        self._noise += -self.noise_theta * self._noise + self._scale * self._rng.standard_normal(3)
-        action = np.clip(action + self._noise, [-1.0, 0.0, 0.0], [1.0, 1.0, 1.0]).astype(np.float32)
-        # M steps with the action actually taken, noise included: it is the one stored in the episode.
-        self.observer.advance(action)
-        return action
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(controller={self.controller!r}, noise={self.noise}, noise_theta={self.noise_theta})"
-
-
-class AgentPolicy(ControllerPolicy):
-    """
-    Any dreamgym agent driving the real car, plus exploration noise: the paper's iterative step
-    for SB3 agents as well as controllers.
-
-    As :class:`ControllerPolicy`, with the agent named as ``dreamgym evaluate`` names it: a
-    controller folder, ``reference``, or ``sb3:path/to/agent.zip``. An SB3 zip does not record
-    its world model, so name it with ``model=``: ``"agent:sb3:runs/ppo/best_model.zip?noise=0.3&model=runs/wm"``.
-    """
-
-    agent_kinds = ("controller", "mlp", "sb3")
-    spec_name = "agent"
-    agent_text = "a controller folder, 'reference' or 'sb3:path/to/agent.zip'"
-
-
-#: Policy specs known to :func:`make_policy`: name -> ``factory(seed, [ARG], **options)``.
+#: Policy specs known to :func:`make_policy`: name -> ``factory(seed, [ARG], **options)``, or
+#: the entry point ``"module:attribute"`` of one, imported on first use.
 #: Factories run inside the spawned collection workers, so they must live at module level in
 #: a module the workers import, and load whatever they need (weights, torch) themselves.
 #: Names may not contain ':' or '?', which introduce a spec's argument and options.
-POLICIES: dict[str, Callable[..., Policy]] = {
+POLICIES: dict[str, Callable[..., Policy] | str] = {
     "random": CorrelatedRandomPolicy,
-    "controller": ControllerPolicy,
-    "agent": AgentPolicy,
 }
 
 
-def register_policy(name: str, factory: Callable[..., Policy]) -> None:
+def register_policy(name: str, factory: Callable[..., Policy] | str) -> None:
     """Make ``factory(seed, [ARG], **options)`` available as ``make_policy("NAME[:ARG][?OPTIONS]", seed)``.
 
-    With spawned collection workers, register at import time of a module the workers import
-    too; a registration made only in the parent process is not seen by the workers.
+    ``factory`` may be the entry point ``"package.module:attribute"`` of one, imported only
+    when the policy is first made. With spawned collection workers, register at import time
+    of a module the workers import too; a registration made only in the parent process is not
+    seen by the workers.
     """
     if not name or ":" in name or "?" in name:
         raise ValueError(f"policy name must be non-empty and contain no ':' or '?', got {name!r}")
     if name in POLICIES:
         raise ValueError(f"policy {name!r} is already registered")
+    if isinstance(factory, str) and factory.count(":") != 1:
+        raise ValueError(f"a policy's entry point must be 'module:attribute', got {factory!r}")
     POLICIES[name] = factory
+
+
+def policy_factory(name: str) -> Callable[..., Policy]:
+    """The factory registered as ``name``, its entry point imported if need be."""
+    factory = POLICIES[name]
+    if isinstance(factory, str):
+        module, _, attribute = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+        POLICIES[name] = factory
+    return factory
 
 
 def _option_value(text: str) -> Any:
@@ -345,8 +271,18 @@ def make_policy(spec: str, seed: int) -> Policy:
     :raises ValueError: an unknown policy, or options its factory does not accept.
     """
     name, arg, options = parse_policy_spec(spec)
-    factory = POLICIES[name]
+    factory = policy_factory(name)
     try:
         return factory(seed, **options) if arg is None else factory(seed, arg, **options)
     except TypeError as err:
         raise ValueError(f"policy spec {spec!r} does not fit {getattr(factory, '__name__', name)}: {err}") from err
+
+
+# Their first home was here; they are agents, and come through the registry like any policy.
+_MOVED = {"ControllerPolicy": "controller", "AgentPolicy": "agent"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED and _MOVED[name] in POLICIES:
+        return policy_factory(_MOVED[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

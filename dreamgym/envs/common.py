@@ -11,6 +11,7 @@ from gymnasium import spaces
 
 from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
+from dreamgym.validation import check_int
 
 OBS_MODES = ("latent", "pixels")
 RENDER_SCALE = 4
@@ -87,10 +88,8 @@ def check_env_arguments(
         raise ValueError(f"unknown obs_mode {obs_mode!r}; expected one of {OBS_MODES}")
     if render_mode is not None and render_mode not in render_modes:
         raise ValueError(f"unknown render_mode {render_mode!r}; expected None or one of {render_modes}")
-    if max_episode_steps is not None and (
-        isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps <= 0
-    ):
-        raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+    if max_episode_steps is not None:
+        check_int("max_episode_steps", max_episode_steps, 1)
 
 
 def upscale(frame: np.ndarray, scale: int = RENDER_SCALE) -> np.ndarray:

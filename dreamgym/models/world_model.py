@@ -18,15 +18,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from dreamgym.errors import ChecksumError, DreamgymError
-from dreamgym.config import FORMAT_VERSION, MAX_ENSEMBLE_SIZE, ConfigError, WorldModelConfig
+from dreamgym.config import MAX_ENSEMBLE_SIZE, WORLD_MODEL_FORMAT_VERSION, WorldModelConfig
+from dreamgym.errors import ConfigError, WorldModelChecksumError, WorldModelFormatError
+from dreamgym.files import WEIGHTS_SHA256_KEY, atomic_write, check_sha256, read_json
+from dreamgym.files import file_sha256  # noqa: F401  (re-exported: its old home)
 from dreamgym.models.mdnrnn import MDNRNN, StackedMDNRNN
 from dreamgym.models.vae import ConvVAE
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
+"""The world model's config (:class:`~dreamgym.config.WorldModelConfig` and the weights' sha256)."""
+MODEL_WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE = MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE  # the names they had first
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-SHA256_KEY = "weights_sha256"
+SHA256_KEY = WEIGHTS_SHA256_KEY
 """Key of ``config.json`` holding the sha256 of ``model.safetensors``, written by every save
 and checked on every load (files written before it existed load unchecked)."""
 MAX_WEIGHT_ELEMENTS = 2**28
@@ -38,15 +42,6 @@ MAX_START_LOGVAR = 20.0
 """Largest log-variance the bank of starting latents may hold (a standard deviation of
 e^10): beyond it a dream can start at an infinite ``z``, and every step after is NaN."""
 MAX_START_MU = 1e4
-
-
-class WorldModelFormatError(DreamgymError, ValueError):
-    """A world model's files are missing, corrupt, or do not match its config."""
-
-
-class WorldModelChecksumError(WorldModelFormatError, ChecksumError):
-    """``model.safetensors`` does not hash to the sha256 its ``config.json`` records."""
-
 
 
 def canonical_safetensors(data: bytes) -> bytes:
@@ -244,13 +239,13 @@ class WorldModel(
     # ------------------------------------------------------------ persistence
     def _save_pretrained(self, save_directory: Path) -> None:
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        metadata = {"format": "pt", "format_version": str(FORMAT_VERSION)}
+        metadata = {"format": "pt", "format_version": str(WORLD_MODEL_FORMAT_VERSION)}
         data = canonical_safetensors(save(tensors, metadata=metadata))
         # The weights' checksum travels in config.json: a flipped bit in the weights is then
         # an error on load, not a silently different dream.
-        record = {**self.config.to_dict(), SHA256_KEY: hashlib.sha256(data).hexdigest()}
-        _replace_file(save_directory / WEIGHTS_FILE, data)
-        _replace_file(save_directory / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True).encode())
+        record = {**self.config.to_dict(), WEIGHTS_SHA256_KEY: hashlib.sha256(data).hexdigest()}
+        atomic_write(save_directory / MODEL_WEIGHTS_FILE, data)
+        atomic_write(save_directory / MODEL_CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True).encode())
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> WorldModel:
@@ -271,7 +266,7 @@ class WorldModel(
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (json.JSONDecodeError, AttributeError) as err:
             # The mixin parses config.json before we see it; a non-object config surfaces as AttributeError.
-            raise WorldModelFormatError(f"{CONFIG_FILE} of world model {source!r} is not a JSON object: {err}") from err
+            raise WorldModelFormatError(f"{MODEL_CONFIG_FILE} of world model {source!r} is not a JSON object: {err}") from err
 
     @classmethod
     def _from_pretrained(
@@ -291,7 +286,7 @@ class WorldModel(
             if not os.path.isdir(model_id):
                 try:  # re-fetch to surface why the mixin found no config: no repo, no revision, offline...
                     hf_hub_download(
-                        repo_id=model_id, filename=CONFIG_FILE, revision=revision, cache_dir=cache_dir,
+                        repo_id=model_id, filename=MODEL_CONFIG_FILE, revision=revision, cache_dir=cache_dir,
                         token=token, local_files_only=local_files_only,
                     )
                 except (EntryNotFoundError, RepositoryNotFoundError) as err:
@@ -301,20 +296,20 @@ class WorldModel(
                     if files is None:
                         raise
                     raise WorldModelFormatError(
-                        f"Hub repo {model_id!r} has no {CONFIG_FILE}: it is not a dreamgym world model "
+                        f"Hub repo {model_id!r} has no {MODEL_CONFIG_FILE}: it is not a dreamgym world model "
                         f"(it holds {sorted(files)})"
                     ) from err
             raise WorldModelFormatError(
-                f"world model {model_id!r} has no readable {CONFIG_FILE}; a dreamgym world model holds "
-                f"{CONFIG_FILE} and {WEIGHTS_FILE}"
+                f"world model {model_id!r} has no readable {MODEL_CONFIG_FILE}; a dreamgym world model holds "
+                f"{MODEL_CONFIG_FILE} and {MODEL_WEIGHTS_FILE}"
             )
         config = dict(config)
-        expected_sha = config.pop(SHA256_KEY, None)
+        expected_sha = config.pop(WEIGHTS_SHA256_KEY, None)
         if expected_sha is not None and (
             not isinstance(expected_sha, str) or len(expected_sha) != 64 or set(expected_sha) - set("0123456789abcdef")
         ):
             raise WorldModelFormatError(
-                f"{CONFIG_FILE} of world model {model_id!r}: {SHA256_KEY} must be 64 lowercase hex digits, got {expected_sha!r}"
+                f"{MODEL_CONFIG_FILE} of world model {model_id!r}: {WEIGHTS_SHA256_KEY} must be 64 lowercase hex digits, got {expected_sha!r}"
             )
         try:
             config_obj = WorldModelConfig.from_dict(config)
@@ -331,12 +326,12 @@ class WorldModel(
                 f"{MAX_WEIGHT_ELEMENTS:,}; refusing to allocate them"
             )
         if os.path.isdir(model_id):
-            weights = os.path.join(model_id, WEIGHTS_FILE)
+            weights = os.path.join(model_id, MODEL_WEIGHTS_FILE)
         else:
             try:
                 weights = hf_hub_download(
                     repo_id=model_id,
-                    filename=WEIGHTS_FILE,
+                    filename=MODEL_WEIGHTS_FILE,
                     revision=revision,
                     cache_dir=cache_dir,
                     force_download=force_download,
@@ -349,7 +344,7 @@ class WorldModel(
                 if files is None:
                     raise
                 raise WorldModelFormatError(_missing_weights_message(model_id, files)) from err
-        what = f"{WEIGHTS_FILE} of world model {model_id!r}"
+        what = f"{MODEL_WEIGHTS_FILE} of world model {model_id!r}"
         header = read_safetensors_header(weights, what)
         if expected_sha is not None:
             check_sha256(weights, expected_sha, what, WorldModelChecksumError)
@@ -358,35 +353,6 @@ class WorldModel(
         load_weights_strict(model, weights, source=model_id)
         check_start_bank(model, source=model_id)
         return model.to(map_location).eval()
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never through a symlink at ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_sha256(path: str | os.PathLike, expected: str, what: str, error: type[Exception] = ChecksumError) -> None:
-    """Raise ``error`` (a :class:`~dreamgym.errors.ChecksumError`) naming ``what`` unless ``path`` hashes to ``expected``."""
-    actual = file_sha256(path)
-    if actual != expected:
-        raise error(
-            f"{what} is corrupt: its sha256 is {actual[:16]}..., but {expected[:16]}... was recorded when it was "
-            f"saved ({os.fspath(path)})"
-        )
 
 
 def read_safetensors_header(path: str | os.PathLike, what: str) -> dict[str, Any]:
@@ -462,7 +428,7 @@ def check_start_bank(model: WorldModel, source: str) -> None:
     mu_max = float(model.start_mu.abs().max())
     if logvar_max > MAX_START_LOGVAR or mu_max > MAX_START_MU:
         raise WorldModelFormatError(
-            f"{WEIGHTS_FILE} of world model {source!r} holds starting latents no V produces (largest start_logvar "
+            f"{MODEL_WEIGHTS_FILE} of world model {source!r} holds starting latents no V produces (largest start_logvar "
             f"{logvar_max:.3g}, largest |start_mu| {mu_max:.3g}; the limits are {MAX_START_LOGVAR} and {MAX_START_MU:g}): "
             "its dreams would start at inf and turn to NaN"
         )
@@ -480,30 +446,23 @@ def _missing_weights_message(source: str, files: list[str]) -> str:
     pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
     if pickles:
         return (
-            f"world model {source!r} has no {WEIGHTS_FILE}, only pickle-format weights {pickles}. "
+            f"world model {source!r} has no {MODEL_WEIGHTS_FILE}, only pickle-format weights {pickles}. "
             "dreamgym never unpickles downloaded files because unpickling can run arbitrary code; "
             "ask the publisher for a safetensors export"
         )
-    return f"world model {source!r} has no {WEIGHTS_FILE}; found only {sorted(files)}"
+    return f"world model {source!r} has no {MODEL_WEIGHTS_FILE}; found only {sorted(files)}"
 
 
 def _check_local_folder(folder: Path) -> None:
     files = sorted(p.name for p in folder.iterdir())
-    if WEIGHTS_FILE not in files:
+    if MODEL_WEIGHTS_FILE not in files:
         raise WorldModelFormatError(_missing_weights_message(str(folder), files))
-    if CONFIG_FILE not in files:
+    if MODEL_CONFIG_FILE not in files:
         raise WorldModelFormatError(
-            f"world model folder {str(folder)!r} has no {CONFIG_FILE}; a dreamgym world model holds "
-            f"{CONFIG_FILE} and {WEIGHTS_FILE}"
+            f"world model folder {str(folder)!r} has no {MODEL_CONFIG_FILE}; a dreamgym world model holds "
+            f"{MODEL_CONFIG_FILE} and {MODEL_WEIGHTS_FILE}"
         )
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise WorldModelFormatError(f"{CONFIG_FILE} of world model {str(folder)!r} is not valid JSON: {err}") from err
-    if not isinstance(config, dict):
-        raise WorldModelFormatError(
-            f"{CONFIG_FILE} of world model {str(folder)!r} must be a JSON object, got {type(config).__name__}"
-        )
+    read_json(folder / MODEL_CONFIG_FILE, f"{MODEL_CONFIG_FILE} of world model {str(folder)!r}", error=WorldModelFormatError)
 
 
 def load_weights_strict(model: nn.Module, path: str | os.PathLike, source: str) -> None:
@@ -515,7 +474,7 @@ def load_weights_strict(model: nn.Module, path: str | os.PathLike, source: str) 
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
-        raise WorldModelFormatError(f"{WEIGHTS_FILE} of world model {source!r} is corrupt or unreadable: {err}") from err
+        raise WorldModelFormatError(f"{MODEL_WEIGHTS_FILE} of world model {source!r} is corrupt or unreadable: {err}") from err
     expected = model.state_dict()
     mismatched = [
         f"{name} has shape {tuple(tensors[name].shape)} but the config needs {tuple(expected[name].shape)}"
@@ -525,8 +484,8 @@ def load_weights_strict(model: nn.Module, path: str | os.PathLike, source: str) 
     problems = tensor_name_problems(expected, tensors)
     problems.extend(mismatched)
     if problems:
-        raise WorldModelFormatError(f"{WEIGHTS_FILE} of world model {source!r} does not match its config: " + "; ".join(problems))
+        raise WorldModelFormatError(f"{MODEL_WEIGHTS_FILE} of world model {source!r} does not match its config: " + "; ".join(problems))
     non_finite = sorted(name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
     if non_finite:
-        raise WorldModelFormatError(f"{WEIGHTS_FILE} of world model {source!r} holds NaN or inf in {non_finite}")
+        raise WorldModelFormatError(f"{MODEL_WEIGHTS_FILE} of world model {source!r} holds NaN or inf in {non_finite}")
     model.load_state_dict({name: t.to(expected[name].dtype) for name, t in tensors.items()}, strict=True)

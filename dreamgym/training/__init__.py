@@ -5,10 +5,12 @@ stopped, and score the model on the same held-out episodes (:func:`split_seeds`)
 ``metrics.json`` (:func:`evaluate_world_model`).
 """
 
-from dreamgym.training.common import CheckpointError, pick_device, split_seeds
+from dreamgym.errors import CheckpointError
+from dreamgym.training.common import split_seeds
 from dreamgym.training.metrics import evaluate_world_model, write_metrics
 from dreamgym.training.rnn import train_rnn
 from dreamgym.training.vae import train_vae
+from dreamgym.validation import pick_device
 
 __all__ = [
     "CheckpointError",

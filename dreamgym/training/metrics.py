@@ -17,16 +17,11 @@ import numpy as np
 import torch
 
 from dreamgym.envs.observer import teacher_forced_states
+from dreamgym.episodes import DataSource, episode_frame_counts, load_episodes, open_store
+from dreamgym.files import update_json
 from dreamgym.models.mdnrnn import MDNOutput, MDNRNN, mixture_nll
 from dreamgym.models.world_model import WorldModel
-from dreamgym.training.common import (
-    DataSource,
-    episode_frame_counts,
-    load_episodes,
-    open_store,
-    split_seeds,
-    update_json,
-)
+from dreamgym.training.common import split_seeds
 
 METRICS_FILE = "metrics.json"
 OPEN_LOOP_HORIZONS = (1, 10, 50)

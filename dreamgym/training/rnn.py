@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,30 +13,25 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from dreamgym.envs.dynamics import check_dropout
-from dreamgym.envs.observer import teacher_forced_states
-from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
-from dreamgym.config import MAX_ENSEMBLE_SIZE
-from dreamgym.models.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
-from dreamgym.training.common import (
+from dreamgym.checkpoints import (
     CHECKPOINT_DIR,
-    CheckpointError,
-    DataSource,
-    EpisodeStoreLike,
-    atomic_write_bytes,
-    batches,
-    checkpoint_paths,
+    epoch_checkpoint,
     load_checkpoint,
     module_fingerprint,
-    open_store,
-    pick_device,
-    restore_optimizer,
-    save_checkpoint,
-    seed_everything,
-    split_seeds,
-    write_log,
+    resume_training,
+    run_stage,
 )
+from dreamgym.config import MAX_ENSEMBLE_SIZE
+from dreamgym.envs.dynamics import check_dropout
+from dreamgym.envs.observer import teacher_forced_states
+from dreamgym.episodes import DataSource, EpisodeStoreLike, open_store
+from dreamgym.errors import CheckpointError
+from dreamgym.files import atomic_write
+from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
+from dreamgym.models.world_model import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, WorldModel
+from dreamgym.training.common import batches, seed_everything, split_seeds
 from dreamgym.training.metrics import encode_frames, evaluate_world_model, teacher_forced, write_metrics
+from dreamgym.validation import check_int, pick_device
 
 STAGE = "rnn"
 LATENTS_FILE = "latents.npz"
@@ -66,9 +60,9 @@ class EpisodeLatents:
 def load_trained_vae(vae: str | Path) -> WorldModel:
     """Load the world model folder written by :func:`~dreamgym.training.train_vae`, refusing one without a trained V."""
     folder = Path(vae)
-    if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+    if not (folder / MODEL_WEIGHTS_FILE).is_file() or not (folder / MODEL_CONFIG_FILE).is_file():
         raise FileNotFoundError(
-            f"{str(folder)!r} is not a world model folder (it needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
+            f"{str(folder)!r} is not a world model folder (it needs {MODEL_CONFIG_FILE} and {MODEL_WEIGHTS_FILE}); "
             "run `dreamgym train-vae` first and pass its output folder"
         )
     model = WorldModel.from_pretrained(folder)
@@ -116,7 +110,7 @@ def encode_episodes(
         with open(tmp, "wb") as f:
             np.savez(f, key=np.array(key), **arrays)
 
-    atomic_write_bytes(cache, write)
+    atomic_write(cache, write)
     return latents
 
 
@@ -364,7 +358,7 @@ def add_trajectory_starts(
     source, out = Path(model), Path(out)
     if out.resolve() == source.resolve():
         raise ValueError(f"--out {str(out)!r} is the source model's folder; give a new folder")
-    if (out / WEIGHTS_FILE).exists():
+    if (out / MODEL_WEIGHTS_FILE).exists():
         raise ValueError(f"{str(out)!r} already holds a world model; give a new folder")
     world_model = load_trained_vae(source)
     if "rnn" not in world_model.config.training:
@@ -432,68 +426,54 @@ def _train_member(
     optimizer = torch.optim.Adam(rnn.parameters(), lr=lr)
     start_epoch, history = 0, []
     if checkpoint is not None:
-        weights, opt_tensors, state = checkpoint
-        if state.get("v_fingerprint") != fingerprint:
+        if checkpoint[2].get("v_fingerprint") != fingerprint:
             raise CheckpointError(
                 f"the {name} checkpoint in {out / CHECKPOINT_DIR} was trained on a different V than the one in "
                 f"{str(vae)!r}; use another output folder or delete the checkpoint to start over"
             )
-        rnn.load_state_dict(weights, strict=True)
-        restore_optimizer(optimizer, opt_tensors, state)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        start_epoch, history = int(state["epoch"]), list(state["history"])
+        start_epoch, history = resume_training(rnn, optimizer, checkpoint, lr, device)
     chunks = data.chunks
-    try:
-        for epoch in range(start_epoch, epochs):
-            rng = seed_everything(member_seed, epoch + 1)
-            rnn.train()
-            started = time.perf_counter()
-            z = torch.addcmul(data.mu, data.sigma, torch.randn_like(data.mu))
-            sums: dict[str, float] = {}
-            steps_seen = 0.0
-            order = batches(len(chunks.mask), batch_size, rng)
-            bar = tqdm(order, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-            for rows in bar:
-                rows_t = torch.from_numpy(rows).to(device)
-                frame, step, mask = chunks.frame[rows_t], chunks.step[rows_t], chunks.mask[rows_t]
-                losses = rnn_step(
-                    rnn, optimizer, z[frame], data.actions[step], z[frame + 1],
-                    data.rewards[step], data.terminated[step], mask, data.loss_weights,
-                )
-                n = mask.sum().item()
-                steps_seen += n
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
-                bar.set_postfix(loss=f"{losses['loss']:.3f}", nll=f"{losses['nll']:.3f}")
-            bar.close()
-            entry: dict[str, Any] = {"epoch": epoch + 1, **{k: v / steps_seen for k, v in sums.items()}}
-            entry.update(
-                heldout_losses(rnn, data.latents, data.heldout_eps, device, data.loss_weights["termination_pos_weight"])
+
+    def epoch(index: int) -> dict[str, Any]:
+        rng = seed_everything(member_seed, index + 1)
+        rnn.train()
+        started = time.perf_counter()
+        z = torch.addcmul(data.mu, data.sigma, torch.randn_like(data.mu))
+        sums: dict[str, float] = {}
+        steps_seen = 0.0
+        order = batches(len(chunks.mask), batch_size, rng)
+        bar = tqdm(order, desc=f"{name} epoch {index + 1}/{epochs}", disable=not progress, leave=False)
+        for rows in bar:
+            rows_t = torch.from_numpy(rows).to(device)
+            frame, step, mask = chunks.frame[rows_t], chunks.step[rows_t], chunks.mask[rows_t]
+            losses = rnn_step(
+                rnn, optimizer, z[frame], data.actions[step], z[frame + 1],
+                data.rewards[step], data.terminated[step], mask, data.loss_weights,
             )
-            entry["seconds"] = time.perf_counter() - started
-            history.append(entry)
-            state = {"epoch": epoch + 1, "v_fingerprint": fingerprint, "history": history,
-                     "training": data.training_record}
-            if member:
-                state.update(member=member, member_seed=member_seed)
-            save_checkpoint(out, stage, rnn, optimizer, state)
-            write_log(out, stage, history)
-            if progress:
-                tqdm.write(
-                    f"{name} epoch {epoch + 1}/{epochs}: loss {entry['loss']:.3f} nll {entry['nll']:.3f} "
-                    f"reward mse {entry['reward_mse']:.4f} termination bce {entry['termination_bce']:.4f} "
-                    f"held-out nll {entry['heldout_nll']}"
-                )
-    except KeyboardInterrupt:
-        weights_path, _ = checkpoint_paths(out, stage)
-        print(
-            f"\ninterrupted: {len(history)} epoch(s) of {name} are checkpointed in {weights_path}; run again to resume",
-            file=sys.stderr,
+            n = mask.sum().item()
+            steps_seen += n
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", nll=f"{losses['nll']:.3f}")
+        bar.close()
+        entry: dict[str, Any] = {"epoch": index + 1, **{k: v / steps_seen for k, v in sums.items()}}
+        entry.update(
+            heldout_losses(rnn, data.latents, data.heldout_eps, device, data.loss_weights["termination_pos_weight"])
         )
-        raise
-    write_log(out, stage, history)
-    return history
+        entry["seconds"] = time.perf_counter() - started
+        return entry
+
+    fields: dict[str, Any] = {"v_fingerprint": fingerprint, "training": data.training_record}
+    if member:
+        fields.update(member=member, member_seed=member_seed)
+    line = (
+        f"{name} epoch {{epoch}}/{epochs}: loss {{loss:.3f}} nll {{nll:.3f}} reward mse {{reward_mse:.4f}} "
+        "termination bce {termination_bce:.4f} held-out nll {heldout_nll}"
+    )
+    return run_stage(
+        out, stage, what=name, unit="epoch", done=start_epoch, total=epochs, history=history, step=epoch,
+        save=epoch_checkpoint(out, stage, rnn, optimizer, **fields), report=line if progress else None,
+    )
 
 
 def _fine_tuning_starts(init_from: str | Path, fingerprint: str, cfg: Any) -> list[dict[str, torch.Tensor]]:
@@ -590,10 +570,8 @@ def train_rnn(
         dropout = check_dropout(dropout)
     if not reward_overprediction_weight >= 1.0:
         raise ValueError(f"reward_overprediction_weight must be >= 1, got {reward_overprediction_weight!r}")
-    if isinstance(trajectory_starts, bool) or not isinstance(trajectory_starts, int) or trajectory_starts < 0:
-        raise ValueError(f"trajectory_starts must be an integer >= 0, got {trajectory_starts!r}")
-    if isinstance(ensemble_size, bool) or not isinstance(ensemble_size, int) or not 1 <= ensemble_size <= MAX_ENSEMBLE_SIZE:
-        raise ValueError(f"ensemble_size must be an integer in [1, {MAX_ENSEMBLE_SIZE}], got {ensemble_size!r}")
+    trajectory_starts = check_int("trajectory_starts", trajectory_starts, 0)
+    ensemble_size = check_int("ensemble_size", ensemble_size, 1, MAX_ENSEMBLE_SIZE)
     if epochs < 0 or batch_size <= 0 or seq_len <= 0:
         raise ValueError(f"epochs must be >= 0, batch_size and seq_len > 0; got {epochs}, {batch_size}, {seq_len}")
     out = Path(out)

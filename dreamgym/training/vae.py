@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,26 +11,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dreamgym.checkpoints import CHECKPOINT_DIR, epoch_checkpoint, load_checkpoint, resume_training, run_stage
 from dreamgym.config import WorldModelConfig
+from dreamgym.episodes import DataSource, open_store
+from dreamgym.errors import CheckpointError, DreamgymError, WouldOverwriteError
+from dreamgym.files import read_json
 from dreamgym.models.vae import vae_loss
-from dreamgym.errors import DreamgymError, WouldOverwriteError
-from dreamgym.models.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
-from dreamgym.training.common import (
-    CheckpointError,
-    DataSource,
-    batches,
-    checkpoint_paths,
-    load_checkpoint,
-    open_store,
-    pick_device,
-    restore_optimizer,
-    save_checkpoint,
-    seed_everything,
-    split_seeds,
-    write_log,
-)
+from dreamgym.models.world_model import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, WorldModel
+from dreamgym.training.common import batches, seed_everything, split_seeds
 from dreamgym.training.metrics import evaluate_world_model, write_metrics
-from dreamgym.validation import check_int
+from dreamgym.validation import check_int, pick_device
 
 STAGE = "vae"
 # Held-out frames scored after every epoch for the curve; the full set is scored in metrics.json.
@@ -130,7 +119,7 @@ def _resolve_config(config: WorldModelConfig | None, saved: dict[str, Any] | Non
         if mine != theirs:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise CheckpointError(
-                f"{out / 'checkpoints'} holds a V checkpoint with a different config (fields {changed} differ); "
+                f"{out / CHECKPOINT_DIR} holds a V checkpoint with a different config (fields {changed} differ); "
                 "use another output folder or delete the checkpoint to start over"
             )
     return saved_config
@@ -143,12 +132,11 @@ def _finished_model(out: Path, checkpoint_weights: dict[str, torch.Tensor] | Non
         WouldOverwriteError: ``out`` holds a world model whose M was trained (``train-rnn``
             wrote it), which this run would replace by a bundle with an untrained M.
     """
-    config_path = out / CONFIG_FILE
+    config_path = out / MODEL_CONFIG_FILE
     if not config_path.is_file():
         return None
     try:
-        record = json.loads(config_path.read_text())
-        trained = record.get("training", {}) if isinstance(record, dict) else {}
+        trained = read_json(config_path, f"{MODEL_CONFIG_FILE} of world model {str(out)!r}").get("training", {})
     except (OSError, ValueError):
         trained = {}
     has_m = isinstance(trained, dict) and "rnn" in trained
@@ -163,10 +151,10 @@ def _finished_model(out: Path, checkpoint_weights: dict[str, torch.Tensor] | Non
                 return existing
     if has_m:
         raise WouldOverwriteError(
-            f"{out} holds a finished world model (its {CONFIG_FILE} records M's training) "
+            f"{out} holds a finished world model (its {MODEL_CONFIG_FILE} records M's training) "
             + ("whose V is not the one checkpointed there" if done else "and train-vae has epochs left to train")
             + "; training V would replace it with an untrained M: write to another --out, or delete "
-            f"{out / CONFIG_FILE} and {out / WEIGHTS_FILE} to start the model over"
+            f"{out / MODEL_CONFIG_FILE} and {out / MODEL_WEIGHTS_FILE} to start the model over"
         )
     return None
 
@@ -229,13 +217,7 @@ def train_vae(
     optimizer = torch.optim.Adam(model.vae.parameters(), lr=lr)
     start_epoch, history = 0, []
     if checkpoint is not None:
-        weights, opt_tensors, state = checkpoint
-        model.load_state_dict(weights, strict=True)
-        model.to(device)
-        restore_optimizer(optimizer, {k: v.to(device) for k, v in opt_tensors.items()}, state)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        start_epoch, history = int(state["epoch"]), list(state["history"])
+        start_epoch, history = resume_training(model, optimizer, checkpoint, lr, device)
     model.to(device)
 
     # A finished stage does nothing; above all it never writes a V-only bundle over a finished one.
@@ -255,48 +237,35 @@ def train_vae(
         if len(frames) == 0:
             raise ValueError(f"the {len(train_seeds)} training episodes in {data!s} hold no readable frames")
 
-    try:
-        for epoch in range(start_epoch, epochs):
-            rng = seed_everything(seed, epoch + 1)
-            model.train()
-            started = time.perf_counter()
-            sums = np.zeros(3)
-            order = batches(len(frames), batch_size, rng)
-            bar = tqdm(order, desc=f"V epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-            for index in bar:
-                images = to_images(frames[torch.from_numpy(index).to(frames.device)].to(device, non_blocking=True))
-                loss, recon, kl = vae_step(model, optimizer, images, config.kl_free_bits)
-                sums += np.array([loss, recon, kl]) * len(index)
-                bar.set_postfix(loss=f"{loss:.1f}", recon=f"{recon:.1f}", kl=f"{kl:.2f}")
-            bar.close()
-            mean = sums / len(frames)
-            entry = {
-                "epoch": epoch + 1,
-                "loss": float(mean[0]),
-                "recon": float(mean[1]),
-                "kl": float(mean[2]),
-                "heldout_recon_mse": reconstruction_mse(model, heldout),
-                "seconds": time.perf_counter() - started,
-            }
-            history.append(entry)
-            state = {"epoch": epoch + 1, "config": config.to_dict(), "history": history, "training": training_record}
-            save_checkpoint(out, STAGE, model, optimizer, state)
-            write_log(out, STAGE, history)
-            if progress:
-                tqdm.write(
-                    f"V epoch {epoch + 1}/{epochs}: loss {entry['loss']:.2f} recon {entry['recon']:.2f} "
-                    f"kl {entry['kl']:.2f} held-out mse {entry['heldout_recon_mse']}"
-                )
-    except KeyboardInterrupt:
-        weights_path, _ = checkpoint_paths(out, STAGE)
-        done = len(history)
-        print(
-            f"\ninterrupted: {done} epoch(s) of V are checkpointed in {weights_path}; run again to resume",
-            file=sys.stderr,
-        )
-        raise
+    def epoch(index: int) -> dict[str, Any]:
+        rng = seed_everything(seed, index + 1)
+        model.train()
+        started = time.perf_counter()
+        sums = np.zeros(3)
+        order = batches(len(frames), batch_size, rng)
+        bar = tqdm(order, desc=f"V epoch {index + 1}/{epochs}", disable=not progress, leave=False)
+        for rows in bar:
+            images = to_images(frames[torch.from_numpy(rows).to(frames.device)].to(device, non_blocking=True))
+            loss, recon, kl = vae_step(model, optimizer, images, config.kl_free_bits)
+            sums += np.array([loss, recon, kl]) * len(rows)
+            bar.set_postfix(loss=f"{loss:.1f}", recon=f"{recon:.1f}", kl=f"{kl:.2f}")
+        bar.close()
+        mean = sums / len(frames)
+        return {
+            "epoch": index + 1,
+            "loss": float(mean[0]),
+            "recon": float(mean[1]),
+            "kl": float(mean[2]),
+            "heldout_recon_mse": reconstruction_mse(model, heldout),
+            "seconds": time.perf_counter() - started,
+        }
 
-    write_log(out, STAGE, history)
+    line = f"V epoch {{epoch}}/{epochs}: loss {{loss:.2f}} recon {{recon:.2f}} kl {{kl:.2f}} held-out mse {{heldout_recon_mse}}"
+    run_stage(
+        out, STAGE, what="V", unit="epoch", done=start_epoch, total=epochs, history=history, step=epoch,
+        save=epoch_checkpoint(out, STAGE, model, optimizer, config=config.to_dict(), training=training_record),
+        report=line if progress else None,
+    )
     model.config.training = {**model.config.training, "vae": {**training_record, "epochs_done": len(history)}}
     model.eval()
     model.save_pretrained(out)
