@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # and pip does not pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test demo bench clean
+.PHONY: install lint test demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+# ruff (style, imports, complexity, docstrings) and mypy (types), both configured in pyproject.toml.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# Lint first, then every test, the slow ones included (`pytest -m "not slow"` skips those).
+test: lint
 	SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy $(PY) -m pytest -q
 
 demo: install
