@@ -25,8 +25,8 @@ from pathlib import Path
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
-from dreamgym.backends import make_backend  # noqa: E402
-from dreamgym.data.collect import collect  # noqa: E402
+from dreamgym.backends import make_backend
+from dreamgym.data.collect import collect
 
 
 @dataclass

@@ -138,8 +138,7 @@ def _unique(seeds: Iterable[int]) -> list[int]:
 
 # ---------------------------------------------------------------------- interface
 class Backend(abc.ABC, Generic[C, R]):
-    """
-    Runs one episode per seed on some workers and yields the results as they finish.
+    """Runs one episode per seed on some workers and yields the results as they finish.
 
     :ivar name: ``"local"`` or ``"ray"``.
     :ivar workers: how many episodes run at once.
@@ -155,8 +154,7 @@ class Backend(abc.ABC, Generic[C, R]):
 
     @abc.abstractmethod
     def run(self, make_worker: WorkerFactory[C, R], config: C, seeds: Iterable[int]) -> Iterator[tuple[int, R]]:
-        """
-        Run ``work(seed)`` for each seed and yield ``(seed, result)`` as each finishes.
+        """Run ``work(seed)`` for each seed and yield ``(seed, result)`` as each finishes.
 
         :param make_worker: a picklable module-level function; ``make_worker(config)`` is a
             context manager giving ``work(seed) -> result``, entered once per worker.
@@ -217,8 +215,7 @@ def _local_worker_main(conn: Connection, make_worker: WorkerFactory[Any, Any], c
 
 
 class LocalBackend(Backend[C, R]):
-    """
-    Worker processes on this machine, started with the "spawn" method.
+    """Worker processes on this machine, started with the "spawn" method.
 
     Spawn re-imports the main module: in a script, run under ``if __name__ == "__main__":``.
     Workers are safe with threads and CUDA in the parent, ignore Ctrl-C (the parent
@@ -366,8 +363,7 @@ _REMOTE_TASK: list[Any] = []
 
 
 class RayBackend(Backend[C, R]):
-    """
-    Ray tasks on a Ray cluster, one CPU each, at most ``workers`` in flight.
+    """Ray tasks on a Ray cluster, one CPU each, at most ``workers`` in flight.
 
     Connects with ``ray.init(address=address)`` on the first run, unless Ray is already
     initialised in this process (then that cluster is used and ``address`` is ignored).
@@ -473,8 +469,7 @@ def make_backend(
     address: str | None = None,
     max_retries: int = 3,
 ) -> Backend[Any, Any]:
-    """
-    The backend a name (``--backend``) asks for.
+    """The backend a name (``--backend``) asks for.
 
     :param backend: ``"local"``, ``"ray"``, or a :class:`Backend`, returned as it is (it has
         its own workers).

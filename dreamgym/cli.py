@@ -7,8 +7,9 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

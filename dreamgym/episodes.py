@@ -100,8 +100,7 @@ def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ..
 
 @dataclass(eq=False)
 class Episode:
-    """
-    One episode of the real env, as V and M are trained on it.
+    """One episode of the real env, as V and M are trained on it.
 
     :param frames: uint8 ``(T + 1, 64, 64, 3)``: the preprocessed frame after ``reset``, then
         the frame after each step.
@@ -193,8 +192,7 @@ def _decode(data: bytes, where: str) -> Episode:
 
 
 class EpisodeStore:
-    """
-    Episodes on disk, one compressed ``.npz`` shard per episode, listed in ``manifest.json``.
+    """Episodes on disk, one compressed ``.npz`` shard per episode, listed in ``manifest.json``.
 
     Reading never needs the collector: ``EpisodeStore(path).episodes()`` streams the finished
     episodes in seed order, checking each shard's sha256 on the way.
@@ -260,8 +258,7 @@ class EpisodeStore:
     # -- writing ---------------------------------------------------------------------------
 
     def write_shard(self, episode: Episode) -> dict[str, Any]:
-        """
-        Write ``episode``'s shard atomically, without touching the manifest.
+        """Write ``episode``'s shard atomically, without touching the manifest.
 
         Safe to call from several processes at once for different seeds (collection workers
         do). Pass the returned entry to :meth:`record`, in the one process that owns the
@@ -284,8 +281,7 @@ class EpisodeStore:
         }
 
     def record(self, entry: dict[str, Any]) -> None:
-        """
-        List a shard written by :meth:`write_shard` in the manifest (atomically rewritten).
+        """List a shard written by :meth:`write_shard` in the manifest (atomically rewritten).
 
         Only one process may call this for a store at a time. An entry for a seed already
         listed replaces the old one.
@@ -300,8 +296,7 @@ class EpisodeStore:
         self._write_manifest(entries)
 
     def write(self, episode: Episode) -> Path:
-        """
-        Store ``episode``: write its shard atomically, then list it in the manifest.
+        """Store ``episode``: write its shard atomically, then list it in the manifest.
 
         :param episode: the episode; an episode of a seed already stored replaces it.
         :return: path of the shard.
@@ -311,8 +306,7 @@ class EpisodeStore:
         return self.root / entry["file"]
 
     def drop_corrupt(self, seeds: Iterable[int] | None = None) -> list[int]:
-        """
-        Re-hash the listed shards (of ``seeds``; all if None) and drop those that fail.
+        """Re-hash the listed shards (of ``seeds``; all if None) and drop those that fail.
 
         A shard whose sha256 differs from its manifest entry, or that is missing, is deleted
         and dropped from the manifest (with a :class:`CorruptShardWarning`), so that ``collect``
@@ -352,8 +346,7 @@ class EpisodeStore:
         return [p for p in sorted(self.root.glob("episode_*.npz")) if _SHARD_RE.match(p.name) and p.name not in listed]
 
     def recover(self, *, verify: bool = False) -> list[int]:
-        """
-        Repair the store after a crash; call it only while nothing else writes to the store.
+        """Repair the store after a crash; call it only while nothing else writes to the store.
 
         - deletes leftover temporary files of interrupted writes;
         - drops manifest entries whose shard is gone (with a warning), so they are collected
@@ -452,8 +445,7 @@ class EpisodeStore:
         return [dict(entries[s]) for s in sorted(entries)]
 
     def load(self, seed: int) -> Episode:
-        """
-        Read one episode, checking its sha256.
+        """Read one episode, checking its sha256.
 
         :raises KeyError: if ``seed`` is not in the manifest.
         :raises ShardCorruptError: if its shard is missing, corrupt or truncated.
@@ -464,8 +456,7 @@ class EpisodeStore:
         return self._read(entries[seed])
 
     def episodes(self, *, skip_corrupt: bool = True) -> Iterator[Episode]:
-        """
-        Stream the stored episodes in seed order, one in memory at a time.
+        """Stream the stored episodes in seed order, one in memory at a time.
 
         :param skip_corrupt: warn (:class:`CorruptShardWarning`, naming the file) about a
             missing, truncated or corrupt shard and go on; with ``False``, raise instead.
@@ -492,8 +483,7 @@ class EpisodeStore:
         return seed in self._entries()
 
     def verify(self) -> tuple[list[int], list[str]]:
-        """
-        Check every listed shard in full, and look for unlisted ones.
+        """Check every listed shard in full, and look for unlisted ones.
 
         :return: (seeds whose shard is intact, in order; one line per problem found).
         """
@@ -516,8 +506,7 @@ class EpisodeStore:
 
 
 class EpisodeSubset:
-    """
-    A read-only view of the episodes of an :class:`EpisodeStore` whose seeds are in ``seeds``.
+    """A read-only view of the episodes of an :class:`EpisodeStore` whose seeds are in ``seeds``.
 
     A build collects into one store round after round; each round's training must see the
     episodes of its own rounds only, also when it is re-run after later rounds added more

@@ -125,8 +125,7 @@ class NonFiniteDreamError(DreamgymError, RuntimeError):
 
 
 class TaskError(RuntimeError):
-    """
-    ``make_worker`` or ``work`` raised in a backend's worker; not retried, as the same seed would raise again.
+    """``make_worker`` or ``work`` raised in a backend's worker; not retried, as the same seed would raise again.
 
     Raised by :meth:`dreamgym.backends.Backend.run`; :func:`dreamgym.backends.run_episodes`
     turns it into the worker's own error (bad input) or a :class:`WorkerFailedError`.
@@ -146,8 +145,7 @@ class TaskError(RuntimeError):
 
 
 class WorkerDiedError(RuntimeError):
-    """
-    A seed's worker died (killed, out of memory, crashed in native code) on every attempt.
+    """A seed's worker died (killed, out of memory, crashed in native code) on every attempt.
 
     Raised by :meth:`dreamgym.backends.Backend.run`; :func:`dreamgym.backends.run_episodes`
     turns it into a :class:`WorkerFailedError`.

@@ -26,9 +26,9 @@ import inspect
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -140,7 +140,8 @@ def _collection_seeds(kwargs: dict[str, Any]) -> range:
 
 def _claim_seeds(claimed: list[tuple[str, range]], where: str, kwargs: dict[str, Any], path: Path) -> None:
     """Refuse a collection whose seeds overlap an earlier one's: the store already holds those
-    episodes, so it would silently collect nothing new (a round inherits round 0's ``seed``)."""
+    episodes, so it would silently collect nothing new (a round inherits round 0's ``seed``).
+    """
     try:
         seeds = _collection_seeds(kwargs)
     except (TypeError, ValueError):

@@ -1,5 +1,6 @@
 """Drive the dream and the real car with the same random agent, through the same world model.
 
+Usage:
     python examples/quickstart.py --model path/to/world_model --steps 200
 """
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from dreamgym.agents.real_validation import load_validation, validate_controller_snapshots  # noqa: E402
-from dreamgym.cli import dataclass_args  # noqa: E402
+from dreamgym.agents.real_validation import load_validation, validate_controller_snapshots
+from dreamgym.cli import dataclass_args
 
 
 def arg(default, help: str):

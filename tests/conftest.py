@@ -13,10 +13,10 @@ os.environ["SDL_VIDEODRIVER"] = "dummy"
 os.environ["SDL_AUDIODRIVER"] = "dummy"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from dreamgym import WorldModel, WorldModelConfig  # noqa: E402
+from dreamgym import WorldModel, WorldModelConfig
 
 torch.set_num_threads(1)
 

@@ -17,6 +17,7 @@ from gymnasium.utils.env_checker import check_env
 import dreamgym  # noqa: F401
 from dreamgym import ConfigError, WorldModel
 from dreamgym.training.build import build, load_build_config, package_world_model
+
 from conftest import TINY_CONFIG
 
 TOY = {

@@ -9,7 +9,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model
 from safetensors.torch import save_file
 
 import dreamgym  # noqa: F401  (registers the envs)
@@ -26,6 +25,8 @@ from dreamgym.agents.controller import (
 from dreamgym.cli import main
 from dreamgym.envs import DreamCarRacingEnv
 from dreamgym.training.common import CheckpointError
+
+from conftest import make_tiny_model
 
 OBS_DIM = 8 + 16  # the tiny model's z_dim + rnn_hidden
 

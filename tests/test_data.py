@@ -19,17 +19,17 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from dreamgym.data.collect import _exclusive, _make_env, collect, run_episode  # noqa: E402
-from dreamgym.data.policies import (  # noqa: E402
+from dreamgym.data.collect import _exclusive, _make_env, collect, run_episode
+from dreamgym.data.policies import (
     ControllerPolicy,
     CorrelatedRandomPolicy,
     make_policy,
     parse_policy_spec,
 )
-from dreamgym.data.storage import (  # noqa: E402
+from dreamgym.data.storage import (
     CorruptShardWarning,
     Episode,
     EpisodeStore,
@@ -37,7 +37,7 @@ from dreamgym.data.storage import (  # noqa: E402
     ShardCorruptError,
     shard_name,
 )
-from dreamgym.preprocessing import preprocess_frames  # noqa: E402
+from dreamgym.preprocessing import preprocess_frames
 
 MAX_STEPS = 20
 
@@ -220,10 +220,10 @@ def test_episode_subset_is_a_read_only_view_of_its_seeds(tmp_path: Path) -> None
 
 
 def test_training_accepts_an_episode_subset(tmp_path: Path) -> None:
-    from conftest import TINY_CONFIG
-
     from dreamgym import WorldModel, WorldModelConfig
     from dreamgym.training import train_rnn, train_vae
+
+    from conftest import TINY_CONFIG
 
     store = EpisodeStore(tmp_path / "store")
     for seed in range(8):
@@ -325,7 +325,8 @@ def controller_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
 
 def real_env_lockstep(model_dir: Path, seed: int, steps: int, choose):
     """Drive ``dreamgym/RealCarRacing-v0`` for ``steps`` steps, handing ``choose(raw_frame, obs)``
-    the raw 96x96 frame that the env has just encoded into ``obs``; return the actions taken."""
+    the raw 96x96 frame that the env has just encoded into ``obs``; return the actions taken.
+    """
     import gymnasium as gym
 
     import dreamgym  # noqa: F401  (registers the envs)

@@ -8,7 +8,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model
 
 import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym.agents.controller import LinearController
@@ -27,6 +26,8 @@ from dreamgym.envs.common import continuous_actions
 from dreamgym.envs.dynamics import LatentDream
 from dreamgym.envs.observer import teacher_forced_states
 from dreamgym.preprocessing import preprocess_frames
+
+from conftest import make_tiny_model
 
 OBS_DIM = 8 + 16
 STEPS = 30

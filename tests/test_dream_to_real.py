@@ -1,5 +1,6 @@
 """Dreams that are hard to exploit: trajectory starts, dream-time dropout, a pessimistic reward
-loss, the one observer of the real env, and real validation while an SB3 agent trains."""
+loss, the one observer of the real env, and real validation while an SB3 agent trains.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dreamgym.envs.dynamics import LatentDream
 from dreamgym.envs.observer import LatentObserver, teacher_forced_states
 from dreamgym.models.mdnrnn import MDNOutput
 from dreamgym.training import train_rnn
-from dreamgym.training.rnn import add_trajectory_starts, rnn_losses
+from dreamgym.training.rnn import rnn_losses
 
 from conftest import make_tiny_model
 from test_training import RNN_ARGS, make_store
@@ -59,7 +60,8 @@ def trained_m(tmp_path_factory, store) -> Path:
 # ----------------------------------------------------------------------------- observer
 def test_real_env_observations_are_the_observers_and_the_bank_uses_the_same_states(tiny_model):
     """RealCarRacing-v0's [z, h] is LatentObserver's, and teacher forcing over the same
-    frames and actions (what the bank of trajectory starts is built from) gives the same h."""
+    frames and actions (what the bank of trajectory starts is built from) gives the same h.
+    """
     env = gym.make("dreamgym/RealCarRacing-v0", model=tiny_model, max_episode_steps=6)
     observer = LatentObserver(tiny_model)
     obs, _ = env.reset(seed=3)
@@ -220,7 +222,8 @@ def test_start_bank_command_adds_a_bank_without_touching_the_source(trained_m, s
 
 def test_fine_tuning_starts_from_the_given_m_and_refuses_one_of_another_v(tmp_path, store, trained_m):
     """train_rnn(init_from=...) is a round of the paper's loop: M starts where the given M was
-    (0 epochs leave it exactly so), trains on from there, and refuses an M of another V."""
+    (0 epochs leave it exactly so), trains on from there, and refuses an M of another V.
+    """
     source = WorldModel.from_pretrained(trained_m)
     untouched = train_rnn(store, trained_m, tmp_path / "zero", epochs=0, init_from=trained_m, **RNN_ARGS)
     for name, tensor in source.rnn.state_dict().items():

@@ -1,11 +1,11 @@
 """Ensembles of M: one batched step for all members, the ensemble dream and its disagreement
-penalty, the envs and agents that pass it on, saving and loading, and training K members."""
+penalty, the envs and agents that pass it on, saving and loading, and training K members.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np

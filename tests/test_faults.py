@@ -7,9 +7,7 @@ inside the tests, so that each test fails on its own against the code before the
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -93,8 +91,9 @@ def test_1_package_failure_leaves_the_previous_package_whole(tiny_model_dir, tmp
 def finished_run(tmp_path_factory):
     data = make_store(tmp_path_factory.mktemp("data"), n=4)
     out = tmp_path_factory.mktemp("wm")
-    from dreamgym.training import train_rnn, train_vae
     from dreamgym.config import WorldModelConfig
+    from dreamgym.training import train_rnn, train_vae
+
     from conftest import TINY_CONFIG
 
     train_vae(data, out, WorldModelConfig(**TINY_CONFIG), epochs=1, **VAE_ARGS)
@@ -272,7 +271,7 @@ def test_6_a_symlink_leading_out_of_the_model_folder_is_not_staged(tiny_model_di
     out = tmp_path / "staged"
     with pytest.raises(ValueError, match="leads outside"):
         stage_repo(tiny_model_dir, out)
-    assert not any("PRIVATE KEY".encode() in data for data in _files(out).values()) if out.exists() else True
+    assert not any(b"PRIVATE KEY" in data for data in _files(out).values()) if out.exists() else True
 
 
 def test_6_symlinks_planted_in_the_destination_are_replaced_not_written_through(tiny_model_dir, tmp_path):

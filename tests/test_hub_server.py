@@ -27,6 +27,7 @@ import torch
 from dreamgym.agents.controller import LinearController
 from dreamgym.cli import main as cli_main
 from dreamgym.push import stage_repo
+
 from conftest import make_tiny_model
 
 OLAH_CLI = Path(sys.executable).parent / "olah-cli"
@@ -54,7 +55,7 @@ def _commit(repo: Path, message: str) -> str:
 
 
 def _avoid_olah_quirk(repo: Path) -> None:
-    """olah's tree listing answers 500 on a binary blob of 120-150 bytes: keep text files out of that range."""
+    """Olah's tree listing answers 500 on a binary blob of 120-150 bytes: keep text files out of that range."""
     for path in repo.rglob("*"):
         if ".git" in path.parts or not path.is_file():
             continue

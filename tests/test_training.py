@@ -13,8 +13,15 @@ from safetensors import safe_open
 
 from dreamgym import WorldModel, WorldModelConfig
 from dreamgym.data.storage import CorruptShardWarning, Episode, EpisodeStore
-from dreamgym.training import CheckpointError, evaluate_world_model, pick_device, split_seeds, train_rnn, train_vae
-from dreamgym.training import common
+from dreamgym.training import (
+    CheckpointError,
+    common,
+    evaluate_world_model,
+    pick_device,
+    split_seeds,
+    train_rnn,
+    train_vae,
+)
 from dreamgym.training import rnn as rnn_module
 from dreamgym.training import vae as vae_module
 

@@ -6,12 +6,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model
 from gymnasium.vector import AutoresetMode
 
 import dreamgym  # noqa: F401
 from dreamgym.envs import DreamCarRacingEnv
 from dreamgym.envs.dream_vector import DreamCarRacingVectorEnv
+
+from conftest import make_tiny_model
 
 DREAM_ID = "dreamgym/DreamCarRacing-v0"
 

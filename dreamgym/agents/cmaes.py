@@ -34,8 +34,20 @@ import torch
 from gymnasium.utils import seeding
 from tqdm.auto import tqdm
 
-from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, LinearController, population_actions, unflatten_population
-from dreamgym.checkpoints import CHECKPOINT_DIR, LOG_DIR, module_fingerprint, read_checkpoint, run_stage, write_checkpoint
+from dreamgym.agents.controller import (
+    CONTROLLER_CONFIG_FILE,
+    LinearController,
+    population_actions,
+    unflatten_population,
+)
+from dreamgym.checkpoints import (
+    CHECKPOINT_DIR,
+    LOG_DIR,
+    module_fingerprint,
+    read_checkpoint,
+    run_stage,
+    write_checkpoint,
+)
 from dreamgym.envs.dynamics import (
     LatentDream,
     check_dropout,
@@ -212,8 +224,7 @@ def train_controller(
     ensemble: bool = False,
     disagreement_penalty: float = 0.0,
 ) -> LinearController:
-    """
-    Train the paper's linear controller in the dream with CMA-ES and save the best one to ``out``.
+    """Train the paper's linear controller in the dream with CMA-ES and save the best one to ``out``.
 
     Each generation, the ``popsize`` candidates (pycma's ``CMAEvolutionStrategy`` from a zero
     vector with step size ``sigma0``) each drive the same ``rollouts`` dream episodes, all in

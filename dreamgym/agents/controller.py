@@ -35,7 +35,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from dreamgym.errors import ControllerChecksumError, ControllerFormatError
-from dreamgym.files import WEIGHTS_SHA256_KEY, atomic_write, atomic_write_json, check_format_version, check_sha256, read_json
+from dreamgym.files import (
+    WEIGHTS_SHA256_KEY,
+    atomic_write,
+    atomic_write_json,
+    check_format_version,
+    check_sha256,
+    read_json,
+)
 from dreamgym.models.world_model import canonical_safetensors, tensor_name_problems
 from dreamgym.validation import check_int
 from dreamgym.version import __version__
@@ -115,8 +122,7 @@ def population_actions(weights: torch.Tensor, biases: torch.Tensor, obs: torch.T
 
 # ------------------------------------------------------------------- controller
 class LinearController:
-    """
-    The paper's controller: ``action = squash(W @ [z, h] + b)``.
+    """The paper's controller: ``action = squash(W @ [z, h] + b)``.
 
     It acts on the latent observations of ``dreamgym/DreamCarRacing-v0`` and
     ``dreamgym/RealCarRacing-v0`` alike, so a controller trained in the dream runs in the

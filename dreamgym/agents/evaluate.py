@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from dreamgym.agents.specs import (  # noqa: F401  (AgentSpec, load_agent and parse_agent_spec were first here)
+# AgentSpec, load_agent and parse_agent_spec were first here: still exported (see __all__).
+from dreamgym.agents.specs import (
     Agent,
     AgentSpec,
     check_agent_fits,
@@ -168,8 +169,7 @@ def evaluate(
     address: str | None = None,
     allow_pickle: bool = False,
 ) -> dict[str, Any]:
-    """
-    Score an agent over ``episodes`` episodes of ``dreamgym/RealCarRacing-v0``.
+    """Score an agent over ``episodes`` episodes of ``dreamgym/RealCarRacing-v0``.
 
     Episode ``i`` is reset with seed ``seed + i``; real episodes run in ``workers`` spawned
     processes, or Ray tasks with ``backend="ray"`` (one torch thread each), and the returns

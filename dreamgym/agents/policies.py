@@ -27,8 +27,7 @@ __all__ = ["AgentPolicy", "ControllerPolicy"]
 
 
 class ControllerPolicy:
-    """
-    A trained controller driving the real car, plus exploration noise: the paper's iterative step.
+    """A trained controller driving the real car, plus exploration noise: the paper's iterative step.
 
     The collector hands policies raw 96x96 frames, so this policy runs the controller's world
     model itself, exactly as ``RealCarRacing-v0`` does: each frame is preprocessed and encoded
@@ -102,8 +101,7 @@ class ControllerPolicy:
 
 
 class AgentPolicy(ControllerPolicy):
-    """
-    Any dreamgym agent driving the real car, plus exploration noise: the paper's iterative step
+    """Any dreamgym agent driving the real car, plus exploration noise: the paper's iterative step
     for SB3 agents as well as controllers.
 
     As :class:`ControllerPolicy`, with the agent named as ``dreamgym evaluate`` names it: a

@@ -58,8 +58,7 @@ def _make_env(env_id: str, max_steps: int) -> Any:
 
 
 def run_episode(env: Any, policy: Policy, seed: int) -> Episode:
-    """
-    Drive one episode of ``env`` with ``policy`` and return it with preprocessed frames.
+    """Drive one episode of ``env`` with ``policy`` and return it with preprocessed frames.
 
     :param env: a continuous CarRacing-like env with 96x96x3 uint8 observations; it ends the
         episode itself (``max_episode_steps`` truncation included).
@@ -178,8 +177,7 @@ def collect(
     address: str | None = None,
     verify: bool = True,
 ) -> EpisodeStore:
-    """
-    Collect ``episodes`` episodes of the real env into the store at ``out``, resuming.
+    """Collect ``episodes`` episodes of the real env into the store at ``out``, resuming.
 
     Episode ``i`` uses env seed ``seed + i``; seeds already in the store are skipped, so
     re-running the same call after a crash, a Ctrl-C or a kill collects only what is missing
@@ -300,8 +298,7 @@ def _check_conflicts(store: EpisodeStore, seeds: range, settings: dict[str, Any]
 
 
 def verify_store(root: str | os.PathLike[str], repair: bool = False) -> tuple[list[int], list[str], list[int]]:
-    """
-    Check every shard of an episode store; with ``repair``, fix what can be fixed.
+    """Check every shard of an episode store; with ``repair``, fix what can be fixed.
 
     Repair (under the collector lock) deletes shards that fail their checksum or do not load
     and drops them and missing ones from the manifest, so ``collect`` runs those seeds again,

@@ -27,7 +27,8 @@ agent-driven policies that way (see ``dreamgym/__init__.py``).
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -46,8 +47,7 @@ class Policy(Protocol):
 
 
 class CorrelatedRandomPolicy:
-    """
-    Random CarRacing actions that are correlated in time, so that the car actually drives.
+    """Random CarRacing actions that are correlated in time, so that the car actually drives.
 
     ``action_space.sample()`` draws every frame independently: steering flips sign 50 times
     a second and averages to zero, gas and brake fight, and the car mostly sits or spins on
@@ -260,8 +260,7 @@ def parse_policy_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
 
 
 def make_policy(spec: str, seed: int) -> Policy:
-    """
-    Build the policy named by ``spec``.
+    """Build the policy named by ``spec``.
 
     :param spec: ``"NAME[:ARG][?KEY=VALUE&...]"``: ``"random"``, ``"random?gas_mean=0.5"``,
         ``"controller:runs/ctrl?noise=0.3"``, or a name added with :func:`register_policy`.

@@ -14,7 +14,8 @@ from dreamgym.validation import check_seed
 
 
 class RealCarRacingEnv(WorldModelEnv):
-    """
+    """The real CarRacing-v3, observed through a world model's V and M as the dream is.
+
     ## Description
     The real CarRacing-v3 (Box2D physics), observed the way the dream is. Each frame is cut
     to 64x64 by :func:`dreamgym.preprocessing.preprocess_frames` and encoded by V; M's hidden

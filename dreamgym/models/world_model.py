@@ -20,8 +20,13 @@ from torch import nn
 
 from dreamgym.config import MAX_ENSEMBLE_SIZE, WORLD_MODEL_FORMAT_VERSION, WorldModelConfig
 from dreamgym.errors import ConfigError, WorldModelChecksumError, WorldModelFormatError
-from dreamgym.files import WEIGHTS_SHA256_KEY, atomic_write, check_sha256, read_json
-from dreamgym.files import file_sha256  # noqa: F401  (re-exported: its old home)
+from dreamgym.files import (
+    WEIGHTS_SHA256_KEY,
+    atomic_write,
+    check_sha256,
+    file_sha256,  # noqa: F401  (re-exported: its old home)
+    read_json,
+)
 from dreamgym.models.mdnrnn import MDNRNN, StackedMDNRNN
 from dreamgym.models.vae import ConvVAE
 

@@ -19,7 +19,7 @@ import torch
 from dreamgym.envs.observer import teacher_forced_states
 from dreamgym.episodes import DataSource, episode_frame_counts, load_episodes, open_store
 from dreamgym.files import update_json
-from dreamgym.models.mdnrnn import MDNOutput, MDNRNN, mixture_nll
+from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
 from dreamgym.models.world_model import WorldModel
 from dreamgym.training.common import split_seeds
 
