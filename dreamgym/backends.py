@@ -156,13 +156,18 @@ class Backend(abc.ABC, Generic[C, R]):
     def run(self, make_worker: WorkerFactory[C, R], config: C, seeds: Iterable[int]) -> Iterator[tuple[int, R]]:
         """Run ``work(seed)`` for each seed and yield ``(seed, result)`` as each finishes.
 
-        :param make_worker: a picklable module-level function; ``make_worker(config)`` is a
-            context manager giving ``work(seed) -> result``, entered once per worker.
-        :param config: picklable settings for ``make_worker``.
-        :param seeds: the seeds to run; a seed given twice is run once.
-        :return: an iterator of ``(seed, result)``, in the order the episodes finish, each seed once.
-        :raises TaskError: ``make_worker`` or ``work`` raised in a worker.
-        :raises WorkerDiedError: a seed's worker died more than ``max_retries`` times.
+        Args:
+            make_worker: a picklable module-level function; ``make_worker(config)`` is a
+                context manager giving ``work(seed) -> result``, entered once per worker.
+            config: picklable settings for ``make_worker``.
+            seeds: the seeds to run; a seed given twice is run once.
+
+        Returns:
+            an iterator of ``(seed, result)``, in the order the episodes finish, each seed once.
+
+        Raises:
+            TaskError: ``make_worker`` or ``work`` raised in a worker.
+            WorkerDiedError: a seed's worker died more than ``max_retries`` times.
         """
 
     def __repr__(self) -> str:
@@ -221,10 +226,11 @@ class LocalBackend(Backend[C, R]):
     Workers are safe with threads and CUDA in the parent, ignore Ctrl-C (the parent
     terminates them), and get one BLAS thread each unless ``OMP_NUM_THREADS`` etc. are set.
 
-    :param workers: worker processes; 1 runs the episodes in this process, in order, and
-        lets exceptions through as they are (no :class:`TaskError`, no retries).
-    :param max_retries: how many times a seed whose worker process died is run again, each
-        time in a fresh process.
+    Args:
+        workers: worker processes; 1 runs the episodes in this process, in order, and
+            lets exceptions through as they are (no :class:`TaskError`, no retries).
+        max_retries: how many times a seed whose worker process died is run again, each
+            time in a fresh process.
     """
 
     name = "local"
@@ -370,17 +376,20 @@ class RayBackend(Backend[C, R]):
     Every node needs dreamgym (and what ``config`` names: controllers, world models, the
     episode store) at the same paths: a shared file system, or a Hub id for models.
 
-    :param workers: how many episodes run at once on the cluster.
-    :param address: ``"auto"`` (a cluster started with ``ray start`` on this machine),
-        ``"ray://host:10001"`` (Ray Client), ``"host:6379"``, ``"local"`` (always a new Ray
-        instance on this machine); None: as ``ray.init()``, ``RAY_ADDRESS`` if set, else the
-        cluster last started on this machine, else a new one.
-    :param max_retries: how many times a task whose worker process or node died is run
-        again (Ray's ``max_retries``).
-    :param num_cpus: CPUs Ray reserves for each task.
-    :param init_kwargs: more keyword arguments for ``ray.init`` (``num_cpus``,
-        ``runtime_env``, ...).
-    :raises ImportError: Ray is not installed (``pip install "dreamgym[ray]"``).
+    Args:
+        workers: how many episodes run at once on the cluster.
+        address: ``"auto"`` (a cluster started with ``ray start`` on this machine),
+            ``"ray://host:10001"`` (Ray Client), ``"host:6379"``, ``"local"`` (always a new Ray
+            instance on this machine); None: as ``ray.init()``, ``RAY_ADDRESS`` if set, else the
+            cluster last started on this machine, else a new one.
+        max_retries: how many times a task whose worker process or node died is run
+            again (Ray's ``max_retries``).
+        num_cpus: CPUs Ray reserves for each task.
+        init_kwargs: more keyword arguments for ``ray.init`` (``num_cpus``,
+            ``runtime_env``, ...).
+
+    Raises:
+        ImportError: Ray is not installed (``pip install "dreamgym[ray]"``).
     """
 
     name = "ray"
@@ -471,14 +480,17 @@ def make_backend(
 ) -> Backend[Any, Any]:
     """The backend a name (``--backend``) asks for.
 
-    :param backend: ``"local"``, ``"ray"``, or a :class:`Backend`, returned as it is (it has
-        its own workers).
-    :param workers: how many episodes run at once.
-    :param address: the Ray cluster to connect to (``"auto"``, ``"ray://host:10001"``);
-        only for ``"ray"``.
-    :param max_retries: how many times a seed whose worker died is run again.
-    :raises ValueError: an unknown name, or an address for the local backend.
-    :raises ImportError: ``"ray"`` without Ray installed.
+    Args:
+        backend: ``"local"``, ``"ray"``, or a :class:`Backend`, returned as it is (it has
+            its own workers).
+        workers: how many episodes run at once.
+        address: the Ray cluster to connect to (``"auto"``, ``"ray://host:10001"``);
+            only for ``"ray"``.
+        max_retries: how many times a seed whose worker died is run again.
+
+    Raises:
+        ValueError: an unknown name, or an address for the local backend.
+        ImportError: ``"ray"`` without Ray installed.
     """
     if isinstance(backend, Backend):
         if address is not None:

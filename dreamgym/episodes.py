@@ -102,13 +102,14 @@ def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ..
 class Episode:
     """One episode of the real env, as V and M are trained on it.
 
-    :param frames: uint8 ``(T + 1, 64, 64, 3)``: the preprocessed frame after ``reset``, then
-        the frame after each step.
-    :param actions: float32 ``(T, 3)``: (steer, gas, brake) of each step.
-    :param rewards: float32 ``(T,)``.
-    :param terminated: bool ``(T,)``; only the last step may be set.
-    :param truncated: bool ``(T,)``; only the last step may be set.
-    :param seed: the env seed the episode was reset with (a non-negative int).
+    Args:
+        frames: uint8 ``(T + 1, 64, 64, 3)``: the preprocessed frame after ``reset``, then
+            the frame after each step.
+        actions: float32 ``(T, 3)``: (steer, gas, brake) of each step.
+        rewards: float32 ``(T,)``.
+        terminated: bool ``(T,)``; only the last step may be set.
+        truncated: bool ``(T,)``; only the last step may be set.
+        seed: the env seed the episode was reset with (a non-negative int).
     """
 
     frames: np.ndarray
@@ -197,8 +198,9 @@ class EpisodeStore:
     Reading never needs the collector: ``EpisodeStore(path).episodes()`` streams the finished
     episodes in seed order, checking each shard's sha256 on the way.
 
-    :param root: folder of the store; created if missing. A missing manifest means an empty
-        store; it is first written by :meth:`write` or :meth:`record`.
+    Args:
+        root: folder of the store; created if missing. A missing manifest means an empty
+            store; it is first written by :meth:`write` or :meth:`record`.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -228,8 +230,9 @@ class EpisodeStore:
     def _read_manifest(self) -> dict[int, dict[str, Any]]:
         """The manifest's entries by seed.
 
-        :raises FileFormatError: (a ``ValueError``) a manifest that is not JSON, not of this
-            format version, or with a malformed entry.
+        Raises:
+            FileFormatError: (a ``ValueError``) a manifest that is not JSON, not of this
+                format version, or with a malformed entry.
         """
         what = f"manifest {self.manifest_path}"
         manifest = read_json(self.manifest_path, what)
@@ -264,8 +267,11 @@ class EpisodeStore:
         do). Pass the returned entry to :meth:`record`, in the one process that owns the
         manifest, to list the episode.
 
-        :param episode: the episode; its seed names the shard, replacing any shard of that seed.
-        :return: the manifest entry ``{file, seed, length, return, sha256}``.
+        Args:
+            episode: the episode; its seed names the shard, replacing any shard of that seed.
+
+        Returns:
+            the manifest entry ``{file, seed, length, return, sha256}``.
         """
         if not isinstance(episode, Episode):
             raise TypeError(f"expected an Episode, got {type(episode).__name__}")
@@ -298,8 +304,11 @@ class EpisodeStore:
     def write(self, episode: Episode) -> Path:
         """Store ``episode``: write its shard atomically, then list it in the manifest.
 
-        :param episode: the episode; an episode of a seed already stored replaces it.
-        :return: path of the shard.
+        Args:
+            episode: the episode; an episode of a seed already stored replaces it.
+
+        Returns:
+            path of the shard.
         """
         entry = self.write_shard(episode)
         self.record(entry)
@@ -313,7 +322,8 @@ class EpisodeStore:
         runs its seed again. Hashing is cheap next to decoding: this is what every resumed
         collection does. Call it only while nothing else writes to the store.
 
-        :return: the seeds dropped, in order.
+        Returns:
+            the seeds dropped, in order.
         """
         entries = dict(self._entries())
         wanted = set(entries) if seeds is None else {int(s) for s in seeds} & set(entries)
@@ -356,8 +366,11 @@ class EpisodeStore:
           writer was killed between the shard and the manifest update). An orphan that does
           not load is deleted instead, so its seed is collected again.
 
-        :param verify: read every listed shard in full (slow for big stores).
-        :return: the seeds adopted from orphans.
+        Args:
+            verify: read every listed shard in full (slow for big stores).
+
+        Returns:
+            the seeds adopted from orphans.
         """
         for tmp in self.root.glob(f".*{TMP_SUFFIX}"):
             with contextlib.suppress(OSError):
@@ -447,8 +460,9 @@ class EpisodeStore:
     def load(self, seed: int) -> Episode:
         """Read one episode, checking its sha256.
 
-        :raises KeyError: if ``seed`` is not in the manifest.
-        :raises ShardCorruptError: if its shard is missing, corrupt or truncated.
+        Raises:
+            KeyError: if ``seed`` is not in the manifest.
+            ShardCorruptError: if its shard is missing, corrupt or truncated.
         """
         entries = self._entries()
         if seed not in entries:
@@ -458,9 +472,12 @@ class EpisodeStore:
     def episodes(self, *, skip_corrupt: bool = True) -> Iterator[Episode]:
         """Stream the stored episodes in seed order, one in memory at a time.
 
-        :param skip_corrupt: warn (:class:`CorruptShardWarning`, naming the file) about a
-            missing, truncated or corrupt shard and go on; with ``False``, raise instead.
-        :raises ShardCorruptError: on a bad shard, when ``skip_corrupt=False``.
+        Args:
+            skip_corrupt: warn (:class:`CorruptShardWarning`, naming the file) about a
+                missing, truncated or corrupt shard and go on; with ``False``, raise instead.
+
+        Raises:
+            ShardCorruptError: on a bad shard, when ``skip_corrupt=False``.
         """
         entries = self._entries()
         for seed in sorted(entries):
@@ -485,7 +502,8 @@ class EpisodeStore:
     def verify(self) -> tuple[list[int], list[str]]:
         """Check every listed shard in full, and look for unlisted ones.
 
-        :return: (seeds whose shard is intact, in order; one line per problem found).
+        Returns:
+            (seeds whose shard is intact, in order; one line per problem found).
         """
         good, problems = [], []
         for entry in self.entries():
@@ -513,8 +531,9 @@ class EpisodeSubset:
     (otherwise a finished stage would quietly retrain, re-split or re-measure on new data).
     Seeds that are not (yet) in the store are simply absent from the view.
 
-    :param store: the store, or its folder.
-    :param seeds: the seeds to keep.
+    Args:
+        store: the store, or its folder.
+        seeds: the seeds to keep.
     """
 
     def __init__(self, store: EpisodeStore | str | os.PathLike[str], seeds: Iterable[int]) -> None:

@@ -36,12 +36,13 @@ Agent = Callable[[np.ndarray], Any]
 class PlaySession:
     """A pygame window on one env, driven by the keyboard or an agent.
 
-    :param env: a ``dreamgym/DreamCarRacing-v0`` or ``dreamgym/RealCarRacing-v0`` env (latent
-        observations, continuous actions), possibly wrapped.
-    :param agent: ``act(obs) -> action``, or None for human-only play.
-    :param seed: seed of the first reset (later resets continue the env's RNG).
-    :param fps: frame-rate cap; 0 or None runs as fast as it can.
-    :param title: the window's caption.
+    Args:
+        env: a ``dreamgym/DreamCarRacing-v0`` or ``dreamgym/RealCarRacing-v0`` env (latent
+            observations, continuous actions), possibly wrapped.
+        agent: ``act(obs) -> action``, or None for human-only play.
+        seed: seed of the first reset (later resets continue the env's RNG).
+        fps: frame-rate cap; 0 or None runs as fast as it can.
+        title: the window's caption.
     """
 
     def __init__(self, env: Any, agent: Agent | None = None, seed: int | None = None, fps: int | None = 50,
@@ -220,9 +221,12 @@ class PlaySession:
             scripted_events: Iterable[tuple[int, Any]] | None = None) -> dict:
         """Play until ``q``/``Esc``/the window closes, or ``max_steps`` ticks.
 
-        :param scripted_events: ``(tick, event)`` pairs: each event is handled just before
-            tick number ``tick`` (counted from 0 over the whole session, across resets).
-        :return: a summary: ticks run, steps and return of the current episode, episodes ended.
+        Args:
+            scripted_events: ``(tick, event)`` pairs: each event is handled just before
+                tick number ``tick`` (counted from 0 over the whole session, across resets).
+
+        Returns:
+            a summary: ticks run, steps and return of the current episode, episodes ended.
         """
         pygame = self.pygame
         pending: dict[int, list[Any]] = {}

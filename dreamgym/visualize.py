@@ -140,13 +140,15 @@ def make_video(
 ) -> tuple[Path, np.ndarray]:
     """Real | reconstruction | dream video of one start; see the module doc.
 
-    :param scale: how many screen pixels each of a panel's 64x64 pixels becomes.
+    Args:
+        scale: how many screen pixels each of a panel's 64x64 pixels becomes.
+        agent: agent spec as in ``dreamgym evaluate`` (controller folder, ``reference``,
+            ``sb3:agent.zip``); None: the reference controller.
+        model: world model (folder, Hub id or WorldModel); None: the shipped default.
+        allow_pickle: load an SB3 agent's zip by unpickling it (only for a file you trust).
 
-    :param agent: agent spec as in ``dreamgym evaluate`` (controller folder, ``reference``,
-        ``sb3:agent.zip``); None: the reference controller.
-    :param model: world model (folder, Hub id or WorldModel); None: the shipped default.
-    :param allow_pickle: load an SB3 agent's zip by unpickling it (only for a file you trust).
-    :return: the written path and the composed frames (N, H, W, 3).
+    Returns:
+        the written path and the composed frames (N, H, W, 3).
     """
     from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec
     from dreamgym.hub import load_world_model

@@ -250,33 +250,36 @@ def train_controller(
     restarts from the saved mean and sigma with a fresh covariance; see the module doc), and
     does nothing if all ``generations`` are done. Raising ``generations`` extends a run.
 
-    :param model: the world model to dream in: a :class:`~dreamgym.WorldModel`, a folder, a
-        Hub repo id, or None for the one shipped with dreamgym.
-    :param out: output folder.
-    :param generations: total number of CMA-ES generations.
-    :param popsize: candidates per generation.
-    :param rollouts: dream episodes per candidate per generation.
-    :param sigma0: initial CMA-ES step size.
-    :param temperature: the dream's temperature tau (the paper trains at 1.15 for Doom).
-    :param max_steps: steps per dream episode.
-    :param seed: seeds pycma and the episodes of each generation.
-    :param weight_decay: L2 penalty coefficient on the parameters.
-    :param device: torch device of the dream; None picks CUDA when available, else CPU.
-    :param progress: show a tqdm bar over generations.
-    :param eval_every: generations between held-out evaluations; 0 for none.
-    :param eval_rollouts: dream episodes per held-out evaluation.
-    :param revision: branch, tag or commit when ``model`` is a Hub repo id.
-    :param start: where dream episodes start: ``"first_frame"`` (the paper) or
-        ``"trajectory"`` (real states along real trajectories; pair it with a short
-        ``max_steps``, so that the fitness averages many short segments).
-    :param dropout: dream-time dropout of M, a new mask per episode (Dropout's Dream Land).
-    :param ensemble: dream with the world model's ensemble of Ms (``train-rnn
-        --ensemble-size K``), one member drawn per episode, so that a candidate scores well
-        only by driving well under every member.
-    :param disagreement_penalty: with ``ensemble``, each step's reward minus this times the
-        members' disagreement (MOPO's pessimism; see
-        :class:`~dreamgym.envs.dynamics.LatentDream`).
-    :return: the best controller found.
+    Args:
+        model: the world model to dream in: a :class:`~dreamgym.WorldModel`, a folder, a
+            Hub repo id, or None for the one shipped with dreamgym.
+        out: output folder.
+        generations: total number of CMA-ES generations.
+        popsize: candidates per generation.
+        rollouts: dream episodes per candidate per generation.
+        sigma0: initial CMA-ES step size.
+        temperature: the dream's temperature tau (the paper trains at 1.15 for Doom).
+        max_steps: steps per dream episode.
+        seed: seeds pycma and the episodes of each generation.
+        weight_decay: L2 penalty coefficient on the parameters.
+        device: torch device of the dream; None picks CUDA when available, else CPU.
+        progress: show a tqdm bar over generations.
+        eval_every: generations between held-out evaluations; 0 for none.
+        eval_rollouts: dream episodes per held-out evaluation.
+        revision: branch, tag or commit when ``model`` is a Hub repo id.
+        start: where dream episodes start: ``"first_frame"`` (the paper) or
+            ``"trajectory"`` (real states along real trajectories; pair it with a short
+            ``max_steps``, so that the fitness averages many short segments).
+        dropout: dream-time dropout of M, a new mask per episode (Dropout's Dream Land).
+        ensemble: dream with the world model's ensemble of Ms (``train-rnn
+            --ensemble-size K``), one member drawn per episode, so that a candidate scores well
+            only by driving well under every member.
+        disagreement_penalty: with ``ensemble``, each step's reward minus this times the
+            members' disagreement (MOPO's pessimism; see
+            :class:`~dreamgym.envs.dynamics.LatentDream`).
+
+    Returns:
+        the best controller found.
     """
     if out is None:
         raise TypeError("train_controller() needs out= (the output folder)")
@@ -442,7 +445,8 @@ def select_controller(out: str | os.PathLike) -> Path:
     run's last held-out evaluation scores both on the same fixed dream episodes. This returns
     ``out / "mean"`` when the ES mean scored at least as well there, else ``out``.
 
-    :raises FileNotFoundError: ``out`` holds no controller.
+    Raises:
+        FileNotFoundError: ``out`` holds no controller.
     """
     out = Path(out)
     if not (out / CONTROLLER_CONFIG_FILE).is_file():

@@ -129,14 +129,15 @@ class LinearController:
     real env unchanged. Calling it (``controller(obs)``) is :meth:`act`; :meth:`predict`
     mirrors Stable-Baselines3's so that evaluation code can drive either kind of agent.
 
-    :param obs_dim: size of the observation ``[z, h]`` (288 for the paper's model).
-    :param weight: (3, obs_dim) weight; zeros if None.
-    :param bias: (3,) bias; zeros if None.
-    :param world_model: the world model the controller was trained in, as recorded in
-        ``controller.json``: ``{"model": <Hub id, folder or None for the shipped default>,
-        "revision": ..., "source": "default" | "path" | "hub" | "in-memory"}``.
-    :param temperature: the dream temperature it was trained at, if any.
-    :param training: free-form training summary kept in ``controller.json``.
+    Args:
+        obs_dim: size of the observation ``[z, h]`` (288 for the paper's model).
+        weight: (3, obs_dim) weight; zeros if None.
+        bias: (3,) bias; zeros if None.
+        world_model: the world model the controller was trained in, as recorded in
+            ``controller.json``: ``{"model": <Hub id, folder or None for the shipped default>,
+            "revision": ..., "source": "default" | "path" | "hub" | "in-memory"}``.
+        temperature: the dream temperature it was trained at, if any.
+        training: free-form training summary kept in ``controller.json``.
     """
 
     def __init__(
@@ -175,7 +176,8 @@ class LinearController:
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for one observation (obs_dim,) or a batch (B, obs_dim).
 
-        :return: float32 (3,) or (B, 3): steer in [-1, 1], gas and brake in [0, 1].
+        Returns:
+            float32 (3,) or (B, 3): steer in [-1, 1], gas and brake in [0, 1].
         """
         array = np.asarray(obs, dtype=np.float32)
         if array.ndim not in (1, 2) or array.shape[-1] != self.obs_dim:
@@ -209,9 +211,10 @@ class LinearController:
     def from_flat(cls, vector: np.ndarray | torch.Tensor, obs_dim: int | None = None, **kwargs: Any) -> LinearController:
         """Build a controller from a vector laid out as :meth:`flat`'s.
 
-        :param vector: ``3 * obs_dim + 3`` numbers.
-        :param obs_dim: observation size; inferred from the vector's length if None.
-        :param kwargs: ``world_model``, ``temperature``, ``training`` (see the class).
+        Args:
+            vector: ``3 * obs_dim + 3`` numbers.
+            obs_dim: observation size; inferred from the vector's length if None.
+            kwargs: ``world_model``, ``temperature``, ``training`` (see the class).
         """
         vector = np.asarray(vector, dtype=np.float64).reshape(-1)
         if obs_dim is None:
@@ -254,10 +257,11 @@ class LinearController:
     def load(cls, directory: str | os.PathLike) -> LinearController:
         """Load a controller saved by :meth:`save`, refusing anything that does not match exactly.
 
-        :raises FileNotFoundError: the folder, ``controller.json`` or ``controller.safetensors`` is missing.
-        :raises ControllerFormatError: unreadable files, an unknown ``format_version``, weights
-            that fail the sha256 recorded in ``controller.json`` (:class:`ControllerChecksumError`),
-            or tensors that are missing, unexpected, wrongly shaped or not finite.
+        Raises:
+            FileNotFoundError: the folder, ``controller.json`` or ``controller.safetensors`` is missing.
+            ControllerFormatError: unreadable files, an unknown ``format_version``, weights
+                that fail the sha256 recorded in ``controller.json`` (:class:`ControllerChecksumError`),
+                or tensors that are missing, unexpected, wrongly shaped or not finite.
         """
         folder = Path(directory).expanduser()
         where = str(directory)
@@ -325,8 +329,9 @@ def reference_controller_installed() -> bool:
 def load_controller(source: str | os.PathLike = "reference") -> LinearController:
     """Load a controller: ``"reference"`` for the one shipped with dreamgym, or a folder written by :meth:`LinearController.save`.
 
-    :raises FileNotFoundError: ``"reference"`` is asked for but this install ships none, or the folder is missing.
-    :raises ControllerFormatError: see :meth:`LinearController.load`.
+    Raises:
+        FileNotFoundError: ``"reference"`` is asked for but this install ships none, or the folder is missing.
+        ControllerFormatError: see :meth:`LinearController.load`.
     """
     if isinstance(source, str) and source == "reference":
         if not reference_controller_installed():

@@ -102,7 +102,8 @@ def _real_pool(
 ) -> Iterator[tuple[int, float, int]]:
     """Play the real episodes of ``seeds`` on ``backend`` (an int: that many local workers).
 
-    :return: an iterator of (index in ``seeds``, return, length), as episodes finish.
+    Returns:
+        an iterator of (index in ``seeds``, return, length), as episodes finish.
     """
     if isinstance(backend, int):
         backend = LocalBackend(backend)
@@ -180,35 +181,40 @@ def evaluate(
     see the agent and a world model folder at the same path (a shared file system), or name
     the model by Hub id; a task whose worker or node dies is run again.
 
-    :param agent: a controller folder, ``"reference"``, or ``"sb3:path/to/agent.zip"``.
-    :param allow_pickle: load an SB3 zip by unpickling it; only for a file you trust (without
-        it, nothing from the zip is unpickled and a zip that needs it is refused).
-    :param episodes: number of real episodes.
-    :param seed: seed of the first episode.
-    :param workers: real episodes run at once: processes (1 runs them in this process), or Ray
-        tasks in flight.
-    :param model: the world model the agent sees through (a folder, a Hub id or a
-        :class:`~dreamgym.WorldModel`). None: the one a controller's ``controller.json``
-        records, or for an SB3 agent the default shipped with dreamgym.
-    :param revision: branch, tag or commit when ``model`` is a Hub repo id.
-    :param dream: also score the agent in ``dreamgym/DreamCarRacing-v0`` for the same seeds
-        (in this process; a controller's dream episodes run as one batch).
-    :param temperature: the dream's temperature (used with ``dream=True`` only).
-    :param max_steps: truncate each episode after this many steps.
-    :param out: where to write the results as JSON (a file, or a folder to hold ``results.json``).
-    :param progress: show tqdm bars (driven here, whichever backend runs the episodes).
-    :param backend: where the real episodes run, as for :func:`~dreamgym.data.collect.collect`:
-        ``"local"``, ``"ray"`` or a :class:`~dreamgym.backends.Backend`.
-    :param address: the Ray cluster for ``backend="ray"``, as for :func:`~dreamgym.data.collect.collect`.
-    :return: the results: ``agent``, ``model``, ``revision``, ``env_id``, ``episodes``,
-        ``seed``, ``seeds``, ``returns``, ``lengths``, ``mean``, ``std`` (population std over
-        episodes), ``max_steps``, ``dreamgym_version``, ``wall_seconds``; with ``dream=True``
-        also ``dream`` (``returns``, ``lengths``, ``mean``, ``std``), ``gap`` (dream mean
-        minus real mean) and ``temperature``.
-    :raises ValueError: a bad agent spec or option, or an agent that does not fit the world model.
-    :raises FileNotFoundError: the agent or the world model does not exist.
-    :raises RuntimeError: a worker failed, or died more than the backend's ``max_retries`` times.
-    :raises ImportError: ``backend="ray"`` without Ray installed.
+    Args:
+        agent: a controller folder, ``"reference"``, or ``"sb3:path/to/agent.zip"``.
+        allow_pickle: load an SB3 zip by unpickling it; only for a file you trust (without
+            it, nothing from the zip is unpickled and a zip that needs it is refused).
+        episodes: number of real episodes.
+        seed: seed of the first episode.
+        workers: real episodes run at once: processes (1 runs them in this process), or Ray
+            tasks in flight.
+        model: the world model the agent sees through (a folder, a Hub id or a
+            :class:`~dreamgym.WorldModel`). None: the one a controller's ``controller.json``
+            records, or for an SB3 agent the default shipped with dreamgym.
+        revision: branch, tag or commit when ``model`` is a Hub repo id.
+        dream: also score the agent in ``dreamgym/DreamCarRacing-v0`` for the same seeds
+            (in this process; a controller's dream episodes run as one batch).
+        temperature: the dream's temperature (used with ``dream=True`` only).
+        max_steps: truncate each episode after this many steps.
+        out: where to write the results as JSON (a file, or a folder to hold ``results.json``).
+        progress: show tqdm bars (driven here, whichever backend runs the episodes).
+        backend: where the real episodes run, as for :func:`~dreamgym.data.collect.collect`:
+            ``"local"``, ``"ray"`` or a :class:`~dreamgym.backends.Backend`.
+        address: the Ray cluster for ``backend="ray"``, as for :func:`~dreamgym.data.collect.collect`.
+
+    Returns:
+        the results: ``agent``, ``model``, ``revision``, ``env_id``, ``episodes``,
+            ``seed``, ``seeds``, ``returns``, ``lengths``, ``mean``, ``std`` (population std over
+            episodes), ``max_steps``, ``dreamgym_version``, ``wall_seconds``; with ``dream=True``
+            also ``dream`` (``returns``, ``lengths``, ``mean``, ``std``), ``gap`` (dream mean
+            minus real mean) and ``temperature``.
+
+    Raises:
+        ValueError: a bad agent spec or option, or an agent that does not fit the world model.
+        FileNotFoundError: the agent or the world model does not exist.
+        RuntimeError: a worker failed, or died more than the backend's ``max_retries`` times.
+        ImportError: ``backend="ray"`` without Ray installed.
     """
     from tqdm.auto import tqdm
 

@@ -40,12 +40,13 @@ class ControllerPolicy:
     controller's recovery is recorded too. Its scale is drawn per episode from
     ``[0, noise]``, so a collection holds near-clean and very noisy driving.
 
-    :param seed: seed of the noise until the first :meth:`reset`.
-    :param controller: a controller folder written by ``dreamgym train-controller``, or ``"reference"``.
-    :param noise: largest per-episode noise scale (0: the controller's own actions).
-    :param noise_theta: fraction of the noise pulled back to 0 per step.
-    :param model: the world model to see through; default, the one the controller records.
-    :param device: torch device of the world model.
+    Args:
+        seed: seed of the noise until the first :meth:`reset`.
+        controller: a controller folder written by ``dreamgym train-controller``, or ``"reference"``.
+        noise: largest per-episode noise scale (0: the controller's own actions).
+        noise_theta: fraction of the noise pulled back to 0 per step.
+        model: the world model to see through; default, the one the controller records.
+        device: torch device of the world model.
     """
 
     agent_kinds: tuple[str, ...] = ("controller",)

@@ -55,9 +55,10 @@ def parse_agent_spec(spec: str, allow_pickle: bool = False) -> AgentSpec:
 
     ``allow_pickle`` is recorded for an SB3 agent: load its zip with SB3's unpickling ``load``.
 
-    :raises ValueError: an empty or unrecognised spec.
-    :raises FileNotFoundError: the named file or folder does not exist, or ``reference``
-        is asked for and none is installed.
+    Raises:
+        ValueError: an empty or unrecognised spec.
+        FileNotFoundError: the named file or folder does not exist, or ``reference``
+            is asked for and none is installed.
     """
     from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, REFERENCE_DIR, reference_controller_installed
     from dreamgym.agents.mlp_policy import POLICY_CONFIG_FILE
@@ -103,8 +104,9 @@ def parse_agent_spec(spec: str, allow_pickle: bool = False) -> AgentSpec:
 def load_agent(spec: AgentSpec | str) -> tuple[Agent, Any]:
     """Load the agent a spec names.
 
-    :return: ``(act, loaded)``: ``act(obs) -> action`` drives one env deterministically;
-        ``loaded`` is the :class:`~dreamgym.agents.controller.LinearController` or SB3 model.
+    Returns:
+        ``(act, loaded)``: ``act(obs) -> action`` drives one env deterministically;
+            ``loaded`` is the :class:`~dreamgym.agents.controller.LinearController` or SB3 model.
     """
     if isinstance(spec, str):
         spec = parse_agent_spec(spec)

@@ -60,11 +60,14 @@ def _make_env(env_id: str, max_steps: int) -> Any:
 def run_episode(env: Any, policy: Policy, seed: int) -> Episode:
     """Drive one episode of ``env`` with ``policy`` and return it with preprocessed frames.
 
-    :param env: a continuous CarRacing-like env with 96x96x3 uint8 observations; it ends the
-        episode itself (``max_episode_steps`` truncation included).
-    :param policy: reset with ``seed``, then called on each raw 96x96 frame.
-    :param seed: env and policy seed of the episode.
-    :return: the episode; frames go through :func:`~dreamgym.preprocessing.preprocess_frames`.
+    Args:
+        env: a continuous CarRacing-like env with 96x96x3 uint8 observations; it ends the
+            episode itself (``max_episode_steps`` truncation included).
+        policy: reset with ``seed``, then called on each raw 96x96 frame.
+        seed: env and policy seed of the episode.
+
+    Returns:
+        the episode; frames go through :func:`~dreamgym.preprocessing.preprocess_frames`.
     """
     obs, _ = env.reset(seed=seed)
     policy.reset(seed)
@@ -191,31 +194,36 @@ def collect(
     the manifest, as locally. A task whose worker or node dies is run again (its shard is
     rewritten atomically and listed once); the shards are the same as the local backend's.
 
-    :param env_id: ``"CarRacing-v3"``, or another env id with CarRacing's spaces (uint8
-        ``(96, 96, 3)`` frames, ``(3,)`` continuous actions) that accepts ``continuous=True``.
-    :param episodes: number of episodes the store should hold for seeds ``seed .. seed+episodes-1``.
-    :param out: folder of the :class:`EpisodeStore` (created if needed).
-    :param workers: episodes run in parallel: worker processes (spawned, so safe with threads
-        and CUDA in the parent; 1 runs the episodes in this process), or Ray tasks in flight.
-    :param policy: policy spec for :func:`~dreamgym.data.policies.make_policy`: ``"random"``, or
-        ``"controller:PATH?noise=0.3"`` for the paper's iterative collection with a trained controller.
-    :param seed: env seed of the first episode.
-    :param max_steps: truncate each episode after this many steps.
-    :param progress: show a tqdm bar over episodes (driven here, whichever backend runs them).
-    :param backend: ``"local"`` (worker processes on this machine), ``"ray"`` (Ray tasks; needs
-        ``pip install "dreamgym[ray]"``), or a :class:`~dreamgym.backends.Backend`, which
-        brings its own workers.
-    :param address: the Ray cluster for ``backend="ray"``: ``"auto"``, ``"ray://host:10001"``;
-        None: ``RAY_ADDRESS``, else a cluster running on this machine, else a new one (unless Ray
-        is already initialised in this process).
-    :param verify: before resuming, re-hash the stored shards of the requested seeds and collect
-        again those that fail their sha256 (a corrupt or truncated shard); hashing is cheap
-        next to driving.
-    :return: the store.
-    :raises CollectionConflictError: seeds of this call are already stored, collected with
-        another ``env_id``, ``policy`` or ``max_steps``; nothing is collected.
-    :raises WorkerFailedError: (a ``RuntimeError``) a worker failed on an episode, or died on
-        it more than the backend's ``max_retries`` times; the episodes finished before are kept.
+    Args:
+        env_id: ``"CarRacing-v3"``, or another env id with CarRacing's spaces (uint8
+            ``(96, 96, 3)`` frames, ``(3,)`` continuous actions) that accepts ``continuous=True``.
+        episodes: number of episodes the store should hold for seeds ``seed .. seed+episodes-1``.
+        out: folder of the :class:`EpisodeStore` (created if needed).
+        workers: episodes run in parallel: worker processes (spawned, so safe with threads
+            and CUDA in the parent; 1 runs the episodes in this process), or Ray tasks in flight.
+        policy: policy spec for :func:`~dreamgym.data.policies.make_policy`: ``"random"``, or
+            ``"controller:PATH?noise=0.3"`` for the paper's iterative collection with a trained controller.
+        seed: env seed of the first episode.
+        max_steps: truncate each episode after this many steps.
+        progress: show a tqdm bar over episodes (driven here, whichever backend runs them).
+        backend: ``"local"`` (worker processes on this machine), ``"ray"`` (Ray tasks; needs
+            ``pip install "dreamgym[ray]"``), or a :class:`~dreamgym.backends.Backend`, which
+            brings its own workers.
+        address: the Ray cluster for ``backend="ray"``: ``"auto"``, ``"ray://host:10001"``;
+            None: ``RAY_ADDRESS``, else a cluster running on this machine, else a new one (unless Ray
+            is already initialised in this process).
+        verify: before resuming, re-hash the stored shards of the requested seeds and collect
+            again those that fail their sha256 (a corrupt or truncated shard); hashing is cheap
+            next to driving.
+
+    Returns:
+        the store.
+
+    Raises:
+        CollectionConflictError: seeds of this call are already stored, collected with
+            another ``env_id``, ``policy`` or ``max_steps``; nothing is collected.
+        WorkerFailedError: (a ``RuntimeError``) a worker failed on an episode, or died on
+            it more than the backend's ``max_retries`` times; the episodes finished before are kept.
     """
     if episodes is None or out is None:
         raise TypeError("collect() needs episodes= (how many) and out= (the store folder)")
@@ -305,10 +313,15 @@ def verify_store(root: str | os.PathLike[str], repair: bool = False) -> tuple[li
     and lists shards the manifest lacks after checking that they load: also all of them when
     ``manifest.json`` was deleted.
 
-    :param root: the store folder.
-    :param repair: fix the store instead of only reporting.
-    :return: (seeds whose shard is intact, one line per remaining problem, seeds adopted by the repair).
-    :raises FileNotFoundError: ``root`` is not a folder.
+    Args:
+        root: the store folder.
+        repair: fix the store instead of only reporting.
+
+    Returns:
+        (seeds whose shard is intact, one line per remaining problem, seeds adopted by the repair).
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
     """
     if not Path(root).is_dir():
         raise FileNotFoundError(f"episode store {os.fspath(root)!r} does not exist")

@@ -68,19 +68,20 @@ class CorrelatedRandomPolicy:
     defaults). When no road is visible, or the observation is not a 96x96x3 CarRacing frame
     (``None``, or a dream env's observation), the target is 0 and the policy is open loop.
 
-    :param seed: seed of the random stream until the first :meth:`reset`.
-    :param steer_theta: fraction of the gap to the steering target closed per step.
-    :param steer_sigma: steering noise per step.
-    :param gas_mean: mean gas.
-    :param gas_mean_max: if given, each episode draws its mean gas uniformly from
-        ``[gas_mean, gas_mean_max]`` (from its seed), so one collection holds slow and fast
-        driving; the road-following steering then also runs wide at speed.
-    :param gas_theta: fraction of the gap to ``gas_mean`` closed per step.
-    :param gas_sigma: gas noise per step.
-    :param brake_prob: chance per step of starting a brake pulse.
-    :param brake_steps: (min, max) length of a brake pulse, in steps.
-    :param brake_strength: (min, max) brake during a pulse.
-    :param road_gain: pull of the steering towards the road ahead (0: open loop).
+    Args:
+        seed: seed of the random stream until the first :meth:`reset`.
+        steer_theta: fraction of the gap to the steering target closed per step.
+        steer_sigma: steering noise per step.
+        gas_mean: mean gas.
+        gas_mean_max: if given, each episode draws its mean gas uniformly from
+            ``[gas_mean, gas_mean_max]`` (from its seed), so one collection holds slow and fast
+            driving; the road-following steering then also runs wide at speed.
+        gas_theta: fraction of the gap to ``gas_mean`` closed per step.
+        gas_sigma: gas noise per step.
+        brake_prob: chance per step of starting a brake pulse.
+        brake_steps: (min, max) length of a brake pulse, in steps.
+        brake_strength: (min, max) brake during a pulse.
+        road_gain: pull of the steering towards the road ahead (0: open loop).
     """
 
     def __init__(
@@ -142,8 +143,9 @@ class CorrelatedRandomPolicy:
     def __call__(self, obs: Any = None) -> np.ndarray:
         """Next action, a float32 ``(3,)`` array (steer, gas, brake).
 
-        :param obs: the env's current 96x96x3 uint8 frame, used only to find the road ahead;
-            anything else (``None`` included) makes this step open loop.
+        Args:
+            obs: the env's current 96x96x3 uint8 frame, used only to find the road ahead;
+                anything else (``None`` included) makes this step open loop.
         """
         rng = self._rng
         target = 0.0
@@ -240,7 +242,8 @@ def _option_value(text: str) -> Any:
 def parse_policy_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
     """Split ``"NAME[:ARG][?KEY=VALUE&...]"`` into ``(name, arg, options)``; numbers become numbers.
 
-    :raises ValueError: an unknown name or a malformed option.
+    Raises:
+        ValueError: an unknown name or a malformed option.
     """
     if not isinstance(spec, str):
         raise TypeError(f"policy spec must be a string such as 'random', got {type(spec).__name__}")
@@ -262,12 +265,17 @@ def parse_policy_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
 def make_policy(spec: str, seed: int) -> Policy:
     """Build the policy named by ``spec``.
 
-    :param spec: ``"NAME[:ARG][?KEY=VALUE&...]"``: ``"random"``, ``"random?gas_mean=0.5"``,
-        ``"controller:runs/ctrl?noise=0.3"``, or a name added with :func:`register_policy`.
-        ``ARG`` is the factory's second positional argument and the options its keywords.
-    :param seed: seed of the policy's randomness until its next ``reset``.
-    :return: the policy.
-    :raises ValueError: an unknown policy, or options its factory does not accept.
+    Args:
+        spec: ``"NAME[:ARG][?KEY=VALUE&...]"``: ``"random"``, ``"random?gas_mean=0.5"``,
+            ``"controller:runs/ctrl?noise=0.3"``, or a name added with :func:`register_policy`.
+            ``ARG`` is the factory's second positional argument and the options its keywords.
+        seed: seed of the policy's randomness until its next ``reset``.
+
+    Returns:
+        the policy.
+
+    Raises:
+        ValueError: an unknown policy, or options its factory does not accept.
     """
     name, arg, options = parse_policy_spec(spec)
     factory = policy_factory(name)

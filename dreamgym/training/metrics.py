@@ -128,13 +128,14 @@ def evaluate_world_model(
       ``heldout_frames``: counts; the held-out ones are those scored (after ``max_episodes``,
       without corrupt shards), the training ones those of the split.
 
-    :param model: the world model to score.
-    :param data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
-    :param holdout: the held-out fraction used in training (the split is recomputed from it).
-    :param seed: the split seed used in training.
-    :param max_episodes: score only the first this many held-out episodes (seed order).
-    :param parts: ``"vae"`` and/or ``"rnn"``: which networks to score.
-    :param open_loop_starts: start points per held-out episode and horizon for the rollouts.
+    Args:
+        model: the world model to score.
+        data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
+        holdout: the held-out fraction used in training (the split is recomputed from it).
+        seed: the split seed used in training.
+        max_episodes: score only the first this many held-out episodes (seed order).
+        parts: ``"vae"`` and/or ``"rnn"``: which networks to score.
+        open_loop_starts: start points per held-out episode and horizon for the rollouts.
     """
     unknown = set(parts) - {"vae", "rnn"}
     if unknown:

@@ -539,33 +539,36 @@ def train_rnn(
     ensembles), and a resample would drop a third of the already scarce real chunks from
     every member. Held-out metrics are member 0's, the M agents observe through.
 
-    :param data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
-    :param vae: the folder written by :func:`train_vae` (may be ``out`` itself).
-    :param out: output folder; receives the world model (V + M + start bank).
-    :param epochs: total number of passes over the training chunks.
-    :param batch_size: chunks per gradient step.
-    :param seq_len: steps per chunk (truncated backpropagation length).
-    :param lr: Adam learning rate.
-    :param grad_clip: max gradient norm; 0 disables clipping.
-    :param reward_weight: weight of the reward MSE in the loss.
-    :param termination_weight: weight of the termination BCE in the loss.
-    :param termination_pos_weight: weight of terminal steps in the BCE (they are rare).
-    :param holdout: fraction of episodes held out; must match the V stage's to keep the split.
-    :param seed: seeds the latent sampling, shuffling, the split and the start bank.
-    :param device: torch device; None picks CUDA when available, else CPU.
-    :param progress: show tqdm progress bars.
-    :param dropout: dropout on M's input and output while training (Dropout's Dream Land
-        uses 0.05); None keeps the V folder's ``config.dropout``. Recorded in the config.
-    :param reward_overprediction_weight: how many times more a reward over-prediction
-        counts than an under-prediction in the reward loss (1: plain MSE).
-    :param trajectory_starts: size of the bank of real trajectory states to store with the
-        model for ``start="trajectory"`` dreams (0: none); see :func:`trajectory_start_bank`.
-    :param ensemble_size: number of Ms to train, 1 to 16 (``config.ensemble_size``); see
-        ``ensemble=True`` in :class:`~dreamgym.envs.dynamics.LatentDream`.
-    :param init_from: a world model folder whose M (member k, or its last member) each M
-        starts from instead of a fresh initialisation: fine-tuning, as a round of the paper's
-        loop does on its grown data. It must share this V (same weights) and M's sizes.
-    :return: the trained world model, in eval mode on ``device``.
+    Args:
+        data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
+        vae: the folder written by :func:`train_vae` (may be ``out`` itself).
+        out: output folder; receives the world model (V + M + start bank).
+        epochs: total number of passes over the training chunks.
+        batch_size: chunks per gradient step.
+        seq_len: steps per chunk (truncated backpropagation length).
+        lr: Adam learning rate.
+        grad_clip: max gradient norm; 0 disables clipping.
+        reward_weight: weight of the reward MSE in the loss.
+        termination_weight: weight of the termination BCE in the loss.
+        termination_pos_weight: weight of terminal steps in the BCE (they are rare).
+        holdout: fraction of episodes held out; must match the V stage's to keep the split.
+        seed: seeds the latent sampling, shuffling, the split and the start bank.
+        device: torch device; None picks CUDA when available, else CPU.
+        progress: show tqdm progress bars.
+        dropout: dropout on M's input and output while training (Dropout's Dream Land
+            uses 0.05); None keeps the V folder's ``config.dropout``. Recorded in the config.
+        reward_overprediction_weight: how many times more a reward over-prediction
+            counts than an under-prediction in the reward loss (1: plain MSE).
+        trajectory_starts: size of the bank of real trajectory states to store with the
+            model for ``start="trajectory"`` dreams (0: none); see :func:`trajectory_start_bank`.
+        ensemble_size: number of Ms to train, 1 to 16 (``config.ensemble_size``); see
+            ``ensemble=True`` in :class:`~dreamgym.envs.dynamics.LatentDream`.
+        init_from: a world model folder whose M (member k, or its last member) each M
+            starts from instead of a fresh initialisation: fine-tuning, as a round of the paper's
+            loop does on its grown data. It must share this V (same weights) and M's sizes.
+
+    Returns:
+        the trained world model, in eval mode on ``device``.
     """
     if dropout is not None:
         dropout = check_dropout(dropout)

@@ -184,19 +184,22 @@ def train_vae(
     :class:`~dreamgym.errors.WouldOverwriteError` before training. The curve goes to
     ``out/logs/vae.json`` and held-out scores to ``out/metrics.json``.
 
-    :param data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
-    :param out: output folder; receives a world model (``save_pretrained``) whose V is
-        trained and whose M is freshly initialised, ready for :func:`train_rnn`.
-    :param config: sizes of the model; None means the paper's (or the checkpoint's on resume).
-    :param epochs: total number of passes over the training frames.
-    :param batch_size: frames per gradient step.
-    :param lr: Adam learning rate.
-    :param holdout: fraction of episodes (split by episode seed) kept out of training.
-    :param seed: seeds the model init, the shuffling and the split.
-    :param device: torch device; None picks CUDA when available, else CPU.
-    :param max_frames: train on a random subset of at most this many frames.
-    :param progress: show a tqdm progress bar.
-    :return: the trained world model, in eval mode on ``device``.
+    Args:
+        data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
+        out: output folder; receives a world model (``save_pretrained``) whose V is
+            trained and whose M is freshly initialised, ready for :func:`train_rnn`.
+        config: sizes of the model; None means the paper's (or the checkpoint's on resume).
+        epochs: total number of passes over the training frames.
+        batch_size: frames per gradient step.
+        lr: Adam learning rate.
+        holdout: fraction of episodes (split by episode seed) kept out of training.
+        seed: seeds the model init, the shuffling and the split.
+        device: torch device; None picks CUDA when available, else CPU.
+        max_frames: train on a random subset of at most this many frames.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        the trained world model, in eval mode on ``device``.
     """
     if epochs < 0 or batch_size <= 0:
         raise ValueError(f"epochs must be >= 0 and batch_size > 0, got epochs={epochs}, batch_size={batch_size}")
