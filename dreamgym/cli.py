@@ -9,7 +9,18 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    _add_model_args(p, revision=False)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gif-steps", type=int, default=200)
+    p.add_argument("--out", default="demo", help="folder for dream.gif and demo.json")
+    p.add_argument("--max-steps", type=int, default=1000, help="episode length cap")
+    p.add_argument("--real", action=argparse.BooleanOptionalAction, default=True,
+                   help="also drive the same agent in the real env from the same seed (about 10 s)")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -31,6 +42,19 @@ def _backend(args: argparse.Namespace) -> Any:
         raise ValueError(str(err)) from err
 
 
+def _collect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default="CarRacing-v3")
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--policy", default="random", help="'random' (temporally correlated random actions), 'random?gas_mean=0.3&gas_mean_max=0.8', or 'controller:DIR?noise=0.3' (a trained controller plus exploration noise; DIR may be 'reference')")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--out", required=True, help="the episode store folder (with --backend ray: on storage every node sees)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="on resume, do not re-hash the stored shards of these seeds (by default a corrupt one is collected again)")
+    _add_backend_args(p)
+
+
 def _cmd_collect(args: argparse.Namespace) -> int:
     from dreamgym.data.collect import collect
 
@@ -40,6 +64,13 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     )
     print(f"{len(store)} episodes in {args.out}")
     return 0
+
+
+def _verify_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="the episode store folder")
+    p.add_argument("--repair", action="store_true",
+                   help="delete corrupt shards (collect runs their seeds again) and list unlisted ones, "
+                        "also when manifest.json was deleted")
 
 
 def _cmd_verify_data(args: argparse.Namespace) -> int:
@@ -61,12 +92,46 @@ def _cmd_verify_data(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _train_vae_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
 def _cmd_train_vae(args: argparse.Namespace) -> int:
     from dreamgym.training.vae import train_vae
 
     train_vae(data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               seed=args.seed, device=args.device, max_frames=args.max_frames)
     return 0
+
+
+def _train_rnn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True)
+    p.add_argument("--vae", required=True, help="folder with the trained V (written by train-vae)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--reward-weight", type=float, default=1.0, help="weight of the reward loss")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout on M's input and output while training (default: the V folder's config)")
+    p.add_argument("--reward-overprediction-weight", type=float, default=1.0,
+                   help="weight of reward over-predictions relative to under-predictions (pessimism; 1: plain MSE)")
+    p.add_argument("--trajectory-starts", type=int, default=0,
+                   help="store this many real trajectory states with the model, for start='trajectory' dreams")
+    p.add_argument("--ensemble-size", type=int, default=1,
+                   help="train this many Ms from seeds seed, seed+1, ... (an ensemble, for --ensemble dreams)")
+    p.add_argument("--init-from", default=None,
+                   help="fine-tune: start M from this world model's M (same V) instead of a fresh one")
 
 
 def _cmd_train_rnn(args: argparse.Namespace) -> int:
@@ -81,6 +146,13 @@ def _cmd_train_rnn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_policy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("agent", help="the SB3 agent zip you trained, 'sb3:path/to/agent.zip' or the path itself")
+    p.add_argument("--model", default=None, help="the world model it was trained in (folder or Hub id; default: the shipped one)")
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
+    p.add_argument("--out", required=True, help="folder for policy.safetensors and policy.json")
+
+
 def _cmd_export_policy(args: argparse.Namespace) -> int:
     from dreamgym.agents.mlp_policy import MlpPolicyAgent
     from dreamgym.agents.sb3 import load_sb3_agent
@@ -93,6 +165,18 @@ def _cmd_export_policy(args: argparse.Namespace) -> int:
     exported.save(args.out)
     print(f"exported {type(agent).__name__} policy {exported.sizes} ({exported.activation}) to {args.out}")
     return 0
+
+
+def _start_bank_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", help="a trained world model folder")
+    p.add_argument("--data", required=True, help="the episode store to take real trajectories from")
+    p.add_argument("--out", required=True, help="new folder for the world model with its bank")
+    p.add_argument("--size", type=int, default=2048, help="states in the bank")
+    p.add_argument("--burn-in", type=int, default=0, help="real steps before the first state taken per episode (0: from the first frame on)")
+    p.add_argument("--every", type=int, default=4, help="take a state every this many steps")
+    p.add_argument("--only-seeds", default=None, metavar="FIRST:STOP",
+                   help="take states only from the episodes with seeds in [FIRST, STOP), e.g. an agent's own driving")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def _cmd_start_bank(args: argparse.Namespace) -> int:
@@ -112,12 +196,21 @@ def _cmd_start_bank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True)
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from dreamgym.pipeline import build
 
     out = build(args.config)
     print(f"world model ready in {out}")
     return 0
+
+
+def _metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="world model folder or Hub repo id")
+    p.add_argument("--data", required=True)
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
@@ -130,6 +223,12 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _card_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir")
+    p.add_argument("--ref", required=True, help="how users name the model in gym.make(model=...)")
+    p.add_argument("--copy-to", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
+
+
 def _cmd_card(args: argparse.Namespace) -> int:
     from dreamgym.card import make_model_card
 
@@ -138,6 +237,19 @@ def _cmd_card(args: argparse.Namespace) -> int:
         card.save(path)
         print(f"wrote {path}")
     return 0
+
+
+def _package_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--ref", default="org/name", help="how users name the model in gym.make(model=...)")
+    p.add_argument("--data", default=None, help="episode store to re-measure the packaged weights on")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.add_argument("--card-copy", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
+    p.add_argument("--controller", default=None,
+                   help="train-controller folder to ship under controller/ (its ES mean or best, by held-out dream score)")
+    p.add_argument("--results", default=None, help="the controller's results.json from dreamgym evaluate, for the card")
+    p.add_argument("--sweep", default=None, help="temperature_sweep.json from examples/temperature_sweep.py, for the card")
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
@@ -149,6 +261,28 @@ def _cmd_package(args: argparse.Namespace) -> int:
     size = sum(p.stat().st_size for p in dest.iterdir()) / 2**20
     print(f"packaged {args.model_dir} into {dest} ({size:.1f} MiB)")
     return 0
+
+
+def _train_controller_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True)
+    _add_model_args(p)
+    p.add_argument("--generations", type=int, default=200)
+    p.add_argument("--popsize", type=int, default=64)
+    p.add_argument("--rollouts", type=int, default=16, help="dream episodes per candidate per generation")
+    p.add_argument("--sigma0", type=float, default=0.1)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--eval-every", type=int, default=25, help="generations between held-out scores (0: never)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--start", choices=["first_frame", "trajectory"], default="first_frame",
+                   help="dream episodes start at real first frames, or at real states along real trajectories")
+    p.add_argument("--dropout", type=float, default=0.0, help="dream-time dropout of M, a new mask per episode")
+    p.add_argument("--ensemble", action="store_true",
+                   help="dream with the world model's ensemble of Ms (train-rnn --ensemble-size), one member per episode")
+    p.add_argument("--disagreement-penalty", type=float, default=0.0,
+                   help="with --ensemble: reward minus this times the members' disagreement (MOPO-style pessimism)")
 
 
 def _cmd_train_controller(args: argparse.Namespace) -> int:
@@ -165,6 +299,20 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
     print(f"best controller (dream fitness {summary.get('best_fitness', float('nan')):.1f} after "
           f"{summary.get('generations_done', 0)} generations) saved in {args.out}")
     return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("agent", help="controller folder, 'reference', or 'sb3:path/to/agent.zip'")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    p.add_argument("--dream", action="store_true", help="also score it in the dream for the same seeds")
+    p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature (with --dream)")
+    _add_model_args(p, default="the controller's own, else the shipped one")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--out", default=None, help="results JSON file to write (a folder gets results.json)")
+    _add_backend_args(p)
+    _add_unsafe_pickle_arg(p)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -187,6 +335,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("agent", help="controller folder, 'reference', or 'sb3:path/to/agent.zip'")
+    _add_model_args(p, default="the controller's own, else the shipped one")
+    p.add_argument("--episodes", type=int, default=5, help="real episodes, and as many dream episodes")
+    p.add_argument("--seed", type=int, default=40000, help="episode i uses seed + i, in the dream and the real env")
+    p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--horizons", type=int, nargs="+", default=[50, 200],
+                   help="dream steps of the open-loop branches from real states")
+    p.add_argument("--branch-every", type=int, default=25, help="real steps between open-loop branch points")
+    p.add_argument("--out", default="diagnose", help="folder for diagnose.json and diagnose.png")
+
+
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from dreamgym.agents.diagnose import diagnose, format_table
 
@@ -197,6 +358,19 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     )
     print(format_table(result))  # diagnose itself says on stderr where the JSON and the plot went
     return 0
+
+
+def _play_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--real", action="store_true", help="the real CarRacing, shown beside V's reconstruction")
+    p.add_argument("--agent", default=None,
+                   help="controller folder, 'reference' or 'sb3:agent.zip' drives; 'm' toggles human takeover")
+    _add_model_args(p)
+    p.add_argument("--temperature", type=float, default=1.0, help="the dream's starting temperature (+/- keys)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--fps", type=int, default=50)
+    p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--save-frame", default=None, help=argparse.SUPPRESS)
+    _add_unsafe_pickle_arg(p)
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
@@ -214,6 +388,18 @@ def _cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", default=None,
+                   help="controller folder, 'reference' or 'sb3:path/to/agent.zip' (default: the reference controller)")
+    _add_model_args(p, revision=False)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0, help="seed of the real start (the track)")
+    p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
+    p.add_argument("--out", default="dream.mp4", help=".mp4 or .gif")
+    p.add_argument("--scale", type=int, default=4, help="screen pixels per frame pixel")
+    _add_unsafe_pickle_arg(p)
+
+
 def _cmd_video(args: argparse.Namespace) -> int:
     from dreamgym.visualize import make_video
 
@@ -223,11 +409,27 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", help="world model folder (its logs/vae.json and logs/rnn.json give the curves)")
+    p.add_argument("--data", default=None, help="episode store for the held-out images (skipped without it)")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: the model folder)")
+    p.add_argument("--controller", default=None, help="controller folder with logs/cmaes.json or training_log.json")
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from dreamgym.visualize import inspect_world_model
 
     inspect_world_model(args.model_dir, data=args.data, out=args.out, controller=args.controller)
     return 0
+
+
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", help="world model folder (written by save_pretrained or dreamgym package)")
+    p.add_argument("--repo-id", required=True, help="Hub repo id, org/name")
+    p.add_argument("--controller", default=None, help="controller folder to ship under controller/")
+    p.add_argument("--results", default=None, help="results.json from dreamgym evaluate (adds mean_reward to the card)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--dry-run", default=None, metavar="OUT_DIR", help="only stage the repo folder in OUT_DIR")
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -294,214 +496,78 @@ def dataclass_args(cls: type[T], description: str | None = None, argv: list[str]
     return cls(**vars(parser.parse_args(argv)))
 
 
+class _Command(NamedTuple):
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# The subcommands, in the order `dreamgym --help` lists them.
+_COMMANDS = [
+    _Command("collect", "collect real rollouts into a resumable shard store", _collect_args, _cmd_collect),
+    _Command(
+        "verify-data", "check every shard of an episode store against its manifest; --repair fixes it",
+        _verify_data_args, _cmd_verify_data,
+    ),
+    _Command("train-vae", "train V on collected frames (resumes from checkpoints)", _train_vae_args, _cmd_train_vae),
+    _Command(
+        "train-rnn", "train M on V's latents of the collected episodes (resumes)",
+        _train_rnn_args, _cmd_train_rnn,
+    ),
+    _Command(
+        "start-bank", "add a bank of real trajectory states to a world model (start='trajectory')",
+        _start_bank_args, _cmd_start_bank,
+    ),
+    _Command(
+        "export-policy", "export a trained SB3 agent's policy as safetensors + JSON (no pickle to load)",
+        _export_policy_args, _cmd_export_policy,
+    ),
+    _Command("build", "collect, train V and M from one YAML config; skips finished stages", _build_args, _cmd_build),
+    _Command(
+        "metrics", "measure a world model on held-out episodes and print the metrics",
+        _metrics_args, _cmd_metrics,
+    ),
+    _Command(
+        "package", "write a built world model as a shippable folder (fp16 weights, card)",
+        _package_args, _cmd_package,
+    ),
+    _Command("card", "write a world model's model card from its metrics and build record", _card_args, _cmd_card),
+    _Command("push", "upload a world model (card, metrics, previews, controller) to the Hub", _push_args, _cmd_push),
+    _Command(
+        "train-controller", "train the linear controller in the dream with CMA-ES (resumes)",
+        _train_controller_args, _cmd_train_controller,
+    ),
+    _Command(
+        "evaluate", "score an agent in RealCarRacing-v0 (and with --dream, the dream gap)",
+        _evaluate_args, _cmd_evaluate,
+    ),
+    _Command(
+        "diagnose", "where the dream lies to an agent: M's predictions along its real trajectories",
+        _diagnose_args, _cmd_diagnose,
+    ),
+    _Command("play", "drive the dream (or, with --real, the real car) with the arrow keys", _play_args, _cmd_play),
+    _Command(
+        "video", "video of real | V's reconstruction | open-loop dream from one real start",
+        _video_args, _cmd_video,
+    ),
+    _Command(
+        "inspect", "reconstruction, open-loop and training-curve images of a world model",
+        _inspect_args, _cmd_inspect,
+    ),
+    _Command("demo", "dream one CarRacing episode on the default world model and write a GIF", _demo_args, _cmd_demo),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dreamgym`` argument parser: ``--debug`` and one subparser per entry of :data:`_COMMANDS`."""
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("collect", help="collect real rollouts into a resumable shard store")
-    p.add_argument("--env", default="CarRacing-v3")
-    p.add_argument("--episodes", type=int, required=True)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--policy", default="random", help="'random' (temporally correlated random actions), 'random?gas_mean=0.3&gas_mean_max=0.8', or 'controller:DIR?noise=0.3' (a trained controller plus exploration noise; DIR may be 'reference')")
-    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--out", required=True, help="the episode store folder (with --backend ray: on storage every node sees)")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="on resume, do not re-hash the stored shards of these seeds (by default a corrupt one is collected again)")
-    _add_backend_args(p)
-    p.set_defaults(func=_cmd_collect)
-
-    p = sub.add_parser("verify-data", help="check every shard of an episode store against its manifest; --repair fixes it")
-    p.add_argument("data", help="the episode store folder")
-    p.add_argument("--repair", action="store_true",
-                   help="delete corrupt shards (collect runs their seeds again) and list unlisted ones, "
-                        "also when manifest.json was deleted")
-    p.set_defaults(func=_cmd_verify_data)
-
-    p = sub.add_parser("train-vae", help="train V on collected frames (resumes from checkpoints)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.set_defaults(func=_cmd_train_vae)
-
-    p = sub.add_parser("train-rnn", help="train M on V's latents of the collected episodes (resumes)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--vae", required=True, help="folder with the trained V (written by train-vae)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--reward-weight", type=float, default=1.0, help="weight of the reward loss")
-    p.add_argument("--dropout", type=float, default=None,
-                   help="dropout on M's input and output while training (default: the V folder's config)")
-    p.add_argument("--reward-overprediction-weight", type=float, default=1.0,
-                   help="weight of reward over-predictions relative to under-predictions (pessimism; 1: plain MSE)")
-    p.add_argument("--trajectory-starts", type=int, default=0,
-                   help="store this many real trajectory states with the model, for start='trajectory' dreams")
-    p.add_argument("--ensemble-size", type=int, default=1,
-                   help="train this many Ms from seeds seed, seed+1, ... (an ensemble, for --ensemble dreams)")
-    p.add_argument("--init-from", default=None,
-                   help="fine-tune: start M from this world model's M (same V) instead of a fresh one")
-    p.set_defaults(func=_cmd_train_rnn)
-
-    p = sub.add_parser("start-bank", help="add a bank of real trajectory states to a world model (start='trajectory')")
-    p.add_argument("model_dir", help="a trained world model folder")
-    p.add_argument("--data", required=True, help="the episode store to take real trajectories from")
-    p.add_argument("--out", required=True, help="new folder for the world model with its bank")
-    p.add_argument("--size", type=int, default=2048, help="states in the bank")
-    p.add_argument("--burn-in", type=int, default=0, help="real steps before the first state taken per episode (0: from the first frame on)")
-    p.add_argument("--every", type=int, default=4, help="take a state every this many steps")
-    p.add_argument("--only-seeds", default=None, metavar="FIRST:STOP",
-                   help="take states only from the episodes with seeds in [FIRST, STOP), e.g. an agent's own driving")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_start_bank)
-
-    p = sub.add_parser("export-policy", help="export a trained SB3 agent's policy as safetensors + JSON (no pickle to load)")
-    p.add_argument("agent", help="the SB3 agent zip you trained, 'sb3:path/to/agent.zip' or the path itself")
-    p.add_argument("--model", default=None, help="the world model it was trained in (folder or Hub id; default: the shipped one)")
-    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
-    p.add_argument("--out", required=True, help="folder for policy.safetensors and policy.json")
-    p.set_defaults(func=_cmd_export_policy)
-
-    p = sub.add_parser("build", help="collect, train V and M from one YAML config; skips finished stages")
-    p.add_argument("--config", required=True)
-    p.set_defaults(func=_cmd_build)
-
-    p = sub.add_parser("metrics", help="measure a world model on held-out episodes and print the metrics")
-    p.add_argument("model", help="world model folder or Hub repo id")
-    p.add_argument("--data", required=True)
-    p.set_defaults(func=_cmd_metrics)
-
-    p = sub.add_parser("package", help="write a built world model as a shippable folder (fp16 weights, card)")
-    p.add_argument("model_dir")
-    p.add_argument("--out", required=True)
-    p.add_argument("--ref", default="org/name", help="how users name the model in gym.make(model=...)")
-    p.add_argument("--data", default=None, help="episode store to re-measure the packaged weights on")
-    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
-    p.add_argument("--card-copy", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
-    p.add_argument("--controller", default=None,
-                   help="train-controller folder to ship under controller/ (its ES mean or best, by held-out dream score)")
-    p.add_argument("--results", default=None, help="the controller's results.json from dreamgym evaluate, for the card")
-    p.add_argument("--sweep", default=None, help="temperature_sweep.json from examples/temperature_sweep.py, for the card")
-    p.set_defaults(func=_cmd_package)
-
-    p = sub.add_parser("card", help="write a world model's model card from its metrics and build record")
-    p.add_argument("model_dir")
-    p.add_argument("--ref", required=True, help="how users name the model in gym.make(model=...)")
-    p.add_argument("--copy-to", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
-    p.set_defaults(func=_cmd_card)
-
-    p = sub.add_parser("push", help="upload a world model (card, metrics, previews, controller) to the Hub")
-    p.add_argument("model_dir", help="world model folder (written by save_pretrained or dreamgym package)")
-    p.add_argument("--repo-id", required=True, help="Hub repo id, org/name")
-    p.add_argument("--controller", default=None, help="controller folder to ship under controller/")
-    p.add_argument("--results", default=None, help="results.json from dreamgym evaluate (adds mean_reward to the card)")
-    p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument("--dry-run", default=None, metavar="OUT_DIR", help="only stage the repo folder in OUT_DIR")
-    p.set_defaults(func=_cmd_push)
-
-
-    p = sub.add_parser("train-controller", help="train the linear controller in the dream with CMA-ES (resumes)")
-    p.add_argument("--out", required=True)
-    _add_model_args(p)
-    p.add_argument("--generations", type=int, default=200)
-    p.add_argument("--popsize", type=int, default=64)
-    p.add_argument("--rollouts", type=int, default=16, help="dream episodes per candidate per generation")
-    p.add_argument("--sigma0", type=float, default=0.1)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--eval-every", type=int, default=25, help="generations between held-out scores (0: never)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--start", choices=["first_frame", "trajectory"], default="first_frame",
-                   help="dream episodes start at real first frames, or at real states along real trajectories")
-    p.add_argument("--dropout", type=float, default=0.0, help="dream-time dropout of M, a new mask per episode")
-    p.add_argument("--ensemble", action="store_true",
-                   help="dream with the world model's ensemble of Ms (train-rnn --ensemble-size), one member per episode")
-    p.add_argument("--disagreement-penalty", type=float, default=0.0,
-                   help="with --ensemble: reward minus this times the members' disagreement (MOPO-style pessimism)")
-    p.set_defaults(func=_cmd_train_controller)
-
-    p = sub.add_parser("evaluate", help="score an agent in RealCarRacing-v0 (and with --dream, the dream gap)")
-    p.add_argument("agent", help="controller folder, 'reference', or 'sb3:path/to/agent.zip'")
-    p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
-    p.add_argument("--dream", action="store_true", help="also score it in the dream for the same seeds")
-    p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature (with --dream)")
-    _add_model_args(p, default="the controller's own, else the shipped one")
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--out", default=None, help="results JSON file to write (a folder gets results.json)")
-    _add_backend_args(p)
-    _add_unsafe_pickle_arg(p)
-    p.set_defaults(func=_cmd_evaluate)
-
-    p = sub.add_parser("diagnose", help="where the dream lies to an agent: M's predictions along its real trajectories")
-    p.add_argument("agent", help="controller folder, 'reference', or 'sb3:path/to/agent.zip'")
-    _add_model_args(p, default="the controller's own, else the shipped one")
-    p.add_argument("--episodes", type=int, default=5, help="real episodes, and as many dream episodes")
-    p.add_argument("--seed", type=int, default=40000, help="episode i uses seed + i, in the dream and the real env")
-    p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--horizons", type=int, nargs="+", default=[50, 200],
-                   help="dream steps of the open-loop branches from real states")
-    p.add_argument("--branch-every", type=int, default=25, help="real steps between open-loop branch points")
-    p.add_argument("--out", default="diagnose", help="folder for diagnose.json and diagnose.png")
-    p.set_defaults(func=_cmd_diagnose)
-
-    p = sub.add_parser("play", help="drive the dream (or, with --real, the real car) with the arrow keys")
-    p.add_argument("--real", action="store_true", help="the real CarRacing, shown beside V's reconstruction")
-    p.add_argument("--agent", default=None,
-                   help="controller folder, 'reference' or 'sb3:agent.zip' drives; 'm' toggles human takeover")
-    _add_model_args(p)
-    p.add_argument("--temperature", type=float, default=1.0, help="the dream's starting temperature (+/- keys)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--fps", type=int, default=50)
-    p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--save-frame", default=None, help=argparse.SUPPRESS)
-    _add_unsafe_pickle_arg(p)
-    p.set_defaults(func=_cmd_play)
-
-    p = sub.add_parser("video", help="video of real | V's reconstruction | open-loop dream from one real start")
-    p.add_argument("--agent", default=None,
-                   help="controller folder, 'reference' or 'sb3:path/to/agent.zip' (default: the reference controller)")
-    _add_model_args(p, revision=False)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0, help="seed of the real start (the track)")
-    p.add_argument("--temperature", type=float, default=1.0, help="the dream's temperature")
-    p.add_argument("--out", default="dream.mp4", help=".mp4 or .gif")
-    p.add_argument("--scale", type=int, default=4, help="screen pixels per frame pixel")
-    _add_unsafe_pickle_arg(p)
-    p.set_defaults(func=_cmd_video)
-
-    p = sub.add_parser("inspect", help="reconstruction, open-loop and training-curve images of a world model")
-    p.add_argument("model_dir", help="world model folder (its logs/vae.json and logs/rnn.json give the curves)")
-    p.add_argument("--data", default=None, help="episode store for the held-out images (skipped without it)")
-    p.add_argument("--out", default=None, help="folder for the PNGs (default: the model folder)")
-    p.add_argument("--controller", default=None, help="controller folder with logs/cmaes.json or training_log.json")
-    p.set_defaults(func=_cmd_inspect)
-
-    demo = sub.add_parser("demo", help="dream one CarRacing episode on the default world model and write a GIF")
-    _add_model_args(demo, revision=False)
-    demo.add_argument("--temperature", type=float, default=1.0)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--gif-steps", type=int, default=200)
-    demo.add_argument("--out", default="demo", help="folder for dream.gif and demo.json")
-    demo.add_argument("--max-steps", type=int, default=1000, help="episode length cap")
-    demo.add_argument("--real", action=argparse.BooleanOptionalAction, default=True,
-                      help="also drive the same agent in the real env from the same seed (about 10 s)")
-    demo.set_defaults(func=_cmd_demo)
-    for command in sub.choices.values():
+    for spec in _COMMANDS:
+        command = sub.add_parser(spec.name, help=spec.help)
+        spec.add_arguments(command)
+        command.set_defaults(func=spec.run)
         # --debug after the subcommand too; SUPPRESS keeps the subcommand from resetting the main flag.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser

@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -178,7 +178,9 @@ def _load_checkpoint(out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]
         return None
     tensors, state = checkpoint
     if not {"mean", "best"} <= set(tensors):
-        raise CheckpointError(f"CMA-ES checkpoint in {str(out)!r} lacks 'mean' or 'best'; delete it to train from scratch")
+        raise CheckpointError(
+            f"CMA-ES checkpoint in {str(out)!r} lacks 'mean' or 'best'; delete it to train from scratch"
+        )
     return tensors["mean"].numpy(), tensors["best"].numpy(), state
 
 
@@ -203,6 +205,211 @@ def _cma_seed(seed: int, generation: int) -> int:
 
 
 # ------------------------------------------------------------------------ training
+def _checked_options(
+    generations: int,
+    popsize: int,
+    rollouts: int,
+    sigma0: float,
+    temperature: float,
+    max_steps: int,
+    seed: int,
+    weight_decay: float,
+    eval_every: int,
+    eval_rollouts: int,
+    dropout: float,
+) -> dict[str, Any]:
+    """The options of :func:`train_controller` that need no world model, checked."""
+    options = {
+        "generations": check_int("generations", generations, 0),
+        "popsize": check_int("popsize", popsize, 2),
+        "rollouts": check_int("rollouts", rollouts, 1),
+        "max_steps": check_int("max_steps", max_steps, 1),
+        "eval_every": check_int("eval_every", eval_every or 0, 0),
+        "eval_rollouts": check_int("eval_rollouts", eval_rollouts, 1),
+        "seed": check_int("seed", seed, 0),
+        "temperature": check_temperature(temperature),
+        "dropout": check_dropout(dropout),
+    }
+    if not (math.isfinite(sigma0) and sigma0 > 0):
+        raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0!r}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    return options
+
+
+class _ControllerRun:
+    """One :func:`train_controller` run: the dream, its options, the ES and the best candidate so far.
+
+    ``options`` are saved in the checkpoint and the controllers' records, in this key order.
+    """
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        out: Path,
+        options: dict[str, Any],
+        record: dict[str, Any],
+        device: torch.device,
+        progress: bool,
+    ) -> None:
+        self.world_model, self.out, self.options = world_model, out, options
+        self.record, self.device, self.progress = record, device, progress
+        self.fingerprint = module_fingerprint(world_model)
+        n_params = options["n_params"]
+        self.done = 0
+        self.history: list[dict[str, Any]] = []
+        self.mean, self.sigma = np.zeros(n_params), float(options["sigma0"])
+        self.best_params, self.best_fitness = np.zeros(n_params, dtype=np.float32), -math.inf
+        self.es: Any = None
+
+    def controller(self, params: np.ndarray, history: list[dict[str, Any]], **score: Any) -> LinearController:
+        """A controller of ``params``, recording the run so far (``history``) and ``score``."""
+        summary = {
+            "algorithm": "CMA-ES (pycma)",
+            "generations_done": len(history),
+            **score,
+            "options": self.options,
+            "world_model_fingerprint": self.fingerprint,
+            "device": str(self.device),
+        }
+        return LinearController.from_flat(
+            params, self.options["obs_dim"], world_model=self.record, temperature=self.options["temperature"],
+            training=summary,
+        )
+
+    def best(self) -> LinearController:
+        """The best candidate so far, as ``out`` holds it."""
+        return self.controller(
+            self.best_params, self.history, selected="best candidate", best_fitness=self.best_fitness
+        )
+
+    def resume(self) -> None:
+        """Pick up the run from the checkpoint in ``out``, if any, refusing one of another model or options."""
+        checkpoint = _load_checkpoint(self.out)
+        if checkpoint is None:
+            return
+        self.mean, self.best_params, state = checkpoint
+        where = self.out / CHECKPOINT_DIR
+        if state.get("world_model_fingerprint") != self.fingerprint:
+            raise CheckpointError(
+                f"the CMA-ES checkpoint in {where} was trained in a different world model; "
+                "use another output folder or delete the checkpoint to start over"
+            )
+        saved, options = state.get("options", {}), self.options
+        changed = [
+            f"{k}: {saved.get(k, _NEW_OPTION_DEFAULTS.get(k))!r} -> {options[k]!r}"
+            for k in _RESUME_OPTIONS
+            if saved.get(k, _NEW_OPTION_DEFAULTS.get(k)) != options[k]
+        ]
+        if changed or len(self.mean) != options["n_params"]:
+            raise CheckpointError(
+                f"the CMA-ES checkpoint in {where} was made with other options ({'; '.join(changed)}); "
+                "pass the same options to resume, or use another output folder"
+            )
+        self.done, self.history = int(state["generation"]), list(state["history"])
+        self.sigma, self.best_fitness = float(state["sigma"]), float(state["best_fitness"])
+        # The controller in `out` may lag its checkpoint if a run was killed between the two writes.
+        self.best().save(self.out)
+        if self.done < options["generations"] and self.progress:
+            tqdm.write(
+                f"resuming CMA-ES at generation {self.done + 1}/{options['generations']} "
+                "(covariance restarts from identity)"
+            )
+
+    def dream_returns(self, params: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
+        """(P, len(seeds)) dream returns of the controllers ``params`` on the episodes of ``seeds``."""
+        o = self.options
+        returns = evaluate_population(
+            self.world_model, params, seeds, o["temperature"], o["max_steps"], start=o["start"],
+            dropout=o["dropout"], ensemble=o["ensemble"], disagreement_penalty=o["disagreement_penalty"],
+        )
+        return cast(np.ndarray, returns)
+
+    def generation(self, index: int) -> dict[str, Any]:
+        """Run generation ``index`` (0-based): ask, score in the dream, tell; return its log entry."""
+        o, es = self.options, self.es
+        started = time.perf_counter()
+        candidates = np.asarray(es.ask())
+        fitness = self.dream_returns(candidates, generation_seeds(o["seed"], index, o["rollouts"])).mean(axis=1)
+        penalty = o["weight_decay"] * np.mean(candidates**2, axis=1)
+        es.tell(list(candidates), list(-(fitness - penalty)))
+        top = int(np.argmax(fitness))
+        if fitness[top] > self.best_fitness:
+            self.best_fitness = float(fitness[top])
+            # float32, as the controller holds it: the candidate was scored with these very values.
+            self.best_params = candidates[top].astype(np.float32)
+        entry: dict[str, Any] = {
+            "generation": index + 1,
+            "best": float(fitness[top]),
+            "mean": float(fitness.mean()),
+            "std": float(fitness.std()),
+            "worst": float(fitness.min()),
+            "best_ever": self.best_fitness,
+            "sigma": float(es.sigma),
+        }
+        if o["eval_every"] and ((index + 1) % o["eval_every"] == 0 or index + 1 == o["generations"]):
+            self.evaluate_held_out(index, entry)
+        entry["seconds"] = time.perf_counter() - started
+        return entry
+
+    def evaluate_held_out(self, index: int, entry: dict[str, Any]) -> None:
+        """Score the ES mean and the best candidate on the held-out episodes into ``entry``; save the mean."""
+        held_out = self.dream_returns(
+            np.stack([self.es.mean, self.best_params]), _eval_seeds(self.options["seed"], self.options["eval_rollouts"])
+        )
+        entry.update(
+            eval_es_mean=float(held_out[0].mean()), eval_es_mean_std=float(held_out[0].std()),
+            eval_best=float(held_out[1].mean()), eval_best_std=float(held_out[1].std()),
+        )
+        mean_controller = self.controller(
+            np.asarray(self.es.mean), [*self.history, entry], selected="ES mean", held_out_return=entry["eval_es_mean"]
+        )
+        mean_controller.save(self.out / "mean")
+        # Kept per generation, so that the real score can be traced against dream
+        # training afterwards: where it peaks is what the dream's exploitation costs.
+        mean_controller.save(self.out / SNAPSHOT_DIR / f"generation-{index + 1:04d}")
+
+    def save(self, history: list[dict[str, Any]]) -> None:
+        """Checkpoint the run after the last generation of ``history``, then save the best candidate."""
+        state = {
+            "generation": history[-1]["generation"],
+            "sigma": float(self.es.sigma),
+            "best_fitness": self.best_fitness,
+            "history": history,
+            "options": self.options,
+            "world_model": self.record,
+            "world_model_fingerprint": self.fingerprint,
+        }
+        # Checkpoint first: a kill between the writes then leaves a controller that resume rewrites.
+        _save_checkpoint(self.out, np.asarray(self.es.mean), self.best_params, state)
+        self.best().save(self.out)  # `history` is the run's own
+
+    def report(self, bar: Any, entry: dict[str, Any]) -> None:
+        """Show a finished generation on the progress bar (and its held-out scores above it)."""
+        bar.set_postfix(
+            best=f"{entry['best']:.1f}", mean=f"{entry['mean']:.1f}", best_ever=f"{self.best_fitness:.1f}",
+            sigma=f"{entry['sigma']:.3f}", s_per_gen=f"{entry['seconds']:.1f}", refresh=False,
+        )
+        bar.update(1)
+        if "eval_es_mean" in entry and self.progress:
+            tqdm.write(
+                f"generation {entry['generation']}: held-out dream return of the ES mean {entry['eval_es_mean']:.1f}, "
+                f"of the best candidate {entry['eval_best']:.1f} ({self.options['eval_rollouts']} episodes)"
+            )
+
+    def run(self, es: Any) -> LinearController:
+        """Run the generations left with the evolution strategy ``es``; return the best candidate."""
+        self.es = es
+        total = self.options["generations"]
+        with tqdm(total=total, initial=self.done, desc="CMA-ES", unit="gen", disable=not self.progress) as bar:
+            run_stage(
+                self.out, STAGE, what="CMA-ES", unit="generation", done=self.done, total=total,
+                history=self.history, step=self.generation, save=self.save,
+                report=lambda entry: self.report(bar, entry),
+            )
+        return self.best()
+
+
 def train_controller(
     model: ModelSource = None,
     out: str | os.PathLike | None = None,
@@ -283,159 +490,33 @@ def train_controller(
     """
     if out is None:
         raise TypeError("train_controller() needs out= (the output folder)")
-    generations = check_int("generations", generations, 0)
-    popsize = check_int("popsize", popsize, 2)
-    rollouts = check_int("rollouts", rollouts, 1)
-    max_steps = check_int("max_steps", max_steps, 1)
-    eval_every = check_int("eval_every", eval_every or 0, 0)
-    eval_rollouts = check_int("eval_rollouts", eval_rollouts, 1)
-    seed = check_int("seed", seed, 0)
-    temperature = check_temperature(temperature)
-    dropout = check_dropout(dropout)
-    if not (math.isfinite(sigma0) and sigma0 > 0):
-        raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0!r}")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    import cma  # deferred: only training needs pycma
+    checked = _checked_options(
+        generations, popsize, rollouts, sigma0, temperature, max_steps, seed, weight_decay, eval_every, eval_rollouts,
+        dropout,
+    )
+    import cma  # deferred: pycma takes most of a second to import, and only training needs it
 
     out = Path(out)
     device = pick_device(device)
     world_model = load_world_model(model, revision=revision, device=str(device))
     check_start(start, world_model)
     ensemble, disagreement_penalty = check_ensemble(ensemble, disagreement_penalty, world_model)
-    cfg = world_model.config
-    obs_dim = cfg.z_dim + cfg.rnn_hidden
-    n_params = 3 * obs_dim + 3
-    record = _describe_model(model, revision)
-    fingerprint = module_fingerprint(world_model)
+    obs_dim = world_model.config.z_dim + world_model.config.rnn_hidden
     options = {
-        "popsize": popsize, "rollouts": rollouts, "temperature": temperature, "max_steps": max_steps,
-        "seed": seed, "weight_decay": weight_decay, "sigma0": sigma0, "generations": generations,
-        "eval_every": eval_every, "eval_rollouts": eval_rollouts, "obs_dim": obs_dim, "n_params": n_params,
-        "start": start, "dropout": dropout, "ensemble": ensemble, "disagreement_penalty": disagreement_penalty,
+        **{k: checked[k] for k in ("popsize", "rollouts", "temperature", "max_steps", "seed")},
+        "weight_decay": weight_decay, "sigma0": sigma0,
+        **{k: checked[k] for k in ("generations", "eval_every", "eval_rollouts")},
+        "obs_dim": obs_dim, "n_params": 3 * obs_dim + 3,
+        "start": start, "dropout": checked["dropout"],
+        "ensemble": ensemble, "disagreement_penalty": disagreement_penalty,
     }
-
-    def make_controller(params: np.ndarray, history: list[dict[str, Any]], **score: Any) -> LinearController:
-        summary = {
-            "algorithm": "CMA-ES (pycma)",
-            "generations_done": len(history),
-            **score,
-            "options": options,
-            "world_model_fingerprint": fingerprint,
-            "device": str(device),
-        }
-        return LinearController.from_flat(params, obs_dim, world_model=record, temperature=temperature, training=summary)
-
-    done, history = 0, []
-    mean, sigma = np.zeros(n_params), float(sigma0)
-    best_params, best_fitness = np.zeros(n_params, dtype=np.float32), -math.inf
-    checkpoint = _load_checkpoint(out)
-    if checkpoint is not None:
-        mean, best_params, state = checkpoint
-        if state.get("world_model_fingerprint") != fingerprint:
-            raise CheckpointError(
-                f"the CMA-ES checkpoint in {out / CHECKPOINT_DIR} was trained in a different world model; "
-                "use another output folder or delete the checkpoint to start over"
-            )
-        saved = state.get("options", {})
-        changed = [
-            f"{k}: {saved.get(k, _NEW_OPTION_DEFAULTS.get(k))!r} -> {options[k]!r}"
-            for k in _RESUME_OPTIONS
-            if saved.get(k, _NEW_OPTION_DEFAULTS.get(k)) != options[k]
-        ]
-        if changed or len(mean) != n_params:
-            raise CheckpointError(
-                f"the CMA-ES checkpoint in {out / CHECKPOINT_DIR} was made with other options ({'; '.join(changed)}); "
-                "pass the same options to resume, or use another output folder"
-            )
-        done, history = int(state["generation"]), list(state["history"])
-        sigma, best_fitness = float(state["sigma"]), float(state["best_fitness"])
-        # The controller in `out` may lag its checkpoint if a run was killed between the two writes.
-        make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness).save(out)
-        if done < generations and progress:
-            tqdm.write(f"resuming CMA-ES at generation {done + 1}/{generations} (covariance restarts from identity)")
-
-    if done >= generations:
-        return make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness)
-
-    es = cma.CMAEvolutionStrategy(mean, sigma, {"popsize": popsize, "seed": _cma_seed(seed, done), "verbose": -9})
-
-    def generation(index: int) -> dict[str, Any]:
-        nonlocal best_fitness, best_params
-        started = time.perf_counter()
-        candidates = np.asarray(es.ask())
-        returns = evaluate_population(
-            world_model, candidates, generation_seeds(seed, index, rollouts), temperature, max_steps,
-            start=start, dropout=dropout, ensemble=ensemble, disagreement_penalty=disagreement_penalty,
-        )
-        fitness = returns.mean(axis=1)
-        penalty = weight_decay * np.mean(candidates**2, axis=1)
-        es.tell(list(candidates), list(-(fitness - penalty)))
-        top = int(np.argmax(fitness))
-        if fitness[top] > best_fitness:
-            best_fitness = float(fitness[top])
-            # float32, as the controller holds it: the candidate was scored with these very values.
-            best_params = candidates[top].astype(np.float32)
-        entry: dict[str, Any] = {
-            "generation": index + 1,
-            "best": float(fitness[top]),
-            "mean": float(fitness.mean()),
-            "std": float(fitness.std()),
-            "worst": float(fitness.min()),
-            "best_ever": best_fitness,
-            "sigma": float(es.sigma),
-        }
-        if eval_every and ((index + 1) % eval_every == 0 or index + 1 == generations):
-            held_out = evaluate_population(
-                world_model, np.stack([es.mean, best_params]), _eval_seeds(seed, eval_rollouts),
-                temperature, max_steps, start=start, dropout=dropout, ensemble=ensemble,
-                disagreement_penalty=disagreement_penalty,
-            )
-            entry.update(
-                eval_es_mean=float(held_out[0].mean()), eval_es_mean_std=float(held_out[0].std()),
-                eval_best=float(held_out[1].mean()), eval_best_std=float(held_out[1].std()),
-            )
-            mean_controller = make_controller(
-                np.asarray(es.mean), history + [entry], selected="ES mean", held_out_return=entry["eval_es_mean"]
-            )
-            mean_controller.save(out / "mean")
-            # Kept per generation, so that the real score can be traced against dream
-            # training afterwards: where it peaks is what the dream's exploitation costs.
-            mean_controller.save(out / SNAPSHOT_DIR / f"generation-{index + 1:04d}")
-        entry["seconds"] = time.perf_counter() - started
-        return entry
-
-    def save(history: list[dict[str, Any]]) -> None:
-        state = {
-            "generation": history[-1]["generation"],
-            "sigma": float(es.sigma),
-            "best_fitness": best_fitness,
-            "history": history,
-            "options": options,
-            "world_model": record,
-            "world_model_fingerprint": fingerprint,
-        }
-        # Checkpoint first: a kill between the writes then leaves a controller that resume rewrites.
-        _save_checkpoint(out, np.asarray(es.mean), best_params, state)
-        make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness).save(out)
-
-    with tqdm(total=generations, initial=done, desc="CMA-ES", unit="gen", disable=not progress) as bar:
-
-        def report(entry: dict[str, Any]) -> None:
-            bar.set_postfix(
-                best=f"{entry['best']:.1f}", mean=f"{entry['mean']:.1f}", best_ever=f"{best_fitness:.1f}",
-                sigma=f"{entry['sigma']:.3f}", s_per_gen=f"{entry['seconds']:.1f}", refresh=False,
-            )
-            bar.update(1)
-            if "eval_es_mean" in entry and progress:
-                tqdm.write(
-                    f"generation {entry['generation']}: held-out dream return of the ES mean {entry['eval_es_mean']:.1f}, "
-                    f"of the best candidate {entry['eval_best']:.1f} ({eval_rollouts} episodes)"
-                )
-
-        run_stage(out, STAGE, what="CMA-ES", unit="generation", done=done, total=generations, history=history,
-                  step=generation, save=save, report=report)
-    return make_controller(best_params, history, selected="best candidate", best_fitness=best_fitness)
+    run = _ControllerRun(world_model, out, options, _describe_model(model, revision), device, progress)
+    run.resume()
+    if run.done >= options["generations"]:
+        return run.best()
+    cma_options = {"popsize": options["popsize"], "seed": _cma_seed(options["seed"], run.done), "verbose": -9}
+    es = cma.CMAEvolutionStrategy(run.mean, run.sigma, cma_options)
+    return run.run(es)
 
 
 def select_controller(out: str | os.PathLike) -> Path:

@@ -21,7 +21,7 @@ from dreamgym.checkpoints import (
     resume_training,
     run_stage,
 )
-from dreamgym.config import MAX_ENSEMBLE_SIZE
+from dreamgym.config import MAX_ENSEMBLE_SIZE, WorldModelConfig
 from dreamgym.envs.dynamics import check_dropout
 from dreamgym.envs.observer import teacher_forced_states
 from dreamgym.episodes import DataSource, EpisodeStoreLike, open_store
@@ -496,6 +496,82 @@ def _fine_tuning_starts(init_from: str | Path, fingerprint: str, cfg: Any) -> li
     return [{k: v.detach().clone() for k, v in rnn.state_dict().items()} for rnn in source.members]
 
 
+def _encoded_split(
+    model: WorldModel, store: EpisodeStoreLike, data: DataSource, out: Path, holdout: float, seed: int, progress: bool
+) -> tuple[EpisodeLatents, list[int], list[int]]:
+    """V's latents of every episode (cached in ``out``), and the indices of the training and held-out episodes."""
+    train_seeds, heldout_seeds = split_seeds(store.seeds(), holdout, seed)
+    if not train_seeds:
+        raise ValueError(f"no training episodes left after holding out {holdout:.0%} of {len(store)}")
+    latents = encode_episodes(model, store, out / CHECKPOINT_DIR / LATENTS_FILE, progress)
+    train_eps, heldout_eps = latents.select(train_seeds), latents.select(heldout_seeds)
+    if not train_eps:
+        raise ValueError(f"none of the {len(train_seeds)} training episodes in {data!s} could be read")
+    return latents, train_eps, heldout_eps
+
+
+def _member_data(
+    latents: EpisodeLatents,
+    train_eps: list[int],
+    heldout_eps: list[int],
+    seq_len: int,
+    device: torch.device,
+    loss_weights: dict[str, float],
+    training_record: dict[str, Any],
+) -> _MemberData:
+    """What every member of M trains on, on ``device``: V's latents of the episodes, cut into chunks."""
+    return _MemberData(
+        latents=latents,
+        heldout_eps=heldout_eps,
+        mu=torch.as_tensor(latents.mu, device=device),
+        sigma=torch.as_tensor(latents.logvar, device=device).mul(0.5).exp(),
+        actions=torch.as_tensor(latents.actions, device=device),
+        rewards=torch.as_tensor(latents.rewards, device=device),
+        terminated=torch.as_tensor(latents.terminated, dtype=torch.float32, device=device),
+        chunks=make_chunks(latents, train_eps, seq_len, device),
+        loss_weights=loss_weights,
+        training_record=training_record,
+    )
+
+
+def _fresh_member(
+    cfg: WorldModelConfig, seed: int, starting_point: dict[str, torch.Tensor] | None, device: torch.device
+) -> MDNRNN:
+    """A new M initialised from ``seed``, or holding the weights ``starting_point`` if given (fine-tuning)."""
+    # Always from the seed: whatever M the V folder holds (random, or trained if `vae` is a
+    # finished world model) must not decide where training starts.
+    seed_everything(seed)
+    rnn = MDNRNN(cfg.z_dim, cfg.action_dim, cfg.rnn_hidden, cfg.num_mixtures, cfg.dropout).to(device)
+    if starting_point is not None:
+        rnn.load_state_dict(starting_point, strict=True)
+    return rnn
+
+
+def _finish_world_model(
+    model: WorldModel,
+    latents: EpisodeLatents,
+    train_eps: list[int],
+    training_record: dict[str, Any],
+    histories: list[list[dict[str, Any]]],
+    trajectory_starts: int,
+    seed: int,
+    device: torch.device,
+) -> None:
+    """Give the world model with its trained Ms its banks of dream starts and its training record; eval mode."""
+    bank_mu, bank_logvar = start_latent_bank(latents, train_eps, model.config.num_start_latents, seed)
+    model.set_start_latents(bank_mu.to(device), bank_logvar.to(device))
+    if trajectory_starts:
+        model.eval()
+        model.set_trajectory_starts(*trajectory_start_bank(model, latents, train_eps, trajectory_starts, seed))
+    record = {**training_record, "epochs_done": len(histories[0])}
+    if len(histories) > 1:
+        record["members"] = [
+            {"stage": member_stage(k), "seed": seed + k, "epochs_done": len(h)} for k, h in enumerate(histories)
+        ]
+    model.config.training = {**model.config.training, "rnn": record}
+    model.eval()
+
+
 def train_rnn(
     data: DataSource,
     vae: str | Path,
@@ -582,85 +658,40 @@ def train_rnn(
     device = pick_device(device)
     store = open_store(data)
     model = load_trained_vae(vae).to(device)
-    train_seeds, heldout_seeds = split_seeds(store.seeds(), holdout, seed)
-    if not train_seeds:
-        raise ValueError(f"no training episodes left after holding out {holdout:.0%} of {len(store)}")
     fingerprint = module_fingerprint(model.vae)
     cfg = model.config
     if dropout is not None:
         cfg.dropout = float(dropout)
-
-    latents = encode_episodes(model, store, out / CHECKPOINT_DIR / LATENTS_FILE, progress)
-    train_eps, heldout_eps = latents.select(train_seeds), latents.select(heldout_seeds)
-    if not train_eps:
-        raise ValueError(f"none of the {len(train_seeds)} training episodes in {data!s} could be read")
+    latents, train_eps, heldout_eps = _encoded_split(model, store, data, out, holdout, seed, progress)
+    loss_weights = {
+        "reward": reward_weight, "termination": termination_weight, "termination_pos_weight": termination_pos_weight,
+        "grad_clip": grad_clip, "reward_overprediction": reward_overprediction_weight,
+    }
     training_record = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seq_len": seq_len,
-        "lr": lr,
-        "grad_clip": grad_clip,
-        "reward_weight": reward_weight,
-        "reward_overprediction_weight": reward_overprediction_weight,
-        "dropout": cfg.dropout,
-        "termination_weight": termination_weight,
-        "termination_pos_weight": termination_pos_weight,
-        "holdout": holdout,
-        "seed": seed,
+        "epochs": epochs, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "grad_clip": grad_clip,
+        "reward_weight": reward_weight, "reward_overprediction_weight": reward_overprediction_weight,
+        "dropout": cfg.dropout, "termination_weight": termination_weight,
+        "termination_pos_weight": termination_pos_weight, "holdout": holdout, "seed": seed,
         "train_episodes": len(train_eps),
         "train_steps": int(sum(latents.step_offsets[e + 1] - latents.step_offsets[e] for e in train_eps)),
     }
     if ensemble_size > 1:
         # Only with an ensemble, so that a single M's record stays as it was.
         training_record["ensemble_size"] = ensemble_size
-    member_data = _MemberData(
-        latents=latents,
-        heldout_eps=heldout_eps,
-        mu=torch.as_tensor(latents.mu, device=device),
-        sigma=torch.as_tensor(latents.logvar, device=device).mul(0.5).exp(),
-        actions=torch.as_tensor(latents.actions, device=device),
-        rewards=torch.as_tensor(latents.rewards, device=device),
-        terminated=torch.as_tensor(latents.terminated, dtype=torch.float32, device=device),
-        chunks=make_chunks(latents, train_eps, seq_len, device),
-        loss_weights={
-            "reward": reward_weight,
-            "termination": termination_weight,
-            "termination_pos_weight": termination_pos_weight,
-            "grad_clip": grad_clip,
-            "reward_overprediction": reward_overprediction_weight,
-        },
-        training_record=training_record,
-    )
-
+    member_data = _member_data(latents, train_eps, heldout_eps, seq_len, device, loss_weights, training_record)
     starting_points = _fine_tuning_starts(init_from, fingerprint, cfg) if init_from is not None else []
     if init_from is not None:
-        training_record["init_from"] = str(init_from)
+        training_record["init_from"] = str(init_from)  # the members' checkpoints record it too
     members, histories = [], []
     for member in range(ensemble_size):
-        # A fresh M from `seed + member`: whatever M the V folder holds (random, or trained if
-        # `vae` is a finished world model) must not decide where training starts.
-        seed_everything(seed + member)
-        rnn = MDNRNN(cfg.z_dim, cfg.action_dim, cfg.rnn_hidden, cfg.num_mixtures, cfg.dropout).to(device)
-        if starting_points:
-            rnn.load_state_dict(starting_points[min(member, len(starting_points) - 1)], strict=True)
+        start = starting_points[min(member, len(starting_points) - 1)] if starting_points else None
+        rnn = _fresh_member(cfg, seed + member, start, device)
         histories.append(
             _train_member(member, rnn, member_data, out, vae, fingerprint, epochs, batch_size, lr, seed, device, progress)
         )
         members.append(rnn)
     model.set_members(members)
-
-    bank_mu, bank_logvar = start_latent_bank(latents, train_eps, model.config.num_start_latents, seed)
-    model.set_start_latents(bank_mu.to(device), bank_logvar.to(device))
-    if trajectory_starts:
-        model.eval()
-        model.set_trajectory_starts(*trajectory_start_bank(model, latents, train_eps, trajectory_starts, seed))
-    record = {**training_record, "epochs_done": len(histories[0])}
-    if ensemble_size > 1:
-        record["members"] = [
-            {"stage": member_stage(k), "seed": seed + k, "epochs_done": len(h)} for k, h in enumerate(histories)
-        ]
-    model.config.training = {**model.config.training, "rnn": record}
-    model.eval()
+    _finish_world_model(model, latents, train_eps, training_record, histories, trajectory_starts, seed, device)
     model.save_pretrained(out)
     metrics = evaluate_world_model(model, store, holdout=holdout, seed=seed)
     train_frames = int(sum(latents.frame_offsets[e + 1] - latents.frame_offsets[e] for e in train_eps))
