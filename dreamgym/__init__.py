@@ -7,6 +7,7 @@ for you. It also registers the collection policies driven by an agent (``control
 side; see ``tests/test_layers.py``).
 """
 
+import importlib
 from typing import Any
 
 from gymnasium.envs.registration import register, registry
@@ -26,8 +27,6 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dreamgym' has no attribute {name!r}")
 

@@ -351,7 +351,7 @@ def _close_ray_state() -> None:
 def _ray_task(token: str, job: list[Any], seed: int) -> Message:
     """One episode in a Ray worker process; ``job`` holds the ObjectRef of ``(make_worker, config)``."""
     if _RAY_STATE.get("token") != token:
-        import ray
+        import ray  # Ray is optional (dreamgym[ray]); this runs only in a Ray worker
 
         if not _RAY_STATE.get("atexit"):
             atexit.register(_close_ray_state)

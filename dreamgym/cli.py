@@ -1,4 +1,8 @@
-"""The ``dreamgym`` command line: one subcommand per job."""
+"""The ``dreamgym`` command line: one subcommand per job.
+
+Each ``_cmd_*`` imports what it runs when it runs, so that ``dreamgym --help`` and a mistyped
+command answer at once, without loading torch, Stable-Baselines3 or matplotlib.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,14 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
+
+from dreamgym.backends import make_backend
+from dreamgym.episodes import EpisodeSubset
+from dreamgym.errors import DreamgymError
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
@@ -34,8 +43,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _backend(args: argparse.Namespace) -> Any:
     """The backend --backend and --address ask for; a missing Ray becomes a one-line error."""
-    from dreamgym.backends import make_backend
-
     try:
         return make_backend(args.backend, args.workers, args.address)
     except ImportError as err:
@@ -74,8 +81,6 @@ def _verify_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_verify_data(args: argparse.Namespace) -> int:
-    import warnings
-
     from dreamgym.data.collect import verify_store
 
     with warnings.catch_warnings(record=True) as caught:
@@ -184,8 +189,6 @@ def _cmd_start_bank(args: argparse.Namespace) -> int:
 
     data: Any = args.data
     if args.only_seeds is not None:
-        from dreamgym.episodes import EpisodeSubset
-
         first, colon, stop = args.only_seeds.partition(":")
         if not colon or not first.isdigit() or not stop.isdigit() or int(stop) <= int(first):
             raise ValueError(f"--only-seeds must be FIRST:STOP with FIRST < STOP, got {args.only_seeds!r}")
@@ -590,8 +593,6 @@ def main(argv: list[str] | None = None) -> int:
     ``--debug`` (or ``DREAMGYM_DEBUG=1``) shows its traceback instead. Anything else is a
     bug, and its traceback is shown.
     """
-    from dreamgym.errors import DreamgymError
-
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     debug = getattr(args, "debug", False) or os.environ.get("DREAMGYM_DEBUG", "") not in ("", "0")

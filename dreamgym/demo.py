@@ -11,18 +11,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import imageio.v3 as iio
 import numpy as np
 
+from dreamgym.agents.controller import reference_controller_installed
 from dreamgym.agents.evaluate import DREAM_ENV_ID, REAL_ENV_ID, run_episode
+from dreamgym.agents.specs import load_agent
+from dreamgym.data.policies import make_policy
 from dreamgym.files import atomic_write_json
+from dreamgym.hub import default_model_path, load_world_model
+from dreamgym.models.world_model import WorldModel
 
 
 def _driver(model: str | None, seed: int) -> tuple[Any, str]:
     """The reference agent on the shipped model, else correlated random actions."""
-    from dreamgym.agents.controller import reference_controller_installed
-    from dreamgym.agents.specs import load_agent
-    from dreamgym.data.policies import make_policy
-
     if reference_controller_installed() and model is None:
         act, _ = load_agent("reference")
         return act, "the reference agent"
@@ -53,12 +56,6 @@ def run_demo(
     Returns:
         The summary written to ``demo.json``.
     """
-    import gymnasium as gym  # the envs are registered: importing any dreamgym module imports dreamgym
-    import imageio.v3 as iio
-
-    from dreamgym.hub import default_model_path, load_world_model
-    from dreamgym.models.world_model import WorldModel
-
     source = model or default_model_path()
     if source is None:
         print("no default world model is installed: dreaming with an untrained one made here")

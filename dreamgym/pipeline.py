@@ -30,12 +30,26 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from dreamgym import hub
+from dreamgym.agents.cmaes import STAGE as CMAES_STAGE
+from dreamgym.agents.cmaes import select_controller, train_controller
+from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, CONTROLLER_WEIGHTS_FILE
+from dreamgym.card import make_model_card
+from dreamgym.checkpoints import LOG_DIR
 from dreamgym.config import WorldModelConfig
-from dreamgym.errors import ConfigError
+from dreamgym.data.collect import collect
+from dreamgym.episodes import EpisodeSubset
+from dreamgym.errors import ConfigError, FileFormatError
 from dreamgym.files import WEIGHTS_SHA256_KEY, atomic_copy, atomic_write_json, file_sha256, read_json
-from dreamgym.safe_files import copy_inside
+from dreamgym.models.world_model import WorldModel
+from dreamgym.safe_files import check_destination, copy_inside, replace_folder
+from dreamgym.training.metrics import evaluate_world_model, write_metrics
+from dreamgym.training.rnn import train_rnn
+from dreamgym.training.vae import train_vae
+from dreamgym.visualize import inspect_world_model, plot_curves, read_log
 
 SECTIONS = ("out", "collect", "model", "vae", "rnn", "controller", "iterations")
 ROUND_SECTIONS = ("collect", "rnn", "controller")
@@ -59,23 +73,8 @@ def _stage_kwargs(section: str, values: Any, func: Callable, reserved: tuple[str
 
 def load_build_config(path: str | Path) -> dict[str, Any]:
     """Read and check a build config, raising :class:`ConfigError` on anything malformed."""
-    from dreamgym.agents.cmaes import train_controller
-    from dreamgym.data.collect import collect
-    from dreamgym.training.rnn import train_rnn
-    from dreamgym.training.vae import train_vae
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"build config {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"build config {str(path)!r} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"build config {str(path)!r} must be a mapping with sections {list(SECTIONS)}")
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"build config {str(path)!r} has unknown sections {unknown}; expected {list(SECTIONS)}")
+    raw = _read_sections(path)
     if not isinstance(raw.get("out"), str):
         raise ConfigError(f"build config {str(path)!r} needs 'out': the folder the world model is written to")
     collect_kwargs = _stage_kwargs("collect", raw.get("collect"), collect, ())
@@ -101,27 +100,7 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
         )
     claimed: list[tuple[str, range]] = []
     _claim_seeds(claimed, "collect", collect_kwargs, path)
-    iterations = []
-    for k, entry in enumerate(rounds, 1):
-        where = f"iterations[{k - 1}]"
-        if not isinstance(entry, dict) or not set(entry) <= set(ROUND_SECTIONS):
-            raise ConfigError(f"build config {str(path)!r}: {where} must be a mapping with some of {list(ROUND_SECTIONS)}")
-        collections = entry.get("collect") or []
-        collections = [collections] if isinstance(collections, dict) else collections
-        if not isinstance(collections, list):
-            raise ConfigError(f"build config {str(path)!r}: {where}.collect must be a mapping or a list of them")
-        for c in collections:
-            if not isinstance(c, dict) or "episodes" not in c:
-                raise ConfigError(f"build config {str(path)!r}: every collection of {where}.collect needs 'episodes'")
-        # The data store is shared by every round: M is retrained on all of it.
-        collections = [_stage_kwargs(f"{where}.collect", c, collect, ("out",)) for c in collections]
-        for j, c in enumerate(collections):
-            _claim_seeds(claimed, f"{where}.collect[{j}]", {**collect_kwargs, **c}, path)
-        iterations.append({
-            "collect": collections,
-            "rnn": _stage_kwargs(f"{where}.rnn", entry.get("rnn"), train_rnn, ("data", "vae", "out")),
-            "controller": _stage_kwargs(f"{where}.controller", entry.get("controller"), train_controller, ("model", "out", "revision")),
-        })
+    iterations = [_read_round(f"iterations[{k}]", entry, collect_kwargs, claimed, path) for k, entry in enumerate(rounds)]
     return {
         "out": raw["out"],
         "collect": collect_kwargs,
@@ -131,6 +110,48 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
         "controller": controller_kwargs if "controller" in raw else None,
         "iterations": iterations,
         "source": str(path),
+    }
+
+
+def _read_sections(path: Path) -> dict[str, Any]:
+    """The sections of the YAML build config at ``path``, checked to be known ones."""
+    if not path.is_file():
+        raise FileNotFoundError(f"build config {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"build config {str(path)!r} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"build config {str(path)!r} must be a mapping with sections {list(SECTIONS)}")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"build config {str(path)!r} has unknown sections {unknown}; expected {list(SECTIONS)}")
+    return raw
+
+
+def _read_round(
+    where: str, entry: Any, collect_kwargs: dict[str, Any], claimed: list[tuple[str, range]], path: Path
+) -> dict[str, Any]:
+    """One round of ``iterations`` (``where``), checked: its collections, and its M and C options."""
+    if not isinstance(entry, dict) or not set(entry) <= set(ROUND_SECTIONS):
+        raise ConfigError(f"build config {str(path)!r}: {where} must be a mapping with some of {list(ROUND_SECTIONS)}")
+    collections = entry.get("collect") or []
+    collections = [collections] if isinstance(collections, dict) else collections
+    if not isinstance(collections, list):
+        raise ConfigError(f"build config {str(path)!r}: {where}.collect must be a mapping or a list of them")
+    for c in collections:
+        if not isinstance(c, dict) or "episodes" not in c:
+            raise ConfigError(f"build config {str(path)!r}: every collection of {where}.collect needs 'episodes'")
+    # The data store is shared by every round: M is retrained on all of it.
+    collections = [_stage_kwargs(f"{where}.collect", c, collect, ("out",)) for c in collections]
+    for j, c in enumerate(collections):
+        _claim_seeds(claimed, f"{where}.collect[{j}]", {**collect_kwargs, **c}, path)
+    return {
+        "collect": collections,
+        "rnn": _stage_kwargs(f"{where}.rnn", entry.get("rnn"), train_rnn, ("data", "vae", "out")),
+        "controller": _stage_kwargs(
+            f"{where}.controller", entry.get("controller"), train_controller, ("model", "out", "revision")
+        ),
     }
 
 
@@ -168,63 +189,23 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
     its controller (with a ``controller`` section) is in ``<folder>/controller``, and
     :func:`~dreamgym.agents.cmaes.select_controller` picks the ES mean or the best candidate.
     """
-    from dreamgym.agents.cmaes import select_controller, train_controller
-    from dreamgym.data.collect import collect
-    from dreamgym.episodes import EpisodeSubset
-    from dreamgym.training.rnn import train_rnn
-    from dreamgym.training.vae import train_vae
-    from dreamgym.visualize import inspect_world_model, plot_curves, read_log
-
     cfg = load_build_config(config_path)
     out = Path(cfg["out"])
-    data = cfg["collect"]["out"]
     timings: dict[str, float] = {}
     # Every round collects into the same store; each trains on its own rounds' seeds only, so
     # re-running a finished round after later ones added episodes changes nothing.
     seeds = set(_collection_seeds(cfg["collect"]))
-
-    def timed(stage: str, func: Callable[[], Any]) -> None:
-        start = time.perf_counter()
-        print(f"[build] {stage}", flush=True)
-        func()
-        timings[stage] = round(time.perf_counter() - start, 1)
-
-    def train_c(folder: Path, overrides: dict[str, Any], prefix: str) -> None:
-        kwargs = {**cfg["controller"], **overrides}
-        timed(f"{prefix}train-controller", lambda: train_controller(
-            model=str(folder), out=folder / "controller", progress=progress, **kwargs))
-        # Only C's curves: V's and M's were drawn by the inspect stage.
-        log_path = folder / "controller" / "logs" / "cmaes.json"
-        timed(f"{prefix}inspect-controller", lambda: plot_curves(
-            read_log(log_path), f"controller CMA-ES ({log_path})", folder / "curves_controller.png"))
-
-    timed("collect", lambda: collect(progress=progress, **cfg["collect"]))
-    round_data = EpisodeSubset(data, seeds)
-    timed("train-vae", lambda: train_vae(data=round_data, out=out, config=cfg["model"], progress=progress, **cfg["vae"]))
-    timed("train-rnn", lambda: train_rnn(data=round_data, vae=out, out=out, progress=progress, **cfg["rnn"]))
+    _timed(timings, "collect", collect, progress=progress, **cfg["collect"])
+    round_data = EpisodeSubset(cfg["collect"]["out"], seeds)
+    _timed(timings, "train-vae", train_vae, data=round_data, out=out, config=cfg["model"], progress=progress, **cfg["vae"])
+    _timed(timings, "train-rnn", train_rnn, data=round_data, vae=out, out=out, progress=progress, **cfg["rnn"])
     # Inspected on its own rounds' episodes too, so a re-run draws the same held-out episodes.
-    timed("inspect", lambda: inspect_world_model(out, data=round_data))
+    _timed(timings, "inspect", inspect_world_model, out, data=round_data)
     if cfg["controller"] is not None:
-        train_c(out, {}, "")
+        _train_controller_stage(timings, cfg, out, {}, "", progress)
     final = out
     for k, iteration in enumerate(cfg["iterations"], 1):
-        previous = select_controller(round_folder(out, k - 1) / "controller")
-        folder = round_folder(out, k)
-        for j, entry in enumerate(iteration["collect"]):
-            entry = {**cfg["collect"], **entry}
-            entry["policy"] = entry.get("policy", "random").replace("{controller}", str(previous.resolve()))
-            timed(f"round-{k}/collect-{j}", lambda entry=entry: collect(progress=progress, **entry))
-            seeds |= set(_collection_seeds(entry))
-        # V is shared by every round: its log travels with each round's model for the curves.
-        (folder / "logs").mkdir(parents=True, exist_ok=True)
-        if (out / "logs" / "vae.json").is_file():
-            atomic_copy(out / "logs" / "vae.json", folder / "logs" / "vae.json")
-        rnn_kwargs = {**cfg["rnn"], **iteration["rnn"]}
-        round_data = EpisodeSubset(data, seeds)
-        timed(f"round-{k}/train-rnn", lambda: train_rnn(data=round_data, vae=out, out=folder, progress=progress, **rnn_kwargs))
-        timed(f"round-{k}/inspect", lambda: inspect_world_model(folder, data=round_data))
-        train_c(folder, iteration["controller"], f"round-{k}/")
-        final = folder
+        final = _build_round(k, iteration, cfg, seeds, timings, progress)
     _record_build(out, cfg, timings)
     if final != out:
         # The record of every run of the build travels with the model that ships.
@@ -232,10 +213,60 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
     return final
 
 
+def _timed(timings: dict[str, float], stage: str, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+    """Run ``func(*args, **kwargs)`` as the build stage ``stage``: announce it, and keep its seconds in ``timings``."""
+    start = time.perf_counter()
+    print(f"[build] {stage}", flush=True)
+    func(*args, **kwargs)
+    timings[stage] = round(time.perf_counter() - start, 1)
+
+
+def _train_controller_stage(
+    timings: dict[str, float], cfg: dict[str, Any], folder: Path, overrides: dict[str, Any], prefix: str, progress: bool
+) -> None:
+    """Train C in the world model in ``folder`` into ``folder/controller``, and draw its curves."""
+    kwargs = {**cfg["controller"], **overrides}
+    _timed(
+        timings, f"{prefix}train-controller", train_controller,
+        model=str(folder), out=folder / "controller", progress=progress, **kwargs,
+    )
+    # Only C's curves: V's and M's were drawn by the inspect stage.
+    log_path = folder / "controller" / "logs" / "cmaes.json"
+    _timed(
+        timings, f"{prefix}inspect-controller",
+        lambda: plot_curves(read_log(log_path), f"controller CMA-ES ({log_path})", folder / "curves_controller.png"),
+    )
+
+
+def _build_round(
+    k: int, iteration: dict[str, Any], cfg: dict[str, Any], seeds: set[int], timings: dict[str, float], progress: bool
+) -> Path:
+    """Round ``k`` >= 1: collect with the last round's controller, retrain M on all rounds' episodes, train C.
+
+    V is the first round's. ``seeds`` (the episodes of the rounds so far) gains this round's.
+    """
+    out, data = Path(cfg["out"]), cfg["collect"]["out"]
+    previous = select_controller(round_folder(out, k - 1) / "controller")
+    folder = round_folder(out, k)
+    for j, entry in enumerate(iteration["collect"]):
+        entry = {**cfg["collect"], **entry}
+        entry["policy"] = entry.get("policy", "random").replace("{controller}", str(previous.resolve()))
+        _timed(timings, f"round-{k}/collect-{j}", collect, progress=progress, **entry)
+        seeds |= set(_collection_seeds(entry))
+    # V is shared by every round: its log travels with each round's model for the curves.
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    if (out / "logs" / "vae.json").is_file():
+        atomic_copy(out / "logs" / "vae.json", folder / "logs" / "vae.json")
+    rnn_kwargs = {**cfg["rnn"], **iteration["rnn"]}
+    round_data = EpisodeSubset(data, seeds)
+    _timed(timings, f"round-{k}/train-rnn", train_rnn, data=round_data, vae=out, out=folder, progress=progress, **rnn_kwargs)
+    _timed(timings, f"round-{k}/inspect", inspect_world_model, folder, data=round_data)
+    _train_controller_stage(timings, cfg, folder, iteration["controller"], f"round-{k}/", progress)
+    return folder
+
+
 def _record_build(out: Path, cfg: dict[str, Any], timings: dict[str, float]) -> None:
     """Append this run's stage timings and the hardware to ``build.json`` for the model card."""
-    import torch
-
     record_path = out / "build.json"
     record = read_json(record_path, "build record", default={"runs": []})
     record["config"] = cfg["source"]
@@ -287,18 +318,12 @@ def package_world_model(
         sweep: a ``temperature_sweep.json`` (``examples/temperature_sweep.py``), for the
             card's dream-vs-real table.
     """
-    from dreamgym.card import make_model_card
-    from dreamgym.hub import DEFAULT_MODEL_DIR
-    from dreamgym.models.world_model import WorldModel
-    from dreamgym.safe_files import check_destination, replace_folder
-    from dreamgym.training.metrics import evaluate_world_model, write_metrics
-
     model_dir, dest = Path(model_dir), Path(dest)
     # Before anything is written: the destination must not be (or hold, or lie in) a source.
     check_destination(dest, [model_dir, controller])
     model = WorldModel.from_pretrained(model_dir)
     results_data = read_results(results) if results is not None else None
-    if dest.resolve() == DEFAULT_MODEL_DIR.resolve():
+    if dest.resolve() == hub.DEFAULT_MODEL_DIR.resolve():  # read now: a test may move it
         trained_in = {"model": None, "revision": None, "source": "default"}
     else:
         trained_in = {"model": str(dest.resolve()), "revision": None, "source": "path"}
@@ -350,8 +375,6 @@ def read_results(results: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError: no such file.
         FileFormatError: (a ``ValueError``) not JSON, or without ``mean`` and ``std``.
     """
-    from dreamgym.errors import FileFormatError
-
     path = Path(results)
     if not path.is_file():
         raise FileNotFoundError(f"results file {str(path)!r} does not exist (write it with dreamgym evaluate --out)")
@@ -367,8 +390,6 @@ def check_controller_folder(folder: Path) -> Path:
     Raises:
         FileNotFoundError: naming the files it lacks.
     """
-    from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, CONTROLLER_WEIGHTS_FILE
-
     missing = [name for name in (CONTROLLER_WEIGHTS_FILE, CONTROLLER_CONFIG_FILE) if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"controller folder {str(folder)!r} lacks {missing}")
@@ -390,25 +411,19 @@ def ship_controller(controller: Path, stage: Path, record_as: dict[str, Any] | N
     Raises:
         FileNotFoundError: the folder lacks one of the two files.
     """
-    from dreamgym.agents.cmaes import STAGE, select_controller
-    from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, CONTROLLER_WEIGHTS_FILE
-    from dreamgym.checkpoints import LOG_DIR
-
     chosen = check_controller_folder(select_controller(controller) if record_as is not None else controller)
     target = stage / "controller"
     copy_inside(chosen / CONTROLLER_WEIGHTS_FILE, controller, target / CONTROLLER_WEIGHTS_FILE)
     if record_as is None:
         copy_inside(chosen / CONTROLLER_CONFIG_FILE, controller, target / CONTROLLER_CONFIG_FILE)
         return target
-    from dreamgym.visualize import plot_curves, read_log
-
     record = read_json(chosen / CONTROLLER_CONFIG_FILE, f"{CONTROLLER_CONFIG_FILE} of controller {str(chosen)!r}")
     # Where it was trained before packaging (the float32 build), for the record.
     record.setdefault("training", {})["trained_in"] = record.get("world_model", {})
     record["world_model"] = record_as
     record[WEIGHTS_SHA256_KEY] = file_sha256(target / CONTROLLER_WEIGHTS_FILE)
     atomic_write_json(target / CONTROLLER_CONFIG_FILE, record)
-    log = controller / LOG_DIR / f"{STAGE}.json"
+    log = controller / LOG_DIR / f"{CMAES_STAGE}.json"
     if log.is_file():
         copy_inside(log, controller, target / "training_log.json")
         plot_curves(read_log(log), "reference controller: CMA-ES in the dream", stage / "curves_controller.png")

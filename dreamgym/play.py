@@ -15,11 +15,14 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
+from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec, resolve_agent_model
 from dreamgym.envs.common import DISCRETE_ACTIONS, upscale
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+import pygame  # after the line above, which silences pygame's greeting
 
 TEMPERATURE_STEP = 0.05
 MIN_TEMPERATURE = 0.05  # "-" never takes the temperature below this (nor to <= 0)
@@ -31,6 +34,8 @@ DIM_TEXT = (150, 150, 160)
 MESSAGE_TEXT = (250, 210, 90)
 
 Agent = Callable[[np.ndarray], Any]
+# CarRacing's held keys: pressing one sets its action component to the value, releasing it zeroes that component.
+HELD_KEYS = {pygame.K_LEFT: (0, -1.0), pygame.K_RIGHT: (0, +1.0), pygame.K_UP: (1, +1.0), pygame.K_DOWN: (2, +0.8)}
 
 
 class PlaySession:
@@ -47,9 +52,6 @@ class PlaySession:
 
     def __init__(self, env: Any, agent: Agent | None = None, seed: int | None = None, fps: int | None = 50,
                  title: str = "dreamgym play") -> None:
-        import pygame
-
-        self.pygame = pygame
         self.env = env
         self.agent = agent
         self.fps = fps or 0
@@ -115,39 +117,29 @@ class PlaySession:
     # ----------------------------------------------------------------- events
     def handle_event(self, event: Any) -> None:
         """Apply one pygame event: CarRacing's held-key mapping plus the extra keys."""
-        pygame = self.pygame
-        a = self.human_action
         if event.type == pygame.QUIT:
             self.quit = True
         elif event.type == pygame.KEYDOWN:
-            key = event.key
-            if key == pygame.K_LEFT:
-                a[0] = -1.0
-            elif key == pygame.K_RIGHT:
-                a[0] = +1.0
-            elif key == pygame.K_UP:
-                a[1] = +1.0
-            elif key == pygame.K_DOWN:
-                a[2] = +0.8
-            elif key in (pygame.K_PLUS, pygame.K_EQUALS, pygame.K_KP_PLUS, pygame.K_RIGHTBRACKET):
-                self.change_temperature(+TEMPERATURE_STEP)
-            elif key in (pygame.K_MINUS, pygame.K_KP_MINUS, pygame.K_LEFTBRACKET):
-                self.change_temperature(-TEMPERATURE_STEP)
-            elif key in (pygame.K_r, pygame.K_RETURN):
-                self.reset()
-                self.message = "reset"
-            elif key == pygame.K_m:
-                self.toggle_driver()
-            elif key in (pygame.K_ESCAPE, pygame.K_q):
-                self.quit = True
-        elif event.type == pygame.KEYUP:
-            key = event.key
-            if key in (pygame.K_LEFT, pygame.K_RIGHT):
-                a[0] = 0.0
-            elif key == pygame.K_UP:
-                a[1] = 0.0
-            elif key == pygame.K_DOWN:
-                a[2] = 0.0
+            self.key_down(event.key)
+        elif event.type == pygame.KEYUP and event.key in HELD_KEYS:
+            self.human_action[HELD_KEYS[event.key][0]] = 0.0
+
+    def key_down(self, key: int) -> None:
+        """Apply a pressed key: a held driving key, or one of the extra keys."""
+        if key in HELD_KEYS:
+            index, value = HELD_KEYS[key]
+            self.human_action[index] = value
+        elif key in (pygame.K_PLUS, pygame.K_EQUALS, pygame.K_KP_PLUS, pygame.K_RIGHTBRACKET):
+            self.change_temperature(+TEMPERATURE_STEP)
+        elif key in (pygame.K_MINUS, pygame.K_KP_MINUS, pygame.K_LEFTBRACKET):
+            self.change_temperature(-TEMPERATURE_STEP)
+        elif key in (pygame.K_r, pygame.K_RETURN):
+            self.reset()
+            self.message = "reset"
+        elif key == pygame.K_m:
+            self.toggle_driver()
+        elif key in (pygame.K_ESCAPE, pygame.K_q):
+            self.quit = True
 
     def current_action(self) -> np.ndarray:
         """The action for the next step: the agent's, or the held keys'."""
@@ -191,7 +183,6 @@ class PlaySession:
 
     def draw(self) -> np.ndarray:
         """Compose the views and the overlay on the window; return the composed RGB frame."""
-        pygame = self.pygame
         screen = self.screen
         screen.fill(BACKGROUND)
         for i, view in enumerate(self.views()):
@@ -228,7 +219,6 @@ class PlaySession:
         Returns:
             a summary: ticks run, steps and return of the current episode, episodes ended.
         """
-        pygame = self.pygame
         pending: dict[int, list[Any]] = {}
         for at, event in scripted_events or ():
             pending.setdefault(int(at), []).append(event)
@@ -249,11 +239,11 @@ class PlaySession:
 
     def save_frame(self, path: str | os.PathLike) -> None:
         """Write the last composed frame (window content) as an image."""
-        self.pygame.image.save(self.screen, os.fspath(path))
+        pygame.image.save(self.screen, os.fspath(path))
 
     def close(self) -> None:
         self.env.close()
-        self.pygame.display.quit()
+        pygame.display.quit()
 
 
 def _fit(frame: np.ndarray, size: int) -> np.ndarray:
@@ -265,8 +255,6 @@ def _fit(frame: np.ndarray, size: int) -> np.ndarray:
 
 def key_event(key: int, down: bool = True) -> Any:
     """A pygame KEYDOWN/KEYUP event for ``key`` (for scripted play)."""
-    import pygame
-
     return pygame.event.Event(pygame.KEYDOWN if down else pygame.KEYUP, key=key, mod=0, unicode="", scancode=0)
 
 
@@ -274,12 +262,8 @@ def make_session(model: Any = None, revision: str | None = None, real: bool = Fa
                  temperature: float = 1.0, seed: int | None = None, fps: int | None = 50,
                  allow_pickle: bool = False) -> PlaySession:
     """Build the env (and load the agent, through :mod:`dreamgym.agents.specs`) and open a :class:`PlaySession`."""
-    import gymnasium as gym  # the envs are registered: importing any dreamgym module imports dreamgym
-
     act = None
     if agent is not None:
-        from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec, resolve_agent_model
-
         spec = parse_agent_spec(agent, allow_pickle=allow_pickle)
         act, loaded = load_agent(spec)
         model, revision = resolve_agent_model(spec, loaded, model, revision)

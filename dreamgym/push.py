@@ -19,9 +19,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from huggingface_hub import HfApi
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, CONTROLLER_WEIGHTS_FILE
+from dreamgym.card import make_model_card
 from dreamgym.models.world_model import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, WorldModel, WorldModelFormatError
 from dreamgym.pipeline import check_controller_folder, read_results, ship_controller, stage_model_files
 from dreamgym.safe_files import check_destination, merge_into
@@ -72,8 +74,6 @@ def stage_repo(
         UnsafePathError: a file to stage is a symlink leading out of its folder, or ``out_dir``
             is a symlink, a source folder or inside one.
     """
-    from dreamgym.card import make_model_card
-
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"world model folder {str(model_dir)!r} does not exist")
@@ -114,8 +114,6 @@ def push_to_hub(
 
     Creates the repo if needed. Returns the URL of the commit.
     """
-    from huggingface_hub import HfApi
-
     check_repo_id(repo_id)
     with tempfile.TemporaryDirectory(prefix="dreamgym-push-") as tmp:
         folder = stage_repo(model_dir, tmp, controller=controller, results=results, repo_id=repo_id)

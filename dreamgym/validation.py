@@ -65,7 +65,7 @@ def check_device(device: Any) -> Any:
         ValueError: not a device name torch knows, or a CUDA / MPS device this torch build or
             machine lacks (``--device cuda`` on a CPU-only install).
     """
-    import torch
+    import torch  # deferred here and below: `import dreamgym` loads this module, and stays free of torch
 
     if device is None:
         return None

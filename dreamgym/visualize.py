@@ -16,12 +16,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import imageio.v3 as iio
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
+from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec
 from dreamgym.envs.common import upscale
+from dreamgym.envs.observer import teacher_forced_states
+from dreamgym.envs.real import RealCarRacingEnv
+from dreamgym.episodes import load_episodes, open_store
 from dreamgym.files import read_json
+from dreamgym.hub import load_world_model
 from dreamgym.safe_files import check_model_folder
+from dreamgym.training.common import split_seeds
+from dreamgym.training.metrics import encode_frames, mixture_mean
 
 PANEL_SCALE = 4
 LABEL_HEIGHT = 16  # keeps the frame height a multiple of 16 for video codecs
@@ -38,8 +47,6 @@ def record_real(world_model: Any, act: Callable[[np.ndarray], np.ndarray], seed:
     reconstructions of them, ``z`` V's means (T+1, z_dim) and ``actions`` (T, 3) taken.
     Stops early when the episode ends.
     """
-    from dreamgym.envs.real import RealCarRacingEnv
-
     cfg = world_model.config
     env = RealCarRacingEnv(model=world_model)
     frames, zs, actions = [], [], []
@@ -82,8 +89,6 @@ def dream_open_loop(world_model: Any, z0: np.ndarray, actions: np.ndarray, tempe
 
 
 def _draw_label(image: np.ndarray, text: str, x: int, y: int = 2) -> None:
-    from PIL import Image, ImageDraw
-
     pil = Image.fromarray(image)
     ImageDraw.Draw(pil).text((x, y), text, fill=(255, 255, 255))
     image[...] = np.asarray(pil)
@@ -110,8 +115,6 @@ def panel_slices(scale: int = PANEL_SCALE, panels: int = 3) -> list[tuple[slice,
 
 def write_frames(out: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FPS) -> Path:
     """Write frames as MP4 (ffmpeg) or GIF, by ``out``'s suffix."""
-    import imageio.v3 as iio
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
@@ -119,7 +122,7 @@ def write_frames(out: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FP
         iio.imwrite(out, frames, duration=1000 / fps, loop=0)
     elif suffix in (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm"):
         try:
-            import imageio_ffmpeg  # noqa: F401
+            import imageio_ffmpeg  # noqa: F401  (imageio's MP4 writer needs it; tell how to get it)
         except ImportError as err:
             raise ValueError("writing a video needs imageio-ffmpeg: pip install imageio-ffmpeg (or write a .gif)") from err
         iio.imwrite(out, frames, plugin="FFMPEG", fps=fps, macro_block_size=16)
@@ -150,9 +153,6 @@ def make_video(
     Returns:
         the written path and the composed frames (N, H, W, 3).
     """
-    from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec
-    from dreamgym.hub import load_world_model
-
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if scale < 1:
@@ -170,10 +170,17 @@ def make_video(
 
 
 # --------------------------------------------------------------------------- inspect
-def _heldout_episodes(data: Any, count: int) -> list[Any]:
-    from dreamgym.episodes import load_episodes, open_store
-    from dreamgym.training.common import split_seeds
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files, no window)."""
+    import matplotlib  # deferred: half a second to import, and only the pictures need it
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _heldout_episodes(data: Any, count: int) -> list[Any]:
     store = open_store(data)
     _, heldout = split_seeds(store.seeds())
     if not heldout:  # a one-episode store holds nothing out
@@ -188,11 +195,7 @@ def _heldout_episodes(data: Any, count: int) -> list[Any]:
 
 def _image_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str],
                 title: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     n_rows, n_cols = len(rows), len(rows[0])
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.7 * n_rows + 0.4), squeeze=False)
     for r, row in enumerate(rows):
@@ -214,8 +217,6 @@ def _image_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
 
 def plot_reconstructions(world_model: Any, data: Any, out: Path, columns: int = 8) -> Path:
     """Held-out frames (top) against V's reconstructions from ``mu`` (bottom)."""
-    from dreamgym.training.metrics import encode_frames
-
     episodes = _heldout_episodes(data, columns)
     picks: list[tuple[int, int, np.ndarray]] = []
     per_episode = max(1, -(-columns // len(episodes)))
@@ -242,9 +243,6 @@ def open_loop_frames(world_model: Any, frames: np.ndarray, actions: np.ndarray, 
     then its own mixture-mean predictions under the real actions, as
     :func:`dreamgym.training.metrics.open_loop_errors` does; predictions are decoded by V.
     """
-    from dreamgym.envs.observer import teacher_forced_states
-    from dreamgym.training.metrics import encode_frames, mixture_mean
-
     rnn = world_model.rnn
     device = world_model.device
     mu, _ = encode_frames(world_model, frames)
@@ -284,11 +282,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 def plot_curves(history: list[dict[str, Any]], title: str, path: Path) -> Path | None:
     """One small panel per numeric key of a per-epoch (or per-generation) log; None if nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     x_key = next((k for k in ("epoch", "generation", "step", "iteration") if history and k in history[0]), None)
     keys = sorted({k for row in history for k, v in row.items()
                    if k != x_key and isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -335,8 +329,6 @@ def inspect_world_model(
     ``data`` is an episode store folder or a store object (an ``EpisodeStore``, or the
     ``EpisodeSubset`` of a build round's episodes); its held-out episodes are drawn.
     """
-    from dreamgym.hub import load_world_model
-
     model_dir = check_model_folder(model_dir, "nothing to inspect")
     out = Path(out) if out is not None else model_dir
     out.mkdir(parents=True, exist_ok=True)

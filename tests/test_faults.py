@@ -80,7 +80,7 @@ def test_1_package_failure_leaves_the_previous_package_whole(tiny_model_dir, tmp
     dest = tmp_path / "shipped"
     package_world_model(tiny_model_dir, dest, model_ref="org/x", half=False)
     before = _files(dest)
-    monkeypatch.setattr("dreamgym.card.make_model_card", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr("dreamgym.pipeline.make_model_card", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         package_world_model(tiny_model_dir, dest, model_ref="org/x", half=True)
     assert _files(dest) == before  # fp32 weights, not half-written fp16 ones

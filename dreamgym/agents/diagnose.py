@@ -31,15 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from dreamgym.agents.evaluate import DREAM_ENV_ID, REAL_ENV_ID, single_thread
 from dreamgym.agents.specs import check_agent_fits, describe_model, load_agent, parse_agent_spec, resolve_agent_model
 from dreamgym.envs.common import continuous_actions
+from dreamgym.envs.dynamics import LatentDream, check_temperature
+from dreamgym.envs.observer import teacher_forced_states
 from dreamgym.files import atomic_write_json
+from dreamgym.hub import load_world_model
 from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, DASHBOARD_ROWS
 from dreamgym.validation import check_int
+from dreamgym.version import __version__
 
 __all__ = [
     "DIAGNOSE_FILE",
@@ -294,8 +299,6 @@ def teacher_forced(world_model: Any, episode: RealEpisode) -> dict[str, np.ndarr
         ``reward`` (T,) and ``termination_probability`` (T,): M's heads on the state after
         step ``t``, which is what the dream reads as step ``t``'s outcome.
     """
-    from dreamgym.envs.observer import teacher_forced_states
-
     device = world_model.device
     z = torch.from_numpy(episode.z).to(device)
     actions = torch.from_numpy(episode.actions).to(device)
@@ -347,8 +350,6 @@ def open_loop_returns(
     Returns:
         the dream returns (B,) and lengths (B,).
     """
-    from dreamgym.envs.dynamics import LatentDream
-
     n = len(starts)
     index = np.arange(n)
     dream = LatentDream(world_model, n, temperature)
@@ -493,6 +494,90 @@ def _check_horizons(horizons: Sequence[int], max_steps: int) -> list[int]:
     return sorted(set(checked))
 
 
+def _drive_episodes(
+    world_model: Any,
+    act: Callable[[np.ndarray], np.ndarray],
+    seeds: list[int],
+    temperature: float,
+    max_steps: int,
+    log: Callable[[str], None],
+) -> tuple[list[RealEpisode], list[DreamEpisode]]:
+    """The agent's real episodes, then its first-frame dream episodes, one per seed."""
+    real: list[RealEpisode] = []
+    env = gym.make(REAL_ENV_ID, model=world_model, max_episode_steps=max_steps)
+    try:
+        for s in seeds:
+            real.append(drive_real(env, act, s))
+            log(f"real episode seed {s}: return {real[-1].rewards.sum():.1f} in {real[-1].length} steps")
+    finally:
+        env.close()
+
+    dreams: list[DreamEpisode] = []
+    env = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, max_episode_steps=max_steps)
+    try:
+        for s in seeds:
+            dreams.append(drive_dream(env, act, s))
+    finally:
+        env.close()
+    log(f"dreamt {len(seeds)} first-frame episodes at temperature {temperature}")
+    return real, dreams
+
+
+def _open_loop(
+    world_model: Any,
+    predict: Callable[[np.ndarray], np.ndarray],
+    real: list[RealEpisode],
+    real_road: list[list[bool | None]],
+    horizon: int,
+    branch_every: int,
+    temperature: float,
+) -> dict[str, Any]:
+    """Dream vs real ``horizon``-step returns from branch points every ``branch_every`` real steps, summarised."""
+    starts, dream_returns, real_returns, dream_lengths, real_lengths, start_road = [], [], [], [], [], []
+    for ep, road in zip(real, real_road, strict=True):
+        points = branch_starts(ep.length, ep.terminated, horizon, branch_every)
+        if not points:
+            continue
+        returns, lengths = open_loop_returns(world_model, predict, ep, points, horizon, temperature)
+        starts += [(ep.seed, t) for t in points]
+        dream_returns.append(returns)
+        dream_lengths.append(lengths)
+        real_returns.append([ep.rewards[t : t + horizon].sum() for t in points])
+        real_lengths.append([min(horizon, ep.length - t) for t in points])
+        start_road += [road[t] for t in points]
+    return _open_loop_summary(
+        horizon, starts,
+        np.concatenate(dream_returns) if dream_returns else np.zeros(0),
+        np.concatenate(real_returns) if real_returns else np.zeros(0),
+        np.concatenate(dream_lengths) if dream_lengths else np.zeros(0, dtype=np.int64),
+        np.concatenate(real_lengths) if real_lengths else np.zeros(0, dtype=np.int64),
+        start_road,
+    )
+
+
+def _situation_summaries(
+    real: list[RealEpisode],
+    dreams: list[DreamEpisode],
+    real_road: list[list[bool | None]],
+    frame_road: list[list[bool | None]],
+    dream_road: list[list[bool | None]],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The situations met in the real episodes and in the dream ones: returns, lengths, time on the road."""
+    real_summary = _situations(
+        [float(ep.rewards.sum()) for ep in real], [ep.length for ep in real], [_on_road_share(r) for r in real_road]
+    )
+    frame_shares = [_on_road_share(r) for r in frame_road]
+    real_summary["on_road_fractions_frame"] = frame_shares
+    real_summary["on_road_fraction_frame"] = _mean([s for s in frame_shares if s is not None])
+    real_summary["terminated"] = [ep.terminated for ep in real]
+    dream_summary = _situations(
+        [float(ep.rewards.sum()) for ep in dreams], [ep.length for ep in dreams],
+        [_on_road_share(r) for r in dream_road],
+    )
+    dream_summary["terminated"] = [ep.terminated for ep in dreams]
+    return real_summary, dream_summary
+
+
 def diagnose(
     agent: str,
     model: Any = None,
@@ -538,12 +623,6 @@ def diagnose(
         ValueError: a bad option or agent spec, or an agent that does not fit the world model.
         FileNotFoundError: the agent or the world model does not exist.
     """
-    import gymnasium as gym  # the envs are registered: importing any dreamgym module imports dreamgym
-
-    from dreamgym.envs.dynamics import check_temperature
-    from dreamgym.hub import load_world_model
-    from dreamgym.version import __version__
-
     episodes = check_int("episodes", episodes, 1)
     seed = check_int("seed", seed, 0)
     max_steps = check_int("max_steps", max_steps, 1)
@@ -567,70 +646,20 @@ def diagnose(
 
     # One torch thread, as evaluate's episodes run: the same seeds give the same real returns.
     with single_thread():
-        real: list[RealEpisode] = []
-        env = gym.make(REAL_ENV_ID, model=world_model, max_episode_steps=max_steps)
-        try:
-            for s in seeds:
-                real.append(drive_real(env, act, s))
-                log(f"real episode seed {s}: return {real[-1].rewards.sum():.1f} in {real[-1].length} steps")
-        finally:
-            env.close()
-
-        dreams: list[DreamEpisode] = []
-        env = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, max_episode_steps=max_steps)
-        try:
-            for s in seeds:
-                dreams.append(drive_dream(env, act, s))
-        finally:
-            env.close()
-        log(f"dreamt {episodes} first-frame episodes at temperature {temperature}")
-
+        real, dreams = _drive_episodes(world_model, act, seeds, temperature, max_steps, log)
         # The situations: one classifier, applied alike to V's decodings of real and dream z.
         # Row t of a real episode is the state step t was taken in; its final row took no step.
         real_road = [_road_labels(road_fraction(_decode(world_model, ep.z[:-1]), crop), zoom_steps) for ep in real]
         frame_road = [_road_labels(road_fraction(ep.frames[:-1], crop), zoom_steps) for ep in real]
         dream_road = [_road_labels(road_fraction(_decode(world_model, ep.z), crop), zoom_steps) for ep in dreams]
-
         predictions = [teacher_forced(world_model, ep) for ep in real]
-
         predict = _batch_predict(loaded)
         open_loop = []
         for horizon in horizons:
-            starts, dream_returns, real_returns, dream_lengths, real_lengths, start_road = [], [], [], [], [], []
-            for ep, road in zip(real, real_road):
-                points = branch_starts(ep.length, ep.terminated, horizon, branch_every)
-                if not points:
-                    continue
-                returns, lengths = open_loop_returns(world_model, predict, ep, points, horizon, temperature)
-                starts += [(ep.seed, t) for t in points]
-                dream_returns.append(returns)
-                dream_lengths.append(lengths)
-                real_returns.append([ep.rewards[t : t + horizon].sum() for t in points])
-                real_lengths.append([min(horizon, ep.length - t) for t in points])
-                start_road += [road[t] for t in points]
-            open_loop.append(_open_loop_summary(
-                horizon, starts,
-                np.concatenate(dream_returns) if dream_returns else np.zeros(0),
-                np.concatenate(real_returns) if real_returns else np.zeros(0),
-                np.concatenate(dream_lengths) if dream_lengths else np.zeros(0, dtype=np.int64),
-                np.concatenate(real_lengths) if real_lengths else np.zeros(0, dtype=np.int64),
-                start_road,
-            ))
-            log(f"open loop K={horizon}: {len(starts)} branches")
+            open_loop.append(_open_loop(world_model, predict, real, real_road, horizon, branch_every, temperature))
+            log(f"open loop K={horizon}: {open_loop[-1]['branches']} branches")
 
-    real_summary = _situations(
-        [float(ep.rewards.sum()) for ep in real], [ep.length for ep in real], [_on_road_share(r) for r in real_road]
-    )
-    frame_shares = [_on_road_share(r) for r in frame_road]
-    real_summary["on_road_fractions_frame"] = frame_shares
-    real_summary["on_road_fraction_frame"] = _mean([s for s in frame_shares if s is not None])
-    real_summary["terminated"] = [ep.terminated for ep in real]
-    dream_summary = _situations(
-        [float(ep.rewards.sum()) for ep in dreams], [ep.length for ep in dreams],
-        [_on_road_share(r) for r in dream_road],
-    )
-    dream_summary["terminated"] = [ep.terminated for ep in dreams]
-
+    real_summary, dream_summary = _situation_summaries(real, dreams, real_road, frame_road, dream_road)
     result: dict[str, Any] = {
         "agent": agent,
         "agent_kind": spec.kind,
@@ -726,7 +755,7 @@ def plot_diagnosis(result: dict[str, Any], path: str | os.PathLike) -> Path:
     returns of the open-loop branches; on-road fraction, reward per step and episode
     length, dream against real.
     """
-    import matplotlib
+    import matplotlib  # deferred: half a second to import, and only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

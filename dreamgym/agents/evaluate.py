@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dreamgym.agents.cmaes import evaluate_population
+from dreamgym.agents.controller import LinearController
 
 # AgentSpec, load_agent and parse_agent_spec were first here: still exported (see __all__).
 from dreamgym.agents.specs import (
@@ -35,7 +41,12 @@ from dreamgym.agents.specs import (
     resolve_agent_model,
 )
 from dreamgym.backends import Backend, LocalBackend, headless, make_backend, run_episodes
+from dreamgym.checkpoints import module_fingerprint
+from dreamgym.envs.dynamics import check_temperature
+from dreamgym.files import atomic_write_json
+from dreamgym.hub import load_world_model
 from dreamgym.validation import check_int
+from dreamgym.version import __version__
 
 __all__ = ["DREAM_ENV_ID", "REAL_ENV_ID", "AgentSpec", "evaluate", "load_agent", "parse_agent_spec", "run_episode"]
 
@@ -66,16 +77,12 @@ class _EpisodeConfig:
 
 
 def _make_real_env(config: _EpisodeConfig) -> Any:
-    import gymnasium as gym  # the envs are registered: importing any dreamgym module imports dreamgym
-
     return gym.make(REAL_ENV_ID, model=config.model, revision=config.revision, max_episode_steps=config.max_steps)
 
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     """One torch thread, as one env per core wants; in-process runs thus match the workers' bit for bit."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -119,20 +126,13 @@ def _dream_returns(
     act: Agent, loaded: Any, world_model: Any, seeds: Sequence[int], temperature: float, max_steps: int, progress: bool
 ) -> tuple[list[float], list[int]]:
     """Dream episodes for ``seeds``: one batch for a controller, one by one for any other agent."""
-    from dreamgym.agents.controller import LinearController
-
     if isinstance(loaded, LinearController):
-        from dreamgym.agents.cmaes import evaluate_population
-
         # All episodes in one batched dream, as in training: the same episodes as
         # DreamCarRacing-v0 reset with each seed (up to float rounding), many times faster.
         returns, lengths = evaluate_population(
             world_model, loaded.flat()[None], seeds, temperature, max_steps, return_lengths=True
         )
         return [float(r) for r in returns[0]], [int(n) for n in lengths[0]]
-
-    import gymnasium as gym
-    from tqdm.auto import tqdm
 
     env = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, max_episode_steps=max_steps)
     returns, lengths = [], []
@@ -216,14 +216,6 @@ def evaluate(
         RuntimeError: a worker failed, or died more than the backend's ``max_retries`` times.
         ImportError: ``backend="ray"`` without Ray installed.
     """
-    from tqdm.auto import tqdm
-
-    from dreamgym.checkpoints import module_fingerprint
-    from dreamgym.envs.dynamics import check_temperature
-    from dreamgym.files import atomic_write_json
-    from dreamgym.hub import load_world_model
-    from dreamgym.version import __version__
-
     episodes = check_int("episodes", episodes, 1)
     seed = check_int("seed", seed, 0)
     workers = check_int("workers", workers, 1)
@@ -245,14 +237,8 @@ def evaluate(
     # in-memory WorldModel is sent to them, pickled. Paths go absolute: a Ray worker may not
     # share this process's working directory.
     config = _EpisodeConfig(dataclasses.replace(spec, path=os.path.abspath(spec.path)), _absolute(model), revision, max_steps)
-    returns, lengths, finished = [0.0] * episodes, [0] * episodes, []
     runner.start()
-    with tqdm(total=episodes, desc="real", unit="ep", disable=not progress) as bar:
-        for i, total, length in _real_pool(config, seeds, runner, bar):
-            returns[i], lengths[i] = total, length
-            finished.append(total)
-            bar.set_postfix(mean=f"{np.mean(finished):.1f}", refresh=False)
-
+    returns, lengths = _play_real(config, seeds, runner, progress)
     result: dict[str, Any] = {
         "agent": agent,
         "agent_kind": spec.kind,
@@ -285,10 +271,28 @@ def evaluate(
     result["dreamgym_version"] = __version__
     result["wall_seconds"] = time.perf_counter() - started
     if out is not None:
-        path = Path(out)
-        if path.is_dir():
-            path = path / RESULTS_FILE
-        atomic_write_json(path, result)
-        if progress:
-            print(f"wrote {path}", file=sys.stderr)
+        _write_result(out, result, progress)
     return result
+
+
+def _play_real(
+    config: _EpisodeConfig, seeds: list[int], runner: Backend[Any, Any], progress: bool
+) -> tuple[list[float], list[int]]:
+    """The real episodes of ``seeds``, played on ``runner``: their returns and lengths, in seed order."""
+    returns, lengths, finished = [0.0] * len(seeds), [0] * len(seeds), []
+    with tqdm(total=len(seeds), desc="real", unit="ep", disable=not progress) as bar:
+        for i, total, length in _real_pool(config, seeds, runner, bar):
+            returns[i], lengths[i] = total, length
+            finished.append(total)
+            bar.set_postfix(mean=f"{np.mean(finished):.1f}", refresh=False)
+    return returns, lengths
+
+
+def _write_result(out: str | os.PathLike, result: dict[str, Any], progress: bool) -> None:
+    """Write ``result`` to the file ``out``, or to ``results.json`` in the folder ``out``."""
+    path = Path(out)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    atomic_write_json(path, result)
+    if progress:
+        print(f"wrote {path}", file=sys.stderr)

@@ -21,6 +21,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
+from dreamgym.agents.cmaes import SNAPSHOT_DIR, STAGE
 from dreamgym.agents.evaluate import evaluate
 from dreamgym.checkpoints import CHECKPOINT_DIR, checkpoint_paths
 from dreamgym.files import atomic_write, atomic_write_json, read_json
@@ -149,8 +150,6 @@ def validate_controller_snapshots(
     with the generation and the dream steps it took. Snapshots already scored with the same
     episodes and seeds are kept, not run again, so an interrupted run resumes.
     """
-    from dreamgym.agents.cmaes import SNAPSHOT_DIR, STAGE
-
     out = Path(out)
     snapshots = sorted((out / SNAPSHOT_DIR).glob("generation-*"))
     if not snapshots:

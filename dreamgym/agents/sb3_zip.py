@@ -34,6 +34,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
 from dreamgym.errors import UnsafeAgentError
 
@@ -130,8 +132,6 @@ def _policy_kwargs(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _schedule_from_text(text: str) -> Any:
-    from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule
-
     match = re.fullmatch(r"\s*(\w+)\((.*)\)\s*", text)
     if not match:
         raise _CannotRebuild(text)
@@ -144,8 +144,6 @@ def _schedule_from_text(text: str) -> Any:
 
 
 def _schedule(value: dict[str, Any]) -> Any:
-    from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
-
     kind = _type_name(value).rpartition(".")[2]
     try:
         if kind == "FloatSchedule":
@@ -170,8 +168,6 @@ def safe_custom_objects(data: dict[str, Any], algorithm: type, file: str) -> dic
     Raises:
         UnsafeAgentError: naming every pickled field that cannot be rebuilt safely.
     """
-    from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
-
     custom: dict[str, Any] = {}
     refused = []
     for key, value in data.items():

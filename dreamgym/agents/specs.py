@@ -23,6 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from dreamgym.agents import controller as controller_module
+from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, LinearController, reference_controller_installed
+from dreamgym.agents.mlp_policy import POLICY_CONFIG_FILE, MlpPolicyAgent
+from dreamgym.models.world_model import WorldModel
+
 __all__ = [
     "Agent",
     "AgentSpec",
@@ -60,18 +65,16 @@ def parse_agent_spec(spec: str, allow_pickle: bool = False) -> AgentSpec:
         FileNotFoundError: the named file or folder does not exist, or ``reference``
             is asked for and none is installed.
     """
-    from dreamgym.agents.controller import CONTROLLER_CONFIG_FILE, REFERENCE_DIR, reference_controller_installed
-    from dreamgym.agents.mlp_policy import POLICY_CONFIG_FILE
-
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"agent spec must be a non-empty string, got {spec!r}")
     if spec == "reference":
+        reference = controller_module.REFERENCE_DIR  # read now, as reference_controller_installed does
         if not reference_controller_installed():
             raise FileNotFoundError(
-                f"no reference controller is installed (expected one in {str(REFERENCE_DIR)!r}); "
+                f"no reference controller is installed (expected one in {str(reference)!r}); "
                 "pass a controller folder written by `dreamgym train-controller` instead"
             )
-        return AgentSpec("controller", str(REFERENCE_DIR), spec)
+        return AgentSpec("controller", str(reference), spec)
     if spec.startswith("sb3:"):
         path = spec[len("sb3:") :]
         if not path:
@@ -111,16 +114,12 @@ def load_agent(spec: AgentSpec | str) -> tuple[Agent, Any]:
     if isinstance(spec, str):
         spec = parse_agent_spec(spec)
     if spec.kind == "controller":
-        from dreamgym.agents.controller import LinearController
-
         controller = LinearController.load(spec.path)
         return controller.act, controller
     if spec.kind == "mlp":
-        from dreamgym.agents.mlp_policy import MlpPolicyAgent
-
         policy = MlpPolicyAgent.load(spec.path)
         return policy.act, policy
-    try:
+    try:  # deferred: Stable-Baselines3 takes over a second to import, and only sb3: agents need it
         from dreamgym.agents.sb3 import load_sb3_agent
     except ImportError as err:
         raise ValueError(f"agent {spec.spec!r} needs dreamgym.agents.sb3, which cannot be imported: {err}") from err
@@ -170,8 +169,6 @@ def resolve_agent_model(spec: AgentSpec, loaded: Any, model: Any, revision: str 
 
 def describe_model(model: Any) -> str | None:
     """How a results file names the world model: its folder or Hub id, ``"<in-memory WorldModel>"``, or None for the default."""
-    from dreamgym.models.world_model import WorldModel
-
     if model is None:
         return None
     if isinstance(model, WorldModel):

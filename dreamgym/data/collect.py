@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import filelock
+import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -52,8 +53,6 @@ class _WorkerConfig:
 
 
 def _make_env(env_id: str, max_steps: int) -> Any:
-    import gymnasium as gym
-
     return gym.make(env_id, continuous=True, max_episode_steps=max_steps)
 
 
@@ -131,8 +130,6 @@ def _check_env(env_id: str, max_steps: int) -> None:
         raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
     if env_id == DEFAULT_ENV_ID:
         return
-    import gymnasium as gym
-
     try:
         gym.spec(env_id)
     except gym.error.Error as exc:
