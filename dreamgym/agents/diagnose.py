@@ -683,12 +683,16 @@ def diagnose(
         "wall_seconds": time.perf_counter() - started,
     }
     if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / DIAGNOSE_FILE, result, sort_keys=False, allow_nan=False)
-        plot_diagnosis(result, folder / PLOT_FILE)
-        log(f"wrote {folder / DIAGNOSE_FILE} and {folder / PLOT_FILE}")
+        _write_diagnosis(Path(out), result, log)
     return result
+
+
+def _write_diagnosis(folder: Path, result: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Write ``diagnose.json`` and ``diagnose.png`` into ``folder`` (created if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / DIAGNOSE_FILE, result, sort_keys=False, allow_nan=False)
+    plot_diagnosis(result, folder / PLOT_FILE)
+    log(f"wrote {folder / DIAGNOSE_FILE} and {folder / PLOT_FILE}")
 
 
 # ------------------------------------------------------------------- table and plot
@@ -763,62 +767,20 @@ def plot_diagnosis(result: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     real, dream, first = result["real"], result["dream"], result["teacher_forced"]["episodes"][0]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-
-    ax = axes[0][0]
-    steps = np.arange(len(first["real_rewards"]))
-    ax.plot(steps, first["real_rewards"], lw=0.8, label="real reward")
-    ax.plot(steps, first["predicted_rewards"], lw=0.8, label="M's reward (teacher-forced)")
-    twin = ax.twinx()
-    twin.plot(steps, np.cumsum(first["real_rewards"]), ls="--", color="C0", lw=1)
-    twin.plot(steps, np.cumsum(first["predicted_rewards"]), ls="--", color="C1", lw=1)
-    twin.set_ylabel("return so far (dashed)", fontsize=8)
-    ax.set_title(f"reward per step, real episode seed {first['seed']}", fontsize=9)
-    ax.set_xlabel("step", fontsize=8)
-    ax.legend(fontsize=7, loc="upper left")
-
-    ax = axes[0][1]
-    ax.plot(steps, first["termination_probability"], lw=0.8, color="C3")
-    ax.axhline(0.5, color="grey", ls=":", lw=0.8)
-    if first["terminated"]:
-        ax.axvline(steps[-1], color="black", ls="--", lw=0.8, label="real termination")
-        ax.legend(fontsize=7)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("M's termination probability (teacher-forced)", fontsize=9)
-    ax.set_xlabel("step", fontsize=8)
-
-    ax = axes[0][2]
-    values = []
-    for i, entry in enumerate(result["open_loop"]):
-        ax.scatter(entry["real_returns"], entry["dream_returns"], s=10, alpha=0.7, color=f"C{i}",
-                   label=f"K={entry['horizon']} (bias {_fmt(entry['bias'], '+.1f')})")
-        values += entry["real_returns"] + entry["dream_returns"]
-    if values:
-        low, high = min(values), max(values)
-        ax.plot([low, high], [low, high], color="grey", lw=0.8, ls=":")
-        ax.legend(fontsize=7)
-    ax.set_xlabel("real K-step return", fontsize=8)
-    ax.set_ylabel("dream K-step return", fontsize=8)
-    ax.set_title("open loop from real states: dream vs real", fontsize=9)
-
-    def bars(ax: Any, title: str, named: list[tuple[str, Any, list[Any]]]) -> None:
-        for i, (label, mean, points) in enumerate(named):
-            ax.bar(i, 0.0 if mean is None else mean, color=f"C{i}", alpha=0.6)
-            known = [p for p in points if p is not None]
-            ax.scatter([i] * len(known), known, color="black", s=8, zorder=3)
-        ax.set_xticks(range(len(named)), [n for n, _, _ in named], fontsize=8)
-        ax.set_title(title, fontsize=9)
-
-    bars(axes[1][0], "on-road fraction (dots: episodes)", [
+    _plot_rewards(axes[0][0], first)
+    _plot_termination(axes[0][1], first)
+    _plot_open_loop(axes[0][2], result["open_loop"])
+    _bars(axes[1][0], "on-road fraction (dots: episodes)", [
         ("dream (V)", dream["on_road_fraction"], dream["on_road_fractions"]),
         ("real (V)", real["on_road_fraction"], real["on_road_fractions"]),
         ("real frame", real["on_road_fraction_frame"], real["on_road_fractions_frame"]),
     ])
     axes[1][0].set_ylim(0, 1.05)
-    bars(axes[1][1], "reward per step", [
+    _bars(axes[1][1], "reward per step", [
         ("dream", dream["mean_reward_rate"], dream["reward_rates"]),
         ("real", real["mean_reward_rate"], real["reward_rates"]),
     ])
-    bars(axes[1][2], "episode length", [
+    _bars(axes[1][2], "episode length", [
         ("dream", dream["mean_length"], dream["lengths"]),
         ("real", real["mean_length"], real["lengths"]),
     ])
@@ -830,3 +792,56 @@ def plot_diagnosis(result: dict[str, Any], path: str | os.PathLike) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _plot_rewards(ax: Any, first: dict[str, Any]) -> None:
+    """M's teacher-forced rewards and return so far against the real ones, along the first real episode."""
+    steps = np.arange(len(first["real_rewards"]))
+    ax.plot(steps, first["real_rewards"], lw=0.8, label="real reward")
+    ax.plot(steps, first["predicted_rewards"], lw=0.8, label="M's reward (teacher-forced)")
+    twin = ax.twinx()
+    twin.plot(steps, np.cumsum(first["real_rewards"]), ls="--", color="C0", lw=1)
+    twin.plot(steps, np.cumsum(first["predicted_rewards"]), ls="--", color="C1", lw=1)
+    twin.set_ylabel("return so far (dashed)", fontsize=8)
+    ax.set_title(f"reward per step, real episode seed {first['seed']}", fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def _plot_termination(ax: Any, first: dict[str, Any]) -> None:
+    """M's teacher-forced termination probability along the first real episode."""
+    steps = np.arange(len(first["real_rewards"]))
+    ax.plot(steps, first["termination_probability"], lw=0.8, color="C3")
+    ax.axhline(0.5, color="grey", ls=":", lw=0.8)
+    if first["terminated"]:
+        ax.axvline(steps[-1], color="black", ls="--", lw=0.8, label="real termination")
+        ax.legend(fontsize=7)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("M's termination probability (teacher-forced)", fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+
+
+def _plot_open_loop(ax: Any, open_loop: list[dict[str, Any]]) -> None:
+    """Dream against real K-step returns of the open-loop branches, one colour per horizon."""
+    values = []
+    for i, entry in enumerate(open_loop):
+        ax.scatter(entry["real_returns"], entry["dream_returns"], s=10, alpha=0.7, color=f"C{i}",
+                   label=f"K={entry['horizon']} (bias {_fmt(entry['bias'], '+.1f')})")
+        values += entry["real_returns"] + entry["dream_returns"]
+    if values:
+        low, high = min(values), max(values)
+        ax.plot([low, high], [low, high], color="grey", lw=0.8, ls=":")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("real K-step return", fontsize=8)
+    ax.set_ylabel("dream K-step return", fontsize=8)
+    ax.set_title("open loop from real states: dream vs real", fontsize=9)
+
+
+def _bars(ax: Any, title: str, named: list[tuple[str, Any, list[Any]]]) -> None:
+    """One bar per ``(name, mean, points)``, with the points (one per episode) as dots on it."""
+    for i, (_name, mean, points) in enumerate(named):
+        ax.bar(i, 0.0 if mean is None else mean, color=f"C{i}", alpha=0.6)
+        known = [p for p in points if p is not None]
+        ax.scatter([i] * len(known), known, color="black", s=8, zorder=3)
+    ax.set_xticks(range(len(named)), [n for n, _, _ in named], fontsize=8)
+    ax.set_title(title, fontsize=9)

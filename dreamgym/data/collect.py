@@ -234,39 +234,16 @@ def collect(
 
     store = EpisodeStore(out)
     with _exclusive(store):
-        adopted = store.recover()
-        if adopted:
-            logger.info("adopted %d finished shards the manifest had missed: seeds %s", len(adopted), adopted)
-        wanted = range(seed, seed + episodes)
         settings = {"env_id": env_id, "policy": policy, "max_steps": max_steps}
-        _check_conflicts(store, wanted, settings)
-        if verify:
-            dropped = store.drop_corrupt(wanted)
-            if dropped:
-                logger.warning("collecting again %d episodes whose shards failed their checksum: seeds %s", len(dropped), dropped)
-        done = store.seeds()
-        todo = [s for s in wanted if s not in done]
+        todo = _seeds_to_collect(store, range(seed, seed + episodes), settings, verify)
         # Absolute: a Ray worker may not share this process's working directory.
         config = _WorkerConfig(env_id=env_id, policy=policy, max_steps=max_steps, root=os.path.abspath(store.root))
         used = min(runner.workers, len(todo))
         if todo:
             runner.start()  # starting or joining a Ray cluster is not collection time
-        start, steps = time.perf_counter(), 0
+        start = time.perf_counter()
         with tqdm(total=episodes, initial=episodes - len(todo), desc="collect", unit="ep", disable=not progress) as bar:
-            for _, entry in run_episodes(
-                runner, _collect_worker, config, todo, job="collection",
-                on_stop="finished episodes are kept, run collect again to resume",
-            ):
-                if not (store.root / entry["file"]).is_file():
-                    raise RuntimeError(
-                        f"a {runner.name} worker wrote {entry['file']}, but it is not in {store.root} here: "
-                        f"the store must be on storage that every node sees at the same path"
-                    )
-                store.record({**entry, **settings})
-                steps += int(entry["length"])
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(steps_per_s=f"{steps / elapsed:.0f}", ret=f"{entry['return']:.0f}", refresh=False)
-                bar.update(1)
+            steps = _collect_into(store, runner, config, todo, settings, bar)
         elapsed = time.perf_counter() - start
         if todo:
             logger.info(
@@ -277,6 +254,49 @@ def collect(
         else:
             logger.info("nothing to collect: %s already holds seeds %d..%d", store.root, seed, seed + episodes - 1)
     return store
+
+
+def _seeds_to_collect(store: EpisodeStore, wanted: range, settings: dict[str, Any], verify: bool) -> list[int]:
+    """The seeds of ``wanted`` the store lacks, after repairing it (and dropping corrupt shards, with ``verify``)."""
+    adopted = store.recover()
+    if adopted:
+        logger.info("adopted %d finished shards the manifest had missed: seeds %s", len(adopted), adopted)
+    _check_conflicts(store, wanted, settings)
+    if verify:
+        dropped = store.drop_corrupt(wanted)
+        if dropped:
+            logger.warning(
+                "collecting again %d episodes whose shards failed their checksum: seeds %s", len(dropped), dropped
+            )
+    done = store.seeds()
+    return [s for s in wanted if s not in done]
+
+
+def _collect_into(
+    store: EpisodeStore,
+    runner: Backend[Any, Any],
+    config: _WorkerConfig,
+    todo: list[int],
+    settings: dict[str, Any],
+    bar: Any,
+) -> int:
+    """Run the episodes of ``todo`` on ``runner`` and list each in the store as it finishes; return their steps."""
+    start, steps = time.perf_counter(), 0
+    for _, entry in run_episodes(
+        runner, _collect_worker, config, todo, job="collection",
+        on_stop="finished episodes are kept, run collect again to resume",
+    ):
+        if not (store.root / entry["file"]).is_file():
+            raise RuntimeError(
+                f"a {runner.name} worker wrote {entry['file']}, but it is not in {store.root} here: "
+                f"the store must be on storage that every node sees at the same path"
+            )
+        store.record({**entry, **settings})
+        steps += int(entry["length"])
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(steps_per_s=f"{steps / elapsed:.0f}", ret=f"{entry['return']:.0f}", refresh=False)
+        bar.update(1)
+    return steps
 
 
 def _check_conflicts(store: EpisodeStore, seeds: range, settings: dict[str, Any]) -> None:

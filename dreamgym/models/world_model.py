@@ -8,7 +8,7 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -287,34 +287,40 @@ class WorldModel(
         config: dict | None = None,
         **model_kwargs: Any,
     ) -> WorldModel:
+        """Load the world model ``model_id`` (a folder, or a Hub repo) whose config the mixin read into ``config``.
+
+        Everything is checked before the weights are allocated: the config, the weights'
+        sha256 and the tensor names and shapes in the safetensors header.
+        """
         if config is None:
-            if not os.path.isdir(model_id):
-                try:  # re-fetch to surface why the mixin found no config: no repo, no revision, offline...
-                    hf_hub_download(
-                        repo_id=model_id, filename=MODEL_CONFIG_FILE, revision=revision, cache_dir=cache_dir,
-                        token=token, local_files_only=local_files_only,
-                    )
-                except (EntryNotFoundError, RepositoryNotFoundError) as err:
-                    # Some Hub-compatible servers answer a missing file as a missing repo; a
-                    # listing tells the two apart.
-                    files = _repo_files(model_id, revision, token)
-                    if files is None:
-                        raise
-                    raise WorldModelFormatError(
-                        f"Hub repo {model_id!r} has no {MODEL_CONFIG_FILE}: it is not a dreamgym world model "
-                        f"(it holds {sorted(files)})"
-                    ) from err
-            raise WorldModelFormatError(
-                f"world model {model_id!r} has no readable {MODEL_CONFIG_FILE}; a dreamgym world model holds "
-                f"{MODEL_CONFIG_FILE} and {MODEL_WEIGHTS_FILE}"
-            )
-        config = dict(config)
+            _explain_missing_config(model_id, revision, cache_dir, token, local_files_only)
+        config_obj, expected_sha, expected = cls._checked_config(dict(config), model_id)
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, MODEL_WEIGHTS_FILE)
+        else:
+            weights = _download_weights(model_id, revision, cache_dir, force_download, token, local_files_only)
+        what = f"{MODEL_WEIGHTS_FILE} of world model {model_id!r}"
+        header = read_safetensors_header(weights, what)
+        if expected_sha is not None:
+            check_sha256(weights, expected_sha, what, WorldModelChecksumError)
+        check_weights_header(header, expected, what)
+        model = cls(config_obj)
+        load_weights_strict(model, weights, source=model_id)
+        check_start_bank(model, source=model_id)
+        return model.to(map_location).eval()
+
+    @classmethod
+    def _checked_config(
+        cls, config: dict[str, Any], model_id: str
+    ) -> tuple[WorldModelConfig, str | None, dict[str, tuple[int, ...]]]:
+        """The config read from ``config.json``, the weights' sha256 it records, and the tensor shapes it implies."""
         expected_sha = config.pop(WEIGHTS_SHA256_KEY, None)
         if expected_sha is not None and (
             not isinstance(expected_sha, str) or len(expected_sha) != 64 or set(expected_sha) - set("0123456789abcdef")
         ):
             raise WorldModelFormatError(
-                f"{MODEL_CONFIG_FILE} of world model {model_id!r}: {WEIGHTS_SHA256_KEY} must be 64 lowercase hex digits, got {expected_sha!r}"
+                f"{MODEL_CONFIG_FILE} of world model {model_id!r}: {WEIGHTS_SHA256_KEY} must be 64 lowercase hex "
+                f"digits, got {expected_sha!r}"
             )
         try:
             config_obj = WorldModelConfig.from_dict(config)
@@ -330,34 +336,60 @@ class WorldModel(
                 f"world model {model_id!r}: its config describes {total:,} weights, above the limit of "
                 f"{MAX_WEIGHT_ELEMENTS:,}; refusing to allocate them"
             )
-        if os.path.isdir(model_id):
-            weights = os.path.join(model_id, MODEL_WEIGHTS_FILE)
-        else:
-            try:
-                weights = hf_hub_download(
-                    repo_id=model_id,
-                    filename=MODEL_WEIGHTS_FILE,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    force_download=force_download,
-                    token=token,
-                    local_files_only=local_files_only,
-                )
-            except (EntryNotFoundError, RepositoryNotFoundError) as err:
-                # The config came from this repo, so it exists: the weights file is what is missing.
-                files = _repo_files(model_id, revision, token)
-                if files is None:
-                    raise
-                raise WorldModelFormatError(_missing_weights_message(model_id, files)) from err
-        what = f"{MODEL_WEIGHTS_FILE} of world model {model_id!r}"
-        header = read_safetensors_header(weights, what)
-        if expected_sha is not None:
-            check_sha256(weights, expected_sha, what, WorldModelChecksumError)
-        check_weights_header(header, expected, what)
-        model = cls(config_obj)
-        load_weights_strict(model, weights, source=model_id)
-        check_start_bank(model, source=model_id)
-        return model.to(map_location).eval()
+        return config_obj, expected_sha, expected
+
+
+def _explain_missing_config(
+    model_id: str, revision: str | None, cache_dir: str | Path | None, token: str | bool | None, local_files_only: bool
+) -> NoReturn:
+    """Raise the reason the mixin found no ``config.json`` for ``model_id``: no repo, no revision, offline, not ours."""
+    if not os.path.isdir(model_id):
+        try:  # re-fetch to surface why the mixin found no config: no repo, no revision, offline...
+            hf_hub_download(
+                repo_id=model_id, filename=MODEL_CONFIG_FILE, revision=revision, cache_dir=cache_dir,
+                token=token, local_files_only=local_files_only,
+            )
+        except (EntryNotFoundError, RepositoryNotFoundError) as err:
+            # Some Hub-compatible servers answer a missing file as a missing repo; a
+            # listing tells the two apart.
+            files = _repo_files(model_id, revision, token)
+            if files is None:
+                raise
+            raise WorldModelFormatError(
+                f"Hub repo {model_id!r} has no {MODEL_CONFIG_FILE}: it is not a dreamgym world model "
+                f"(it holds {sorted(files)})"
+            ) from err
+    raise WorldModelFormatError(
+        f"world model {model_id!r} has no readable {MODEL_CONFIG_FILE}; a dreamgym world model holds "
+        f"{MODEL_CONFIG_FILE} and {MODEL_WEIGHTS_FILE}"
+    )
+
+
+def _download_weights(
+    model_id: str,
+    revision: str | None,
+    cache_dir: str | Path | None,
+    force_download: bool,
+    token: str | bool | None,
+    local_files_only: bool,
+) -> str:
+    """The local path of the Hub repo ``model_id``'s weights file, downloaded if need be."""
+    try:
+        return hf_hub_download(
+            repo_id=model_id,
+            filename=MODEL_WEIGHTS_FILE,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            token=token,
+            local_files_only=local_files_only,
+        )
+    except (EntryNotFoundError, RepositoryNotFoundError) as err:
+        # The config came from this repo, so it exists: the weights file is what is missing.
+        files = _repo_files(model_id, revision, token)
+        if files is None:
+            raise
+        raise WorldModelFormatError(_missing_weights_message(model_id, files)) from err
 
 
 def read_safetensors_header(path: str | os.PathLike, what: str) -> dict[str, Any]:

@@ -146,44 +146,16 @@ def evaluate_world_model(
         heldout_seeds = heldout_seeds[:max_episodes]
     was_training = model.training
     model.eval()
-    device = model.device
-
-    n_episodes = n_frames = 0
-    recon_sq = 0.0
-    nll_sum, n_steps = 0.0, 0
-    reward_abs, reward_sq = 0.0, 0.0
-    true_returns, pred_returns = [], []
-    tp = fp = fn = 0
-    open_loop: dict[int, list[float]] = {k: [] for k in OPEN_LOOP_HORIZONS}
+    scores = _HeldOutScores()
     for episode in load_episodes(store, heldout_seeds):
         frames = np.asarray(episode.frames)
-        n_episodes += 1
-        n_frames += len(frames)
+        scores.n_episodes += 1
+        scores.n_frames += len(frames)
         mu, _ = encode_frames(model, frames)
         if "vae" in parts:
-            for i in range(0, len(frames), ENCODE_BATCH):
-                images = torch.as_tensor(frames[i : i + ENCODE_BATCH], device=device).permute(0, 3, 1, 2).float() / 255
-                recon_sq += (model.vae.decode(mu[i : i + ENCODE_BATCH]) - images).pow(2).sum().item()
-        steps = len(episode.actions)
-        if "rnn" not in parts or steps == 0:
-            continue
-        actions = torch.as_tensor(np.asarray(episode.actions, dtype=np.float32), device=device)
-        rewards = np.asarray(episode.rewards, dtype=np.float64)
-        terminated = np.asarray(episode.terminated, dtype=bool)
-        out = teacher_forced(model.rnn, mu, actions)
-        nll_sum += mixture_nll(out, mu[1:]).mean(-1).sum().item()
-        n_steps += steps
-        pred_reward = out.reward.double().cpu().numpy()
-        reward_abs += np.abs(pred_reward - rewards).sum()
-        reward_sq += np.square(pred_reward - rewards).sum()
-        true_returns.append(rewards.sum())
-        pred_returns.append(pred_reward.sum())
-        predicted = (torch.sigmoid(out.termination_logit) > 0.5).cpu().numpy()
-        tp += int((predicted & terminated).sum())
-        fp += int((predicted & ~terminated).sum())
-        fn += int((~predicted & terminated).sum())
-        for k, errs in open_loop_errors(model.rnn, mu, actions, starts=open_loop_starts).items():
-            open_loop[k].extend(errs)
+            scores.add_reconstructions(model, frames, mu)
+        if "rnn" in parts and len(episode.actions):
+            scores.add_predictions(model, episode, mu, open_loop_starts)
     model.train(was_training)
 
     metrics: dict[str, Any] = {
@@ -191,29 +163,75 @@ def evaluate_world_model(
         "split_seed": seed,
         "train_episodes": len(train_seeds),
         "train_frames": episode_frame_counts(store, train_seeds),
-        "heldout_episodes": n_episodes,
-        "heldout_frames": n_frames,
+        "heldout_episodes": scores.n_episodes,
+        "heldout_frames": scores.n_frames,
     }
     if "vae" in parts:
-        pixels = n_frames * 3 * model.config.image_size**2
-        metrics["vae_recon_mse"] = _finite(_ratio(recon_sq, pixels))
+        pixels = scores.n_frames * 3 * model.config.image_size**2
+        metrics["vae_recon_mse"] = _finite(_ratio(scores.recon_sq, pixels))
     if "rnn" in parts:
-        t_ret, p_ret = np.array(true_returns), np.array(pred_returns)
-        metrics.update(
-            rnn_nll=_finite(_ratio(nll_sum, n_steps)),
-            reward_mae=_finite(_ratio(reward_abs, n_steps)),
-            reward_rmse=_finite(math.sqrt(reward_sq / n_steps)) if n_steps else None,
-            return_correlation=_pearson(p_ret, t_ret),
-            return_mae=float(np.abs(p_ret - t_ret).mean()) if len(t_ret) else None,
-            termination_precision=_ratio(tp, tp + fp),
-            termination_recall=_ratio(tp, tp + fn),
-            termination_positives=tp + fn,
-            termination_predicted=tp + fp,
-            heldout_steps=n_steps,
-        )
-        for k, errs in open_loop.items():
-            metrics[f"open_loop_latent_mse_k{k}"] = _finite(float(np.mean(errs))) if errs else None
+        metrics.update(scores.rnn_metrics())
     return metrics
+
+
+class _HeldOutScores:
+    """The sums :func:`evaluate_world_model` scores from, gathered episode by episode."""
+
+    def __init__(self) -> None:
+        self.n_episodes = self.n_frames = 0
+        self.recon_sq = 0.0
+        self.nll_sum, self.n_steps = 0.0, 0
+        self.reward_abs, self.reward_sq = 0.0, 0.0
+        self.true_returns: list[float] = []
+        self.pred_returns: list[float] = []
+        self.tp = self.fp = self.fn = 0
+        self.open_loop: dict[int, list[float]] = {k: [] for k in OPEN_LOOP_HORIZONS}
+
+    def add_reconstructions(self, model: WorldModel, frames: np.ndarray, mu: torch.Tensor) -> None:
+        """V's squared reconstruction error of an episode's ``frames`` from their ``mu``."""
+        for i in range(0, len(frames), ENCODE_BATCH):
+            images = torch.as_tensor(frames[i : i + ENCODE_BATCH], device=model.device).permute(0, 3, 1, 2).float() / 255
+            self.recon_sq += (model.vae.decode(mu[i : i + ENCODE_BATCH]) - images).pow(2).sum().item()
+
+    def add_predictions(self, model: WorldModel, episode: Any, mu: torch.Tensor, open_loop_starts: int) -> None:
+        """M's teacher-forced errors on an episode of at least one step (``mu``: V's means of its frames)."""
+        actions = torch.as_tensor(np.asarray(episode.actions, dtype=np.float32), device=model.device)
+        rewards = np.asarray(episode.rewards, dtype=np.float64)
+        terminated = np.asarray(episode.terminated, dtype=bool)
+        out = teacher_forced(model.rnn, mu, actions)
+        self.nll_sum += mixture_nll(out, mu[1:]).mean(-1).sum().item()
+        self.n_steps += len(episode.actions)
+        pred_reward = out.reward.double().cpu().numpy()
+        self.reward_abs += np.abs(pred_reward - rewards).sum()
+        self.reward_sq += np.square(pred_reward - rewards).sum()
+        self.true_returns.append(rewards.sum())
+        self.pred_returns.append(pred_reward.sum())
+        predicted = (torch.sigmoid(out.termination_logit) > 0.5).cpu().numpy()
+        self.tp += int((predicted & terminated).sum())
+        self.fp += int((predicted & ~terminated).sum())
+        self.fn += int((~predicted & terminated).sum())
+        for k, errs in open_loop_errors(model.rnn, mu, actions, starts=open_loop_starts).items():
+            self.open_loop[k].extend(errs)
+
+    def rnn_metrics(self) -> dict[str, Any]:
+        """M's scores from the sums so far."""
+        t_ret, p_ret = np.array(self.true_returns), np.array(self.pred_returns)
+        tp, fp, fn, n_steps = self.tp, self.fp, self.fn, self.n_steps
+        metrics = {
+            "rnn_nll": _finite(_ratio(self.nll_sum, n_steps)),
+            "reward_mae": _finite(_ratio(self.reward_abs, n_steps)),
+            "reward_rmse": _finite(math.sqrt(self.reward_sq / n_steps)) if n_steps else None,
+            "return_correlation": _pearson(p_ret, t_ret),
+            "return_mae": float(np.abs(p_ret - t_ret).mean()) if len(t_ret) else None,
+            "termination_precision": _ratio(tp, tp + fp),
+            "termination_recall": _ratio(tp, tp + fn),
+            "termination_positives": tp + fn,
+            "termination_predicted": tp + fp,
+            "heldout_steps": n_steps,
+        }
+        for k, errs in self.open_loop.items():
+            metrics[f"open_loop_latent_mse_k{k}"] = _finite(float(np.mean(errs))) if errs else None
+        return metrics
 
 
 def write_metrics(out: str | Path, metrics: dict[str, Any]) -> Path:

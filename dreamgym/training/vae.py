@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,45 @@ def _finished_model(out: Path, checkpoint_weights: dict[str, torch.Tensor] | Non
     return None
 
 
+def _epoch_function(
+    model: WorldModel,
+    optimizer: torch.optim.Optimizer,
+    frames: torch.Tensor,
+    heldout: torch.Tensor,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+) -> Callable[[int], dict[str, Any]]:
+    """``epoch(index)``: one pass of V over ``frames`` in the order keyed by ``(seed, index + 1)``; its log entry."""
+
+    def epoch(index: int) -> dict[str, Any]:
+        rng = seed_everything(seed, index + 1)
+        model.train()
+        started = time.perf_counter()
+        sums = np.zeros(3)
+        order = batches(len(frames), batch_size, rng)
+        bar = tqdm(order, desc=f"V epoch {index + 1}/{epochs}", disable=not progress, leave=False)
+        for rows in bar:
+            images = to_images(frames[torch.from_numpy(rows).to(frames.device)].to(device, non_blocking=True))
+            loss, recon, kl = vae_step(model, optimizer, images, model.config.kl_free_bits)
+            sums += np.array([loss, recon, kl]) * len(rows)
+            bar.set_postfix(loss=f"{loss:.1f}", recon=f"{recon:.1f}", kl=f"{kl:.2f}")
+        bar.close()
+        mean = sums / len(frames)
+        return {
+            "epoch": index + 1,
+            "loss": float(mean[0]),
+            "recon": float(mean[1]),
+            "kl": float(mean[2]),
+            "heldout_recon_mse": reconstruction_mse(model, heldout),
+            "seconds": time.perf_counter() - started,
+        }
+
+    return epoch
+
+
 def train_vae(
     data: DataSource,
     out: str | Path,
@@ -239,30 +279,7 @@ def train_vae(
         training_record.update(epochs=epochs, batch_size=batch_size, lr=lr, holdout=holdout, seed=seed)
         if len(frames) == 0:
             raise ValueError(f"the {len(train_seeds)} training episodes in {data!s} hold no readable frames")
-
-    def epoch(index: int) -> dict[str, Any]:
-        rng = seed_everything(seed, index + 1)
-        model.train()
-        started = time.perf_counter()
-        sums = np.zeros(3)
-        order = batches(len(frames), batch_size, rng)
-        bar = tqdm(order, desc=f"V epoch {index + 1}/{epochs}", disable=not progress, leave=False)
-        for rows in bar:
-            images = to_images(frames[torch.from_numpy(rows).to(frames.device)].to(device, non_blocking=True))
-            loss, recon, kl = vae_step(model, optimizer, images, config.kl_free_bits)
-            sums += np.array([loss, recon, kl]) * len(rows)
-            bar.set_postfix(loss=f"{loss:.1f}", recon=f"{recon:.1f}", kl=f"{kl:.2f}")
-        bar.close()
-        mean = sums / len(frames)
-        return {
-            "epoch": index + 1,
-            "loss": float(mean[0]),
-            "recon": float(mean[1]),
-            "kl": float(mean[2]),
-            "heldout_recon_mse": reconstruction_mse(model, heldout),
-            "seconds": time.perf_counter() - started,
-        }
-
+    epoch = _epoch_function(model, optimizer, frames, heldout, batch_size, epochs, seed, device, progress)
     line = f"V epoch {{epoch}}/{epochs}: loss {{loss:.2f}} recon {{recon:.2f}} kl {{kl:.2f}} held-out mse {{heldout_recon_mse}}"
     run_stage(
         out, STAGE, what="V", unit="epoch", done=start_epoch, total=epochs, history=history, step=epoch,
