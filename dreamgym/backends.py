@@ -527,6 +527,10 @@ def run_episodes(
       saying so, and ``on_stop`` (what became of the finished episodes).
 
     Args:
+        backend: runs the episodes.
+        make_worker: as for :meth:`Backend.run`.
+        config: as for :meth:`Backend.run`.
+        seeds: as for :meth:`Backend.run`.
         job: what the workers do, for the message (``"collection"``, ``"evaluation"``).
         on_stop: what the user should know when the run stopped early.
     """

@@ -264,8 +264,15 @@ def run_stage(
     already checkpointed: that is said on stderr, and the ``KeyboardInterrupt`` goes on.
 
     Args:
+        out: the output folder of the training.
+        name: the stage's checkpoint and log name (``"vae"``, ``"rnn-member-1"``, ``"cmaes"``).
         what: the stage as the user knows it (``"V"``, ``"M member 1"``, ``"CMA-ES"``).
         unit: what a step is (``"epoch"``, ``"generation"``).
+        done: steps already finished (resumed from the checkpoint).
+        total: steps the stage should have finished when it returns.
+        history: the log entries of the finished steps; new ones are appended to it.
+        step: runs step ``i`` (0-based) and returns its log entry.
+        save: writes the checkpoint after a step, given the history so far.
         report: shows a finished step: a function of its entry, or a line to print (above
             any progress bar) formatted with the entry's keys, ``"epoch {epoch}: loss {loss:.2f}"``.
 

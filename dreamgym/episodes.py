@@ -94,7 +94,7 @@ def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ..
         raise ValueError(f"Episode.{name} must be a numpy array of dtype {np.dtype(dtype)}, got {type(value).__name__}")
     if value.dtype != dtype:
         raise ValueError(f"Episode.{name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
-    if value.ndim != len(shape) or any(want is not None and got != want for got, want in zip(value.shape, shape)):
+    if value.ndim != len(shape) or any(want is not None and got != want for got, want in zip(value.shape, shape, strict=True)):
         raise ValueError(f"Episode.{name} must have shape {shape_text}, got {value.shape}")
 
 

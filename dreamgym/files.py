@@ -113,6 +113,8 @@ def atomic_write_json(path: str | os.PathLike, data: Any, *, sort_keys: bool = T
     """Write ``data`` as JSON indented by 2, with a final newline, through :func:`atomic_write`.
 
     Args:
+        path: the file to write.
+        data: any value JSON can hold.
         sort_keys: sort the keys of objects; False keeps their order (a record whose order
             means something, such as the stages of a build in the order they ran).
         allow_nan: write NaN and infinities as JSON's ``NaN`` / ``Infinity`` extension; False
@@ -133,6 +135,7 @@ def read_json(
     """The JSON value in ``path``.
 
     Args:
+        path: the file to read.
         what: what the file is, for the message (``"controller.json of controller 'runs/c'"``).
         expect: the type the value must have (``dict``: a JSON object, ``list``: an array);
             None accepts any.

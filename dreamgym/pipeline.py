@@ -160,8 +160,10 @@ def _collection_seeds(kwargs: dict[str, Any]) -> range:
 
 
 def _claim_seeds(claimed: list[tuple[str, range]], where: str, kwargs: dict[str, Any], path: Path) -> None:
-    """Refuse a collection whose seeds overlap an earlier one's: the store already holds those
-    episodes, so it would silently collect nothing new (a round inherits round 0's ``seed``).
+    """Refuse a collection whose seeds overlap an earlier one's, and note its seeds in ``claimed``.
+
+    The store already holds those episodes, so it would silently collect nothing new (a
+    round inherits round 0's ``seed``).
     """
     try:
         seeds = _collection_seeds(kwargs)
@@ -401,6 +403,7 @@ def ship_controller(controller: Path, stage: Path, record_as: dict[str, Any] | N
 
     Args:
         controller: a controller folder, or the output folder of a CMA-ES run.
+        stage: the folder being staged.
         record_as: when packaging, where ``stage`` will end up, as ``controller.json`` records
             a world model: the run's selected controller
             (:func:`~dreamgym.agents.cmaes.select_controller`) is shipped, its record names

@@ -213,6 +213,7 @@ class PlaySession:
         """Play until ``q``/``Esc``/the window closes, or ``max_steps`` ticks.
 
         Args:
+            max_steps: stop after this many ticks; None plays on until the window closes.
             scripted_events: ``(tick, event)`` pairs: each event is handled just before
                 tick number ``tick`` (counted from 0 over the whole session, across resets).
 

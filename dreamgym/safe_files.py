@@ -34,6 +34,7 @@ def check_model_folder(path: str | os.PathLike, doing: str) -> Path:
     """``path`` as a world model folder: one holding ``config.json``.
 
     Args:
+        path: the folder.
         doing: what needs the folder, for the message (``"nothing to inspect"``).
 
     Raises:

@@ -99,7 +99,7 @@ def compose_frame(panels: Sequence[np.ndarray], labels: Sequence[str], step: int
     big = [upscale(p, scale) for p in panels]
     height, width = big[0].shape[:2]
     canvas = np.zeros((LABEL_HEIGHT + height, width * len(big), 3), dtype=np.uint8)
-    for i, (panel, label) in enumerate(zip(big, labels)):
+    for i, (panel, label) in enumerate(zip(big, labels, strict=True)):
         canvas[LABEL_HEIGHT:, i * width : (i + 1) * width] = panel
         _draw_label(canvas, label, i * width + 4)
     # The step goes under the first label, where it never overlaps a panel's name at small scales.
@@ -144,10 +144,14 @@ def make_video(
     """Real | reconstruction | dream video of one start; see the module doc.
 
     Args:
-        scale: how many screen pixels each of a panel's 64x64 pixels becomes.
         agent: agent spec as in ``dreamgym evaluate`` (controller folder, ``reference``,
             ``sb3:agent.zip``); None: the reference controller.
+        steps: real steps from the start, and as many dream steps.
+        out: the video file, ``.mp4`` or ``.gif``.
         model: world model (folder, Hub id or WorldModel); None: the shipped default.
+        seed: seed of the real start (the track).
+        temperature: the dream's temperature.
+        scale: how many screen pixels each of a panel's 64x64 pixels becomes.
         allow_pickle: load an SB3 agent's zip by unpickling it (only for a file you trust).
 
     Returns:
@@ -292,10 +296,10 @@ def plot_curves(history: list[dict[str, Any]], title: str, path: Path) -> Path |
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes.flat, keys, strict=False):  # the grid may have spare panels
         # Sparse keys (e.g. held-out scores every few generations) are plotted where present.
-        points = [(xi, row[key]) for xi, row in zip(x, history) if isinstance(row.get(key), (int, float))]
-        xs, ys = zip(*points)
+        points = [(xi, row[key]) for xi, row in zip(x, history, strict=True) if isinstance(row.get(key), (int, float))]
+        xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, marker="o" if len(ys) < 30 else None, markersize=3)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel(x_key or "entry", fontsize=8)

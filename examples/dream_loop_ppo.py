@@ -1,4 +1,4 @@
-"""The paper's iterative loop with a PPO agent: collect with the best agent, fine-tune M, retrain PPO.
+r"""The paper's iterative loop with a PPO agent: collect with the best agent, fine-tune M, retrain PPO.
 
 Ha & Schmidhuber's loop (and Olesen et al.'s, which went from 356 to 708 real) grows the
 data where the agent drives: each round
@@ -19,7 +19,7 @@ rewritten. Every stage resumes or is skipped when finished, so a killed run goes
 stopped: run the same command again. The final test belongs to other seeds:
 ``dreamgym evaluate OUT/round-K/agent --episodes 100 --seed 30000``.
 
-    python examples/dream_loop_ppo.py --data data/carracing --agent results/dream_to_real/ppo-ff-shipped-3M \\
+    python examples/dream_loop_ppo.py --data data/carracing --agent results/dream_to_real/ppo-ff-shipped-3M \
         --agent-validation results/dream_to_real/ppo-ff-shipped.json --rounds 6 --out runs/loop
 """
 

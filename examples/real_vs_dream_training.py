@@ -1,13 +1,13 @@
-"""Real score against dream training: does what an agent learns in the dream carry to the real car?
+r"""Real score against dream training: does what an agent learns in the dream carry to the real car?
 
 Each run is a folder with a ``validation.json``: an SB3 run of ``examples/ppo_in_the_dream.py``
 (its validation callback writes one), or a CMA-ES run of ``dreamgym train-controller`` whose
 ES-mean snapshots this script scores on the real validation seeds first (``--validate``,
 resumable: snapshots already scored are kept).
 
-    python examples/real_vs_dream_training.py \\
-        --runs "PPO, first frame=runs/ppo-ff" "PPO, trajectory H=200=runs/ppo-traj" \\
-        --cmaes "CMA-ES, trajectory H=200=runs/cma-traj" --model runs/wm --validate \\
+    python examples/real_vs_dream_training.py \
+        --runs "PPO, first frame=runs/ppo-ff" "PPO, trajectory H=200=runs/ppo-traj" \
+        --cmaes "CMA-ES, trajectory H=200=runs/cma-traj" --model runs/wm --validate \
         --out results/real_vs_dream_training
 
 Writes ``OUT.png`` (real return, solid, and dream return, dashed, against dream steps; one
@@ -90,7 +90,7 @@ if __name__ == "__main__":
         raise SystemExit("give at least one run with --runs or --cmaes")
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.0), squeeze=False)
     lines = ["# Real score against dream training", ""]
-    for ax, kind in zip(axes[0], panels):
+    for ax, kind in zip(axes[0], panels, strict=True):
         for i, (label, record) in enumerate(records[kind]):
             history = record["history"]
             x = [e["timesteps"] / 1e6 for e in history]

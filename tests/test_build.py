@@ -94,7 +94,7 @@ def test_package_writes_fp16_weights_and_a_card_from_the_metrics(built, tmp_path
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    ("change", "message"),
     [
         ({"colect": {}}, "unknown sections"),
         ({"vae": {"epochs": 1, "learning_rate": 1}}, "unknown keys"),
@@ -198,9 +198,9 @@ def test_iterative_build_retrains_m_and_c_on_all_rounds(iterated):
     check_env(env.unwrapped)
     # Round 1 kept round 0's V and retrained M from scratch.
     v0, v1 = WorldModel.from_pretrained(out), WorldModel.from_pretrained(final)
-    for (name, a), b in zip(v0.vae.state_dict().items(), v1.vae.state_dict().values()):
+    for (name, a), b in zip(v0.vae.state_dict().items(), v1.vae.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert any(not torch.equal(a, b) for a, b in zip(v0.rnn.state_dict().values(), v1.rnn.state_dict().values()))
+    assert any(not torch.equal(a, b) for a, b in zip(v0.rnn.state_dict().values(), v1.rnn.state_dict().values(), strict=True))
     assert (final / "logs" / "vae.json").read_bytes() == (out / "logs" / "vae.json").read_bytes()
     # Round 1's episodes were driven by round 0's selected controller: not the random policy's actions.
     store = EpisodeStore(tmp_path / "data")

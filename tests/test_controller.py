@@ -226,13 +226,14 @@ def test_population_evaluation_equals_single_envs(tiny_model):
         env = DreamCarRacingEnv(model=model, temperature=1.1, max_episode_steps=None)
         for r, seed in enumerate(seeds):
             obs, _ = env.reset(seed=seed)
-            total = 0.0
-            for step in range(max_steps):
+            total, length = 0.0, 0
+            for _ in range(max_steps):
                 obs, reward, terminated, _, _ = env.step(member(obs))
                 total += reward
+                length += 1
                 if terminated:
                     break
-            lengths.append(step + 1)
+            lengths.append(length)
             assert batched[p, r] == pytest.approx(total, rel=1e-4, abs=1e-4)
     # The done mask was exercised: some episodes ended early, some ran to max_steps.
     assert min(lengths) < max_steps and max(lengths) == max_steps

@@ -324,8 +324,9 @@ def controller_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
 
 
 def real_env_lockstep(model_dir: Path, seed: int, steps: int, choose):
-    """Drive ``dreamgym/RealCarRacing-v0`` for ``steps`` steps, handing ``choose(raw_frame, obs)``
-    the raw 96x96 frame that the env has just encoded into ``obs``; return the actions taken.
+    """Drive ``dreamgym/RealCarRacing-v0`` for ``steps`` steps; return the actions taken.
+
+    ``choose(raw_frame, obs)`` gets the raw 96x96 frame that the env has just encoded into ``obs``.
     """
     import gymnasium as gym
 

@@ -121,7 +121,7 @@ def test_open_loop_branches_dream_from_the_real_state(setup):
     model = make_tiny_model()
     controller = LinearController.load(setup["controller_dir"])
     seen, cells, _, rewards, _ = drive(setup["model_dir"], controller, SEED)
-    for entry, horizon in zip(result["open_loop"], HORIZONS):
+    for entry, horizon in zip(result["open_loop"], HORIZONS, strict=True):
         assert entry["horizon"] == horizon
         # Truncated episodes: only starts whose next `horizon` real steps exist.
         points = [t for t in range(0, STEPS, EVERY) if t + horizon <= STEPS]
@@ -225,7 +225,7 @@ def test_cli_prints_the_table(setup, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    ("args", "message"),
     [
         (["--episodes", "0"], "episodes must be >= 1, got 0"),
         (["--horizons", "0"], "horizon must be an int > 0"),

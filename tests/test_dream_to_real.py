@@ -1,5 +1,7 @@
-"""Dreams that are hard to exploit: trajectory starts, dream-time dropout, a pessimistic reward
-loss, the one observer of the real env, and real validation while an SB3 agent trains.
+"""Dreams that are hard to exploit, and the real env seen through V + M.
+
+Trajectory starts, dream-time dropout, a pessimistic reward loss, the one observer of the
+real env, and real validation while an SB3 agent trains.
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ def trained_m(tmp_path_factory, store) -> Path:
 
 # ----------------------------------------------------------------------------- observer
 def test_real_env_observations_are_the_observers_and_the_bank_uses_the_same_states(tiny_model):
-    """RealCarRacing-v0's [z, h] is LatentObserver's, and teacher forcing over the same
-    frames and actions (what the bank of trajectory starts is built from) gives the same h.
+    """RealCarRacing-v0's [z, h] is LatentObserver's, and teacher forcing gives the same h.
+
+    Teacher forcing over the same frames and actions is what the bank of trajectory starts
+    is built from.
     """
     env = gym.make("dreamgym/RealCarRacing-v0", model=tiny_model, max_episode_steps=6)
     observer = LatentObserver(tiny_model)
@@ -112,7 +116,7 @@ def test_first_frame_dream_is_unchanged_by_the_new_options():
         env = gym.make("dreamgym/DreamCarRacing-v0", model=model)
         obs, _ = env.reset(seed=11)
         steps = [obs]
-        for t in range(10):
+        for _ in range(10):
             steps.append(env.step(np.array([0.3, 0.5, 0.0], np.float32))[0])
         trajectories.append(np.stack(steps))
     np.testing.assert_array_equal(*trajectories)
@@ -221,8 +225,9 @@ def test_start_bank_command_adds_a_bank_without_touching_the_source(trained_m, s
 
 
 def test_fine_tuning_starts_from_the_given_m_and_refuses_one_of_another_v(tmp_path, store, trained_m):
-    """train_rnn(init_from=...) is a round of the paper's loop: M starts where the given M was
-    (0 epochs leave it exactly so), trains on from there, and refuses an M of another V.
+    """train_rnn(init_from=...) is a round of the paper's loop: M starts where the given M was.
+
+    0 epochs leave it exactly so; it trains on from there, and refuses an M of another V.
     """
     source = WorldModel.from_pretrained(trained_m)
     untouched = train_rnn(store, trained_m, tmp_path / "zero", epochs=0, init_from=trained_m, **RNN_ARGS)

@@ -1,5 +1,7 @@
-"""Ensembles of M: one batched step for all members, the ensemble dream and its disagreement
-penalty, the envs and agents that pass it on, saving and loading, and training K members.
+"""Ensembles of M.
+
+One batched step for all members, the ensemble dream and its disagreement penalty, the envs
+and agents that pass it on, saving and loading, and training K members.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def test_batched_member_step_equals_each_member_alone():
         torch.testing.assert_close(c_all[k], c_k, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(h_own[k], member.step(per_member_x[k, :, :Z], per_member_x[k, :, Z:], h[k], c[k])[0],
                                    rtol=1e-5, atol=1e-6)
-        for got, want in zip(heads, member.heads(h_k)):
+        for got, want in zip(heads, member.heads(h_k), strict=True):
             torch.testing.assert_close(got[k], want, rtol=1e-5, atol=1e-5)
     # The members really are different networks, so the equality above is per member.
     assert (h_all[0] - h_all[1]).abs().max() > 1e-3

@@ -94,7 +94,7 @@ MAKE_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    "env_id, import_first",
+    ("env_id", "import_first"),
     [("dreamgym:" + DREAM_ID, False), (DREAM_ID, True)],
     ids=["module-prefix-no-import", "plain-id-after-import"],
 )
@@ -210,7 +210,7 @@ def test_same_seed_same_trajectory(tiny_model, obs_mode):
     actions = _actions(50)
     a = _rollout(DreamCarRacingEnv(model=tiny_model, obs_mode=obs_mode), 123, actions)
     b = _rollout(DreamCarRacingEnv(model=make_tiny_model(), obs_mode=obs_mode), 123, actions)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not a[2].any()  # the tiny model's termination bias keeps the dream going
     # The dream actually moves.
@@ -223,7 +223,7 @@ def test_same_seed_same_trajectory_in_one_env(tiny_model):
     first = _rollout(env, 7, actions)
     _rollout(env, 8, actions)  # something else in between
     again = _rollout(env, 7, actions)
-    for x, y in zip(first, again):
+    for x, y in zip(first, again, strict=True):
         np.testing.assert_array_equal(x, y)
 
 
@@ -231,7 +231,7 @@ def test_same_seed_same_trajectory_via_gym_make(tiny_model):
     actions = _actions(50, seed=2)
     a = _rollout(gym.make(DREAM_ID, model=tiny_model), 5, actions)
     b = _rollout(gym.make(DREAM_ID, model=tiny_model), 5, actions)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
 
 
@@ -396,7 +396,7 @@ def test_dream_discrete_equals_mapped_continuous(tiny_model):
     discrete = _actions(15, continuous=False)
     a = _rollout(DreamCarRacingEnv(model=tiny_model, continuous=False), 3, discrete)
     b = _rollout(DreamCarRacingEnv(model=tiny_model, continuous=True), 3, [DISCRETE_ACTIONS[i] for i in discrete])
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     # numpy integer scalars are accepted too
     c = _rollout(DreamCarRacingEnv(model=tiny_model, continuous=False), 3, [np.int64(i) for i in discrete])
@@ -659,7 +659,7 @@ def test_real_episode_latent(tiny_model, continuous):
     assert all(r > -1 for r in rewards)
     # M's hidden state moves with every step.
     assert not np.any(hs[0])
-    assert all(not np.array_equal(a, b) for a, b in zip(hs, hs[1:]))
+    assert all(not np.array_equal(a, b) for a, b in zip(hs[:-1], hs[1:], strict=True))
 
 
 def test_real_episode_pixels(tiny_model):
@@ -691,7 +691,7 @@ def test_real_env_same_seed_same_episode(tiny_model):
         b = _rollout(env, 2, actions)
     finally:
         env.close()
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
 
 

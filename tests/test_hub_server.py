@@ -268,7 +268,7 @@ def test_missing_repo_names_it(load_errors):
     assert "dreamgym-tests/no-such-model" in message
 
 
-@pytest.mark.parametrize("case, repo", [("pickle_only", PICKLE_ONLY), ("not_dreamgym", NOT_DREAMGYM)])
+@pytest.mark.parametrize(("case", "repo"), [("pickle_only", PICKLE_ONLY), ("not_dreamgym", NOT_DREAMGYM)])
 def test_repos_without_dreamgym_files_do_not_load(load_errors, case, repo):
     kind, mro, message = load_errors[case]
     assert kind != "loaded" and repo in message, (kind, message)

@@ -176,7 +176,7 @@ def test_bad_actions_raise_clear_errors(tiny_model):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    ("kwargs", "message"),
     [
         (dict(n_envs=0), "n_envs"),
         (dict(obs_mode="rgb"), "obs_mode"),

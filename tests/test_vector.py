@@ -59,7 +59,7 @@ def test_seeded_resets_are_reproducible_and_seeds_differ(tiny_model):
 
     a, b, c = run(7), run(7), run(8)
     np.testing.assert_array_equal(a[0], b[0])
-    for x, y in zip(a[1], b[1]):
+    for x, y in zip(a[1], b[1], strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[1][-1], c[1][-1])
 

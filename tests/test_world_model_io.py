@@ -242,7 +242,7 @@ def test_unknown_config_field_refused(tiny_model_dir):
 
 
 @pytest.mark.parametrize(
-    "changes, fragment",
+    ("changes", "fragment"),
     [
         ({"z_dim": 0}, "'z_dim' must be a positive integer"),
         ({"rnn_hidden": "16"}, "'rnn_hidden' must be a positive integer"),

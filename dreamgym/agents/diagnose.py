@@ -398,7 +398,7 @@ def _teacher_forced_summary(
     # Termination: the real end (if the episode terminated) against M's probability there,
     # and every other step where M's probability would have ended the dream.
     at_end, false_alarms = [], 0
-    for ep, p in zip(real, predictions):
+    for ep, p in zip(real, predictions, strict=True):
         probs = p["termination_probability"]
         if ep.terminated:
             at_end.append(float(probs[-1]))
@@ -416,7 +416,7 @@ def _teacher_forced_summary(
                 "predicted_return": float(p["reward"].sum()),
                 "terminated": ep.terminated,
             }
-            for ep, p in zip(real, predictions)
+            for ep, p in zip(real, predictions, strict=True)
         ],
         "steps": int(rewards.size),
         "reward_mae": _mean(np.abs(error)),
@@ -463,7 +463,7 @@ def _open_loop_summary(
 
 
 def _situations(returns: list[float], lengths: list[int], on_road_shares: list[float | None]) -> dict[str, Any]:
-    rates = [r / n for r, n in zip(returns, lengths)]
+    rates = [r / n for r, n in zip(returns, lengths, strict=True)]
     known = [s for s in on_road_shares if s is not None]
     return {
         "returns": returns,

@@ -78,7 +78,7 @@ class MlpPolicyAgent:
         self.sizes, self.activation = [int(s) for s in sizes], activation
         self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
         layers: list[nn.Module] = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             layers.append(nn.Linear(n_in, n_out))
             if i < len(sizes) - 2:
                 layers.append(ACTIVATIONS[activation]())
@@ -127,7 +127,7 @@ class MlpPolicyAgent:
         sizes = [linear[0].in_features] + [layer.out_features for layer in linear]
         exported = cls(sizes, activation, space.low.tolist(), space.high.tolist(), world_model=world_model, training=training)
         with torch.no_grad():
-            for target, source in zip([m for m in exported.net if isinstance(m, nn.Linear)], linear):
+            for target, source in zip([m for m in exported.net if isinstance(m, nn.Linear)], linear, strict=True):
                 target.weight.copy_(source.weight.detach().cpu())
                 target.bias.copy_(source.bias.detach().cpu())
         return exported

@@ -102,10 +102,9 @@ class ControllerPolicy:
 
 
 class AgentPolicy(ControllerPolicy):
-    """Any dreamgym agent driving the real car, plus exploration noise: the paper's iterative step
-    for SB3 agents as well as controllers.
+    """Any dreamgym agent driving the real car, plus exploration noise: the paper's iterative step for any agent.
 
-    As :class:`ControllerPolicy`, with the agent named as ``dreamgym evaluate`` names it: a
+    For SB3 agents as well as controllers. As :class:`ControllerPolicy`, with the agent named as ``dreamgym evaluate`` names it: a
     controller folder, ``reference``, or ``sb3:path/to/agent.zip``. An SB3 zip does not record
     its world model, so name it with ``model=``: ``"agent:sb3:runs/ppo/best_model.zip?noise=0.3&model=runs/wm"``.
     """

@@ -141,6 +141,11 @@ def _observation_dim(loaded: Any) -> int | None:
 
 
 def check_agent_fits(loaded: Any, world_model: Any, spec: str) -> None:
+    """Refuse an agent whose observations are not the size of ``world_model``'s ``[z, h]`` (``spec`` names it).
+
+    Raises:
+        ValueError: the sizes differ (an agent trained in another world model).
+    """
     cfg = world_model.config
     expected = cfg.z_dim + cfg.rnn_hidden
     got = _observation_dim(loaded)

@@ -133,7 +133,8 @@ class StackedMDNRNN:
         Args:
             x: the input ``[z, action]``, (B, z_dim + action_dim) shared by all members, or
                 (K, B, z_dim + action_dim), one per member.
-            h, c: the members' states, (K, B, hidden).
+            h: the members' hidden states, (K, B, hidden).
+            c: the members' cell states, (K, B, hidden).
 
         Returns:
             the new ``(h, c)``, each (K, B, hidden); row k is what ``members[k].step`` gives.

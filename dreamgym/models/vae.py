@@ -33,7 +33,7 @@ class ConvVAE(nn.Module):
         self.z_dim = z_dim
         channels = [3, *encoder_channels]
         self.encoder = nn.ModuleList(
-            nn.Conv2d(c_in, c_out, kernel_size=4, stride=2) for c_in, c_out in zip(channels, channels[1:])
+            nn.Conv2d(c_in, c_out, kernel_size=4, stride=2) for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
         )
         flat = encoder_channels[-1] * 2 * 2
         self.fc_mu = nn.Linear(flat, z_dim)
@@ -43,7 +43,7 @@ class ConvVAE(nn.Module):
         dec = [self.decoder_seed, *decoder_channels, 3]
         self.decoder = nn.ModuleList(
             nn.ConvTranspose2d(c_in, c_out, kernel_size=k, stride=2)
-            for c_in, c_out, k in zip(dec, dec[1:], decoder_kernels)
+            for c_in, c_out, k in zip(dec[:-1], dec[1:], decoder_kernels, strict=True)
         )
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,8 +39,10 @@ LATENTS_FILE = "latents.npz"
 
 @dataclass
 class EpisodeLatents:
-    """V's encoding of every episode, flattened: episode ``i`` owns frames
-    ``frame_offsets[i]:frame_offsets[i+1]`` and steps ``step_offsets[i]:step_offsets[i+1]``.
+    """V's encoding of every episode, flattened.
+
+    Episode ``i`` owns frames ``frame_offsets[i]:frame_offsets[i+1]`` and steps
+    ``step_offsets[i]:step_offsets[i+1]``.
     """
 
     seeds: np.ndarray  # int64 (E,)
