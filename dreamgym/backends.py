@@ -90,7 +90,10 @@ Message = tuple[str, "int | None", Any]
 
 
 def _failure(exc: BaseException) -> tuple[BaseException | None, str, str]:
-    """What a worker sends back about ``exc``: the exception itself if it survives pickling, its traceback, a summary."""
+    """What a worker sends back about ``exc``.
+
+    The exception itself if it survives pickling, its traceback, and a summary.
+    """
     text = "".join(traceback.format_exception(exc))
     try:
         error: BaseException | None = pickle.loads(pickle.dumps(exc))
@@ -405,7 +408,9 @@ class RayBackend(Backend[C, R]):
         self.workers = check_int("workers", workers, 1)
         self.max_retries = check_int("max_retries", max_retries, 0)
         if address is not None and (not isinstance(address, str) or not address.strip()):
-            raise ValueError(f"address must be a non-empty string such as 'auto' or 'ray://host:10001', got {address!r}")
+            raise ValueError(
+                f"address must be a non-empty string such as 'auto' or 'ray://host:10001', got {address!r}"
+            )
         self.address = address
         self.num_cpus = num_cpus
         self.init_kwargs = dict(init_kwargs or {})

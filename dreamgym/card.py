@@ -18,7 +18,9 @@ IMAGE_CAPTIONS = {
     "open_loop.png": "M's open-loop predictions k steps ahead (bottom) against the truth (top)",
     "curves_vae.png": "V's training curves",
     "curves_rnn.png": "M's training curves",
-    "curves_controller.png": "the reference controller's CMA-ES run in the dream (return per generation, held-out scores)",
+    "curves_controller.png": (
+        "the reference controller's CMA-ES run in the dream (return per generation, held-out scores)"
+    ),
 }
 
 METRIC_LABELS = {
@@ -117,7 +119,9 @@ def _eval_results(results: dict[str, Any]) -> list[EvalResult]:
     try:
         value = f"{float(results['mean']):.2f} +/- {float(results['std']):.2f}"
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"results must hold numeric 'mean' and 'std' (as written by dreamgym evaluate): {err}") from err
+        raise ValueError(
+            f"results must hold numeric 'mean' and 'std' (as written by dreamgym evaluate): {err}"
+        ) from err
     return [
         EvalResult(
             task_type="reinforcement-learning",
@@ -130,6 +134,16 @@ def _eval_results(results: dict[str, Any]) -> list[EvalResult]:
             verified=False,
         )
     ]
+
+
+def _results_command(results: dict[str, Any], model_ref: str) -> str:
+    """The ``dreamgym evaluate`` command that reproduces ``results``."""
+    agent = "reference" if model_ref == "default" else "CONTROLLER_DIR"
+    episodes, seed = results.get("episodes", 100), results.get("seed", 0)
+    command = f"dreamgym evaluate {agent} --episodes {episodes} --seed {seed} --dream"
+    if results.get("temperature") is not None:
+        command += f" --temperature {results['temperature']}"
+    return command
 
 
 def make_model_card(
@@ -171,6 +185,8 @@ def make_model_card(
     rows = [(label, _format(metrics[key])) for key, label in METRIC_LABELS.items() if key in metrics]
     controller_record = read_json(model_dir / "controller" / "controller.json", "controller record", default={})
     config_path = build.get("config", "configs/carracing.yaml")
+    metrics_model = "dreamgym/assets/DreamCarRacing-v0" if model_ref == "default" else model_ref
+    metrics_data = build.get("settings", {}).get("collect", {}).get("out", "DATA")
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
@@ -180,15 +196,12 @@ def make_model_card(
         model_ref=model_ref,
         build_command=f"dreamgym build --config {config_path}",
         build_description=_describe_build(build, metrics),
-        metrics_command=f"dreamgym metrics {'dreamgym/assets/DreamCarRacing-v0' if model_ref == 'default' else model_ref} --data {build.get('settings', {}).get('collect', {}).get('out', 'DATA')}",
+        metrics_command=f"dreamgym metrics {metrics_model} --data {metrics_data}",
         holdout_percent=10,
         images=[(name, caption) for name, caption in IMAGE_CAPTIONS.items() if (model_dir / name).is_file()],
         metrics_rows=rows,
         results=results or None,
-        results_command=(f"dreamgym evaluate {'reference' if model_ref == 'default' else 'CONTROLLER_DIR'} "
-                         f"--episodes {results.get('episodes', 100)} --seed {results.get('seed', 0)} --dream"
-                         + (f" --temperature {results['temperature']}" if results.get("temperature") is not None else "")
-                         if results else None),
+        results_command=_results_command(results, model_ref) if results else None,
         sweep=read_json(model_dir / "temperature_sweep.json", "temperature sweep", default={}).get("rows") or None,
         # 3 * (z_dim + rnn_hidden) + 3: 867 for the paper's model; None without a shipped controller.
         controller_params=(3 * int(controller_record["obs_dim"]) + 3 if "obs_dim" in controller_record else None),

@@ -292,7 +292,8 @@ def run_stage(
     except KeyboardInterrupt:
         weights_path, _ = checkpoint_paths(out, name)
         print(
-            f"\ninterrupted: {len(history)} {unit}(s) of {what} are checkpointed in {weights_path}; run again to resume",
+            f"\ninterrupted: {len(history)} {unit}(s) of {what} are checkpointed in {weights_path}; "
+            "run again to resume",
             file=sys.stderr,
         )
         raise

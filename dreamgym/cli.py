@@ -53,12 +53,17 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="CarRacing-v3")
     p.add_argument("--episodes", type=int, required=True)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--policy", default="random", help="'random' (temporally correlated random actions), 'random?gas_mean=0.3&gas_mean_max=0.8', or 'controller:DIR?noise=0.3' (a trained controller plus exploration noise; DIR may be 'reference')")
+    p.add_argument("--policy", default="random",
+                   help="'random' (temporally correlated random actions), 'random?gas_mean=0.3&gas_mean_max=0.8', "
+                        "or 'controller:DIR?noise=0.3' (a trained controller plus exploration noise; "
+                        "DIR may be 'reference')")
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--out", required=True, help="the episode store folder (with --backend ray: on storage every node sees)")
+    p.add_argument("--out", required=True,
+                   help="the episode store folder (with --backend ray: on storage every node sees)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="on resume, do not re-hash the stored shards of these seeds (by default a corrupt one is collected again)")
+                   help="on resume, do not re-hash the stored shards of these seeds "
+                        "(by default a corrupt one is collected again)")
     _add_backend_args(p)
 
 
@@ -153,7 +158,8 @@ def _cmd_train_rnn(args: argparse.Namespace) -> int:
 
 def _export_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("agent", help="the SB3 agent zip you trained, 'sb3:path/to/agent.zip' or the path itself")
-    p.add_argument("--model", default=None, help="the world model it was trained in (folder or Hub id; default: the shipped one)")
+    p.add_argument("--model", default=None,
+                   help="the world model it was trained in (folder or Hub id; default: the shipped one)")
     p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
     p.add_argument("--out", required=True, help="folder for policy.safetensors and policy.json")
 
@@ -177,7 +183,8 @@ def _start_bank_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="the episode store to take real trajectories from")
     p.add_argument("--out", required=True, help="new folder for the world model with its bank")
     p.add_argument("--size", type=int, default=2048, help="states in the bank")
-    p.add_argument("--burn-in", type=int, default=0, help="real steps before the first state taken per episode (0: from the first frame on)")
+    p.add_argument("--burn-in", type=int, default=0,
+                   help="real steps before the first state taken per episode (0: from the first frame on)")
     p.add_argument("--every", type=int, default=4, help="take a state every this many steps")
     p.add_argument("--only-seeds", default=None, metavar="FIRST:STOP",
                    help="take states only from the episodes with seeds in [FIRST, STOP), e.g. an agent's own driving")
@@ -250,9 +257,11 @@ def _package_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.add_argument("--card-copy", nargs="*", default=[], help="extra paths for the card, e.g. model_cards/X.md")
     p.add_argument("--controller", default=None,
-                   help="train-controller folder to ship under controller/ (its ES mean or best, by held-out dream score)")
+                   help="train-controller folder to ship under controller/ "
+                        "(its ES mean or best, by held-out dream score)")
     p.add_argument("--results", default=None, help="the controller's results.json from dreamgym evaluate, for the card")
-    p.add_argument("--sweep", default=None, help="temperature_sweep.json from examples/temperature_sweep.py, for the card")
+    p.add_argument("--sweep", default=None,
+                   help="temperature_sweep.json from examples/temperature_sweep.py, for the card")
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
@@ -283,7 +292,8 @@ def _train_controller_args(p: argparse.ArgumentParser) -> None:
                    help="dream episodes start at real first frames, or at real states along real trajectories")
     p.add_argument("--dropout", type=float, default=0.0, help="dream-time dropout of M, a new mask per episode")
     p.add_argument("--ensemble", action="store_true",
-                   help="dream with the world model's ensemble of Ms (train-rnn --ensemble-size), one member per episode")
+                   help="dream with the world model's ensemble of Ms (train-rnn --ensemble-size), "
+                        "one member per episode")
     p.add_argument("--disagreement-penalty", type=float, default=0.0,
                    help="with --ensemble: reward minus this times the members' disagreement (MOPO-style pessimism)")
 
@@ -408,7 +418,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
     path, frames = make_video(agent=args.agent, steps=args.steps, out=args.out, model=args.model, seed=args.seed,
                               temperature=args.temperature, scale=args.scale, allow_pickle=args.unsafe_pickle)
-    print(f"wrote {path} ({len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}: real | V reconstruction | dream)")
+    size = f"{frames.shape[2]}x{frames.shape[1]}"
+    print(f"wrote {path} ({len(frames)} frames of {size}: real | V reconstruction | dream)")
     return 0
 
 

@@ -78,7 +78,9 @@ def _check_int_list(name: str, value: Any, length: int) -> None:
         or len(value) != length
         or any(not isinstance(c, int) or isinstance(c, bool) or not 0 < c <= MAX_CHANNELS for c in value)
     ):
-        raise ConfigError(f"{name} must be {length} positive integers (a list, each at most {MAX_CHANNELS}), got {value!r}")
+        raise ConfigError(
+            f"{name} must be {length} positive integers (a list, each at most {MAX_CHANNELS}), got {value!r}"
+        )
 
 
 @dataclass
@@ -149,7 +151,8 @@ class WorldModelConfig:
         starts = self.num_trajectory_starts
         if not isinstance(starts, int) or isinstance(starts, bool) or not 0 <= starts <= MAX_TRAJECTORY_STARTS:
             raise ConfigError(
-                f"config field 'num_trajectory_starts' must be an integer in [0, {MAX_TRAJECTORY_STARTS}], got {starts!r}"
+                f"config field 'num_trajectory_starts' must be an integer in [0, {MAX_TRAJECTORY_STARTS}], "
+                f"got {starts!r}"
             )
         members = self.ensemble_size
         if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= MAX_ENSEMBLE_SIZE:

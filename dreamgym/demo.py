@@ -72,7 +72,8 @@ def run_demo(
         "driver": who, "seed": seed, "temperature": temperature,
         "dream": {"return": dream_return, "steps": dream_steps, "steps_per_second": dream_steps / elapsed},
     }
-    line = f"{who}, seed {seed}: dream return {dream_return:.1f} ({dream_steps} steps, {dream_steps / elapsed:,.0f} steps/s)"
+    speed = f"{dream_steps / elapsed:,.0f} steps/s"
+    line = f"{who}, seed {seed}: dream return {dream_return:.1f} ({dream_steps} steps, {speed})"
     if real:
         real_env = gym.make(REAL_ENV_ID, model=world_model, max_episode_steps=max_steps)
         started = time.perf_counter()

@@ -94,7 +94,9 @@ def _check_array(name: str, value: Any, dtype: type, shape: tuple[int | None, ..
         raise ValueError(f"Episode.{name} must be a numpy array of dtype {np.dtype(dtype)}, got {type(value).__name__}")
     if value.dtype != dtype:
         raise ValueError(f"Episode.{name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
-    if value.ndim != len(shape) or any(want is not None and got != want for got, want in zip(value.shape, shape, strict=True)):
+    if value.ndim != len(shape) or any(
+        want is not None and got != want for got, want in zip(value.shape, shape, strict=True)
+    ):
         raise ValueError(f"Episode.{name} must have shape {shape_text}, got {value.shape}")
 
 
@@ -126,7 +128,9 @@ class Episode:
             raise ValueError(
                 f"Episode.frames must hold at least 2 frames (the reset frame and one step), got {self.frames.shape[0]}"
             )
-        _check_array("actions", self.actions, np.float32, (steps, ACTION_DIM), f"(T, 3) = ({steps}, 3) for {steps + 1} frames")
+        _check_array(
+            "actions", self.actions, np.float32, (steps, ACTION_DIM), f"(T, 3) = ({steps}, 3) for {steps + 1} frames"
+        )
         for name, dtype in (("rewards", np.float32), ("terminated", np.bool_), ("truncated", np.bool_)):
             _check_array(name, getattr(self, name), dtype, (steps,), f"(T,) = ({steps},) for {steps + 1} frames")
         if not np.isfinite(self.actions).all():

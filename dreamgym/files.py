@@ -105,7 +105,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[str], Any]) ->
 
 
 def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Copy the file ``source`` to ``path`` through :func:`atomic_write` (a symlink at ``path`` is replaced, not written through)."""
+    """Copy the file ``source`` to ``path`` through :func:`atomic_write`.
+
+    A symlink at ``path`` is replaced, not written through.
+    """
     atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))
 
 
@@ -189,7 +192,10 @@ def check_format_version(
 
 
 def update_json(path: str | os.PathLike, updates: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``updates`` into the JSON object at ``path`` (created if missing, or if it is not an object) and return it."""
+    """Merge ``updates`` into the JSON object at ``path`` and return it.
+
+    The file is created if it is missing, or if it holds no JSON object.
+    """
     try:
         current = read_json(path, default={})
     except FileFormatError:
@@ -209,7 +215,10 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def check_sha256(path: str | os.PathLike, expected: str, what: str, error: type[Exception] = ChecksumError) -> None:
-    """Raise ``error`` (a :class:`~dreamgym.errors.ChecksumError`) naming ``what`` unless ``path`` hashes to ``expected``."""
+    """Raise ``error`` naming ``what`` unless ``path`` hashes to ``expected``.
+
+    ``error`` is a :class:`~dreamgym.errors.ChecksumError` by default.
+    """
     actual = file_sha256(path)
     if actual != expected:
         raise error(

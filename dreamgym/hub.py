@@ -72,7 +72,10 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
     device = check_device(device)
     if isinstance(model, WorldModel):
         if revision is not None:
-            raise ValueError(f"revision={revision!r} was given with an in-memory WorldModel; a revision names a commit of a Hub repo")
+            raise ValueError(
+                f"revision={revision!r} was given with an in-memory WorldModel; "
+                "a revision names a commit of a Hub repo"
+            )
         return model.to(device).eval()
     if model is None:
         model = default_model_path()

@@ -67,7 +67,9 @@ def _stage_kwargs(section: str, values: Any, func: Callable, reserved: tuple[str
     accepted = set(inspect.signature(func).parameters) - set(reserved) - {"progress"}
     unknown = sorted(set(values) - accepted)
     if unknown:
-        raise ConfigError(f"build config section {section!r} has unknown keys {unknown}; expected some of {sorted(accepted)}")
+        raise ConfigError(
+            f"build config section {section!r} has unknown keys {unknown}; expected some of {sorted(accepted)}"
+        )
     return dict(values)
 
 
@@ -84,10 +86,14 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(model, dict):
         raise ConfigError("build config section 'model' must be a mapping of WorldModelConfig fields")
     model_config = WorldModelConfig.from_dict({"format_version": 1, **model}, complete=False)
-    controller_kwargs = _stage_kwargs("controller", raw.get("controller"), train_controller, ("model", "out", "revision"))
+    controller_kwargs = _stage_kwargs(
+        "controller", raw.get("controller"), train_controller, ("model", "out", "revision")
+    )
     rounds = raw.get("iterations") or []
     if not isinstance(rounds, list):
-        raise ConfigError(f"build config {str(path)!r}: 'iterations' must be a list of rounds, got {type(rounds).__name__}")
+        raise ConfigError(
+            f"build config {str(path)!r}: 'iterations' must be a list of rounds, got {type(rounds).__name__}"
+        )
     if rounds and "controller" not in raw:
         raise ConfigError(
             f"build config {str(path)!r} has 'iterations' but no 'controller' section: each round retrains C, "
@@ -100,7 +106,9 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
         )
     claimed: list[tuple[str, range]] = []
     _claim_seeds(claimed, "collect", collect_kwargs, path)
-    iterations = [_read_round(f"iterations[{k}]", entry, collect_kwargs, claimed, path) for k, entry in enumerate(rounds)]
+    iterations = [
+        _read_round(f"iterations[{k}]", entry, collect_kwargs, claimed, path) for k, entry in enumerate(rounds)
+    ]
     return {
         "out": raw["out"],
         "collect": collect_kwargs,
@@ -199,7 +207,9 @@ def build(config_path: str | Path, progress: bool = True) -> Path:
     seeds = set(_collection_seeds(cfg["collect"]))
     _timed(timings, "collect", collect, progress=progress, **cfg["collect"])
     round_data = EpisodeSubset(cfg["collect"]["out"], seeds)
-    _timed(timings, "train-vae", train_vae, data=round_data, out=out, config=cfg["model"], progress=progress, **cfg["vae"])
+    _timed(
+        timings, "train-vae", train_vae, data=round_data, out=out, config=cfg["model"], progress=progress, **cfg["vae"]
+    )
     _timed(timings, "train-rnn", train_rnn, data=round_data, vae=out, out=out, progress=progress, **cfg["rnn"])
     # Inspected on its own rounds' episodes too, so a re-run draws the same held-out episodes.
     _timed(timings, "inspect", inspect_world_model, out, data=round_data)
@@ -261,7 +271,10 @@ def _build_round(
         atomic_copy(out / "logs" / "vae.json", folder / "logs" / "vae.json")
     rnn_kwargs = {**cfg["rnn"], **iteration["rnn"]}
     round_data = EpisodeSubset(data, seeds)
-    _timed(timings, f"round-{k}/train-rnn", train_rnn, data=round_data, vae=out, out=folder, progress=progress, **rnn_kwargs)
+    _timed(
+        timings, f"round-{k}/train-rnn", train_rnn,
+        data=round_data, vae=out, out=folder, progress=progress, **rnn_kwargs,
+    )
     _timed(timings, f"round-{k}/inspect", inspect_world_model, folder, data=round_data)
     _train_controller_stage(timings, cfg, folder, iteration["controller"], f"round-{k}/", progress)
     return folder
@@ -382,7 +395,9 @@ def read_results(results: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"results file {str(path)!r} does not exist (write it with dreamgym evaluate --out)")
     data = read_json(path, f"results file {str(path)!r}")
     if "mean" not in data or "std" not in data:
-        raise FileFormatError(f"results file {str(path)!r} must be a JSON object with 'mean' and 'std' (from dreamgym evaluate)")
+        raise FileFormatError(
+            f"results file {str(path)!r} must be a JSON object with 'mean' and 'std' (from dreamgym evaluate)"
+        )
     return data
 
 

@@ -33,7 +33,9 @@ CONTROLLER_FILES = (CONTROLLER_WEIGHTS_FILE, CONTROLLER_CONFIG_FILE)
 
 
 def check_repo_id(repo_id: str) -> str:
-    """``repo_id`` if it is a Hub model repo id, ``org/name`` (checked by :func:`huggingface_hub.utils.validate_repo_id`).
+    """``repo_id`` if it is a Hub model repo id, ``org/name``.
+
+    Checked by :func:`huggingface_hub.utils.validate_repo_id`.
 
     Raises:
         ValueError: not of the form ``org/name``, or with characters the Hub refuses.
@@ -80,7 +82,9 @@ def stage_repo(
     try:
         WorldModel.from_pretrained(model_dir)
     except (WorldModelFormatError, ValueError, OSError) as err:
-        raise WorldModelFormatError(f"refusing to push {str(model_dir)!r}: it does not load as a world model: {err}") from err
+        raise WorldModelFormatError(
+            f"refusing to push {str(model_dir)!r}: it does not load as a world model: {err}"
+        ) from err
     results_data = read_results(results) if results is not None else None
     controller_dir = check_controller_folder(Path(controller)) if controller is not None else None
 
@@ -88,9 +92,8 @@ def stage_repo(
     check_destination(out, [model_dir, controller_dir], flag="staging folder", replace=False)
 
     def write(stage: Path) -> None:
-        stage_model_files(
-            stage, model_dir, (MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, "metrics.json", *PREVIEW_PATTERNS), results=results_data
-        )
+        patterns = (MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, "metrics.json", *PREVIEW_PATTERNS)
+        stage_model_files(stage, model_dir, patterns, results=results_data)
         if controller_dir is not None:
             ship_controller(controller_dir, stage)
         # The card is built from the model folder (its build record and metrics) but names the repo.

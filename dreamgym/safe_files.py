@@ -106,7 +106,9 @@ def check_destination(
                 f"{source}; writing it would destroy the source: choose a folder outside it"
             )
         if origin.is_relative_to(target):
-            raise UnsafePathError(f"{flag} {dest} holds the source folder {source}; replacing it would destroy the source")
+            raise UnsafePathError(
+                f"{flag} {dest} holds the source folder {source}; replacing it would destroy the source"
+            )
     if dest.exists() and not dest.is_dir():
         raise WouldOverwriteError(f"{flag} {dest} is a file, not a folder; refusing to replace it")
     if replace and dest.is_dir() and any(dest.iterdir()) and not (dest / MARKER).is_file():

@@ -70,18 +70,24 @@ def check_device(device: Any) -> Any:
     if device is None:
         return None
     if not isinstance(device, (str, torch.device)):
-        raise ArgumentError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(device).__name__} {device!r}")
+        raise ArgumentError(
+            f"device must be a string such as 'cpu' or 'cuda:0', got {type(device).__name__} {device!r}"
+        )
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"unknown torch device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} asks for CUDA, but this torch build or machine has no CUDA GPU; use 'cpu'")
+            raise ValueError(
+                f"device {str(device)!r} asks for CUDA, but this torch build or machine has no CUDA GPU; use 'cpu'"
+            )
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif parsed.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {str(device)!r} asks for Apple MPS, which this torch build or machine lacks; use 'cpu'")
+        raise ValueError(
+            f"device {str(device)!r} asks for Apple MPS, which this torch build or machine lacks; use 'cpu'"
+        )
     return parsed
 
 

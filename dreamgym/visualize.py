@@ -40,7 +40,9 @@ VIDEO_FPS = 25
 
 
 # ----------------------------------------------------------------------------- video
-def record_real(world_model: Any, act: Callable[[np.ndarray], np.ndarray], seed: int, steps: int) -> dict[str, np.ndarray]:
+def record_real(
+    world_model: Any, act: Callable[[np.ndarray], np.ndarray], seed: int, steps: int
+) -> dict[str, np.ndarray]:
     """Drive RealCarRacing-v0 for up to ``steps`` steps from ``reset(seed)``.
 
     Returns ``frames`` (T+1, 64, 64, 3) real preprocessed frames, ``recon`` V's
@@ -68,7 +70,8 @@ def record_real(world_model: Any, act: Callable[[np.ndarray], np.ndarray], seed:
         env.close()
     z = np.stack(zs)
     recon = world_model.decode(torch.from_numpy(z)).cpu().numpy()
-    return {"frames": np.stack(frames), "recon": recon, "z": z, "actions": np.asarray(actions, np.float32).reshape(-1, 3)}
+    taken = np.asarray(actions, np.float32).reshape(-1, 3)
+    return {"frames": np.stack(frames), "recon": recon, "z": z, "actions": taken}
 
 
 def dream_open_loop(world_model: Any, z0: np.ndarray, actions: np.ndarray, temperature: float = 1.0,
@@ -94,7 +97,9 @@ def _draw_label(image: np.ndarray, text: str, x: int, y: int = 2) -> None:
     image[...] = np.asarray(pil)
 
 
-def compose_frame(panels: Sequence[np.ndarray], labels: Sequence[str], step: int, scale: int = PANEL_SCALE) -> np.ndarray:
+def compose_frame(
+    panels: Sequence[np.ndarray], labels: Sequence[str], step: int, scale: int = PANEL_SCALE
+) -> np.ndarray:
     """Panels (64x64x3 each) upscaled and side by side under a black label bar naming each and the step."""
     big = [upscale(p, scale) for p in panels]
     height, width = big[0].shape[:2]
@@ -124,7 +129,9 @@ def write_frames(out: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FP
         try:
             import imageio_ffmpeg  # noqa: F401  (imageio's MP4 writer needs it; tell how to get it)
         except ImportError as err:
-            raise ValueError("writing a video needs imageio-ffmpeg: pip install imageio-ffmpeg (or write a .gif)") from err
+            raise ValueError(
+                "writing a video needs imageio-ffmpeg: pip install imageio-ffmpeg (or write a .gif)"
+            ) from err
         iio.imwrite(out, frames, plugin="FFMPEG", fps=fps, macro_block_size=16)
     else:
         raise ValueError(f"unknown video format {out.suffix!r}: name the output .mp4 or .gif")
@@ -168,7 +175,8 @@ def make_video(
     real = record_real(world_model, act, seed, steps)
     dream = dream_open_loop(world_model, real["z"][0], real["actions"], temperature, seed)
     frames = np.stack([
-        compose_frame((real["frames"][t], real["recon"][t], dream[t]), PANEL_LABELS, t, scale) for t in range(len(dream))
+        compose_frame((real["frames"][t], real["recon"][t], dream[t]), PANEL_LABELS, t, scale)
+        for t in range(len(dream))
     ])
     return write_frames(out, frames), frames
 
@@ -358,7 +366,10 @@ def inspect_world_model(
     if controller is not None:
         path = _controller_log(Path(controller))
         if path is None:
-            log(f"no controller log (logs/cmaes.json or training_log.json) in {controller}: skipping curves_controller.png")
+            log(
+                f"no controller log (logs/cmaes.json or training_log.json) in {controller}: "
+                "skipping curves_controller.png"
+            )
         else:
             drawn = plot_curves(read_log(path), f"controller CMA-ES ({path})", out / "curves_controller.png")
             if drawn is not None:

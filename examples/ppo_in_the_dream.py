@@ -9,7 +9,7 @@ checkpoint by that real score. The final score belongs on other seeds:
 
     python examples/ppo_in_the_dream.py --model path/to/world_model --total-timesteps 2000000
     python examples/ppo_in_the_dream.py --start trajectory --max-episode-steps 200   # short dreams from real states
-    python examples/ppo_in_the_dream.py --ensemble --disagreement-penalty 1.0       # an ensemble of Ms, pessimistic reward
+    python examples/ppo_in_the_dream.py --ensemble --disagreement-penalty 1.0       # an ensemble of Ms, pessimism
 
 Writes ``checkpoints/step-N.zip``, ``best_model.zip`` (best validation score),
 ``final_model.zip`` and ``validation.json`` (real and dream score against dream steps) to
@@ -43,7 +43,9 @@ class Args:
     n_envs: int = arg(64, "dream episodes stepped side by side")
     temperature: float = arg(1.0, "dream temperature tau")
     max_episode_steps: int = arg(1000, "dream episode length cap (CarRacing's is 1000); short with --start trajectory")
-    start: str = arg("first_frame", "where dream episodes start: first_frame, or trajectory (real states; needs a bank)")
+    start: str = arg(
+        "first_frame", "where dream episodes start: first_frame, or trajectory (real states; needs a bank)"
+    )
     dropout: float = arg(0.0, "dream-time dropout of M, a new mask per episode (for an M trained with dropout)")
     ensemble: bool = arg(False, "dream with the model's ensemble of Ms (train-rnn --ensemble-size K), one per episode")
     disagreement_penalty: float = arg(0.0, "with --ensemble: reward minus this times the Ms' disagreement")

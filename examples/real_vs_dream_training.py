@@ -40,7 +40,9 @@ def arg(default, help: str):
 
 @dataclass
 class Args:
-    runs: list[str] = arg([], "SB3 runs as LABEL=FOLDER (folders with validation.json, or copies of one: LABEL=FILE.json)")
+    runs: list[str] = arg(
+        [], "SB3 runs as LABEL=FOLDER (folders with validation.json, or copies of one: LABEL=FILE.json)"
+    )
     cmaes: list[str] = arg([], "CMA-ES runs as LABEL=FOLDER (train-controller output folders with snapshots/)")
     model: str | None = arg(None, "world model the CMA-ES controllers see the real car through (default: recorded)")
     validate: bool = arg(False, "score the CMA-ES snapshots that are not scored yet (real env; slow)")

@@ -110,10 +110,12 @@ def test_package_writes_fp16_weights_and_a_card_from_the_metrics(built, tmp_path
          r"every collection of iterations\[0\].collect needs 'episodes'"),
         ({"controller": {}, "iterations": [{"collect": [{"episodes": 2}, {"seed": 9}]}]},
          r"every collection of iterations\[0\].collect needs 'episodes'"),
-        ({"controller": {}, "iterations": [{"collect": "random"}]}, r"iterations\[0\].collect must be a mapping or a list"),
+        ({"controller": {}, "iterations": [{"collect": "random"}]},
+         r"iterations\[0\].collect must be a mapping or a list"),
         ({"controller": {}, "iterations": [{"rnn": {}}, {"vae": {"epochs": 1}}]},
          r"iterations\[1\] must be a mapping with some of \['collect', 'rnn', 'controller'\]"),
-        ({"controller": {}, "iterations": [{"rnn": {"epoch": 1}}]}, r"iterations\[0\].rnn' has unknown keys \['epoch'\]"),
+        ({"controller": {}, "iterations": [{"rnn": {"epoch": 1}}]},
+         r"iterations\[0\].rnn' has unknown keys \['epoch'\]"),
         ({"controller": {}, "iterations": [{"collect": {"episodes": 1, "out": "elsewhere"}}]},
          r"iterations\[0\].collect' has unknown keys \['out'\]"),
         ({"controller": {}, "iterations": [{"controller": {"out": "x"}}]},
@@ -123,9 +125,11 @@ def test_package_writes_fp16_weights_and_a_card_from_the_metrics(built, tmp_path
          r"iterations\[0\].collect\[0\] collects seeds 0-2, which overlap collect's 0-1; .* 'seed' of 2 or more"),
         ({"controller": {}, "iterations": [{"collect": [{"episodes": 2, "seed": 10}, {"episodes": 2, "seed": 11}]}]},
          r"iterations\[0\].collect\[1\] collects seeds 11-12, which overlap iterations\[0\].collect\[0\]'s 10-11"),
-        ({"controller": {}, "iterations": [{"collect": {"episodes": 2, "seed": 5}}, {"collect": {"episodes": 1, "seed": 6}}]},
+        ({"controller": {},
+          "iterations": [{"collect": {"episodes": 2, "seed": 5}}, {"collect": {"episodes": 1, "seed": 6}}]},
          r"iterations\[1\].collect\[0\] collects seeds 6-6, which overlap iterations\[0\].collect\[0\]'s 5-6"),
-        ({"collect": {"episodes": 2, "out": "d", "policy": "controller:{controller}"}}, "round 0, which has no previous controller"),
+        ({"collect": {"episodes": 2, "out": "d", "policy": "controller:{controller}"}},
+         "round 0, which has no previous controller"),
     ],
 )
 def test_bad_build_config_is_refused_clearly(tmp_path, change, message):
@@ -200,7 +204,8 @@ def test_iterative_build_retrains_m_and_c_on_all_rounds(iterated):
     v0, v1 = WorldModel.from_pretrained(out), WorldModel.from_pretrained(final)
     for (name, a), b in zip(v0.vae.state_dict().items(), v1.vae.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert any(not torch.equal(a, b) for a, b in zip(v0.rnn.state_dict().values(), v1.rnn.state_dict().values(), strict=True))
+    pairs = zip(v0.rnn.state_dict().values(), v1.rnn.state_dict().values(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
     assert (final / "logs" / "vae.json").read_bytes() == (out / "logs" / "vae.json").read_bytes()
     # Round 1's episodes were driven by round 0's selected controller: not the random policy's actions.
     store = EpisodeStore(tmp_path / "data")
@@ -240,7 +245,8 @@ SWEEP_ROWS = [
     {"temperature": 1.0, "controller": "runs/sweep/tau-1.0/mean", "dream_mean": 812.4, "dream_std": 40.2,
      "real_mean": 655.1, "real_std": 170.9, "episodes": 100, "seeds": [5000, 5099],
      "train_command": "dreamgym train-controller --model M --out runs/sweep/tau-1.0 --temperature 1.0",
-     "evaluate_command": "dreamgym evaluate runs/sweep/tau-1.0/mean --episodes 100 --seed 5000 --dream --temperature 1.0"},
+     "evaluate_command":
+         "dreamgym evaluate runs/sweep/tau-1.0/mean --episodes 100 --seed 5000 --dream --temperature 1.0"},
     {"temperature": 1.3, "controller": "runs/sweep/tau-1.3", "dream_mean": 543.0, "dream_std": 12.0,
      "real_mean": 701.6, "real_std": 99.4, "episodes": 100, "seeds": [5000, 5099],
      "train_command": "dreamgym train-controller --model M --out runs/sweep/tau-1.3 --temperature 1.3",
@@ -363,7 +369,8 @@ def test_temperature_sweep_example(tiny_model_dir, tmp_path, monkeypatch):
         assert f"--out {folder} --temperature {tau} --generations 1" in row["train_command"]
         assert "--max-steps 20" in row["train_command"]
         assert row["evaluate_command"].startswith(f"dreamgym evaluate {row['controller']} --episodes 1")
-        assert f"--seed 7 --dream --temperature {tau} --max-steps 20 --out {folder / 'results.json'}" in row["evaluate_command"]
+        expected = f"--seed 7 --dream --temperature {tau} --max-steps 20 --out {folder / 'results.json'}"
+        assert expected in row["evaluate_command"]
         assert f"| {tau} | {row['dream_mean']:.0f} ± {row['dream_std']:.0f} |" in printed
 
     def scores():

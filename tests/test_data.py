@@ -424,7 +424,9 @@ def test_controller_policy_noise_is_bounded_reproducible_and_fed_to_m(controller
 
 def test_collect_with_a_controller_policy(tmp_path: Path, controller_dir) -> None:
     spec = f"controller:{controller_dir}?noise=0.3"
-    store = collect(episodes=2, out=tmp_path / "store", workers=1, max_steps=MAX_STEPS, seed=7, policy=spec, progress=False)
+    store = collect(
+        episodes=2, out=tmp_path / "store", workers=1, max_steps=MAX_STEPS, seed=7, policy=spec, progress=False
+    )
     assert store.seeds() == {7, 8}
     env = _make_env("CarRacing-v3", MAX_STEPS)
     try:

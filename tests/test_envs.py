@@ -263,7 +263,9 @@ def test_different_actions_different_trajectories(tiny_model):
 
 def test_temperature_changes_the_trajectory(tiny_model):
     actions = _actions(20)
-    runs = {tau: _rollout(DreamCarRacingEnv(model=tiny_model, temperature=tau), 4, actions)[0] for tau in (0.5, 1.0, 1.5)}
+    runs = {
+        tau: _rollout(DreamCarRacingEnv(model=tiny_model, temperature=tau), 4, actions)[0] for tau in (0.5, 1.0, 1.5)
+    }
     np.testing.assert_array_equal(runs[0.5][0], runs[1.0][0])  # the start does not depend on tau
     assert not np.array_equal(runs[0.5][1:], runs[1.0][1:])
     assert not np.array_equal(runs[1.0][1:], runs[1.5][1:])

@@ -80,7 +80,10 @@ def test_1_package_failure_leaves_the_previous_package_whole(tiny_model_dir, tmp
     dest = tmp_path / "shipped"
     package_world_model(tiny_model_dir, dest, model_ref="org/x", half=False)
     before = _files(dest)
-    monkeypatch.setattr("dreamgym.pipeline.make_model_card", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("dreamgym.pipeline.make_model_card", disk_full)
     with pytest.raises(OSError, match="disk full"):
         package_world_model(tiny_model_dir, dest, model_ref="org/x", half=True)
     assert _files(dest) == before  # fp32 weights, not half-written fp16 ones
@@ -182,7 +185,9 @@ def test_3_a_store_without_its_manifest_says_so_and_repair_lists_the_shards(tmp_
         ({"z_dim": 4096, "rnn_hidden": 16384, "num_mixtures": 256}, "weights, above the limit"),
     ],
 )
-def test_4_oversized_configs_are_refused_before_anything_is_allocated(tiny_model_dir, no_real_allocation, changes, message):
+def test_4_oversized_configs_are_refused_before_anything_is_allocated(
+    tiny_model_dir, no_real_allocation, changes, message
+):
     _edit_config(tiny_model_dir, **changes)
     with pytest.raises(ConfigError, match=message):
         load_world_model(tiny_model_dir)
@@ -190,7 +195,8 @@ def test_4_oversized_configs_are_refused_before_anything_is_allocated(tiny_model
 
 def test_4_weights_are_checked_against_the_header_before_allocation(tiny_model_dir, no_real_allocation):
     _edit_config(tiny_model_dir, z_dim=2048, drop=("weights_sha256",))  # within the caps, but not these weights
-    with pytest.raises(WorldModelFormatError, match=r"vae.fc_mu.weight has shape \(8, 32\) but the config needs \(2048, 32\)"):
+    expected = r"vae.fc_mu.weight has shape \(8, 32\) but the config needs \(2048, 32\)"
+    with pytest.raises(WorldModelFormatError, match=expected):
         load_world_model(tiny_model_dir)
 
 
@@ -254,7 +260,8 @@ def test_5_an_unknown_pickled_field_is_refused_and_runs_only_with_the_unsafe_fla
     path, marker = _evil_zip(tmp_path, "surprise")
     with pytest.raises(ValueError, match=r"cannot rebuild safely: \['surprise'\]"):
         load_sb3_agent(path, device="cpu")
-    err = _one_line_error(capsys, main(["evaluate", f"sb3:{path}", "--episodes", "1", "--max-steps", "1", "--workers", "1"]))
+    command = ["evaluate", f"sb3:{path}", "--episodes", "1", "--max-steps", "1", "--workers", "1"]
+    err = _one_line_error(capsys, main(command))
     assert "--unsafe-pickle" in err and not marker.exists()
     with pytest.warns(UserWarning, match="runs any code"):
         load_sb3_agent(path, device="cpu", allow_pickle=True)
@@ -434,16 +441,19 @@ def test_11_the_collector_lock_and_a_file_as_store_are_one_line(tmp_path, capsys
     from dreamgym.data.collect import _exclusive
 
     with _exclusive(EpisodeStore(tmp_path / "busy")):
-        err = _one_line_error(capsys, main(["collect", "--episodes", "1", "--out", str(tmp_path / "busy"), "--workers", "1"]))
+        command = ["collect", "--episodes", "1", "--out", str(tmp_path / "busy"), "--workers", "1"]
+        err = _one_line_error(capsys, main(command))
     assert "another collector" in err
     (tmp_path / "file").write_text("not a folder")
-    err = _one_line_error(capsys, main(["collect", "--episodes", "1", "--out", str(tmp_path / "file"), "--workers", "1"]))
+    command = ["collect", "--episodes", "1", "--out", str(tmp_path / "file"), "--workers", "1"]
+    err = _one_line_error(capsys, main(command))
     assert "not a folder" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_11_device_cuda_without_cuda_is_one_line(data_dir, tmp_path, capsys):
-    err = _one_line_error(capsys, main(["train-vae", "--data", str(data_dir), "--out", str(tmp_path / "o"), "--device", "cuda"]))
+    command = ["train-vae", "--data", str(data_dir), "--out", str(tmp_path / "o"), "--device", "cuda"]
+    err = _one_line_error(capsys, main(command))
     assert "no CUDA" in err and not (tmp_path / "o" / "checkpoints").exists()
 
 
@@ -451,7 +461,8 @@ def test_11_a_config_type_error_and_negative_max_frames_are_one_line(data_dir, t
     _edit_config(tiny_model_dir, dropout="0.1")
     err = _one_line_error(capsys, main(["metrics", str(tiny_model_dir), "--data", str(data_dir)]))
     assert "dropout must be in" in err
-    err = _one_line_error(capsys, main(["train-vae", "--data", str(data_dir), "--out", str(tmp_path / "o"), "--max-frames", "-5"]))
+    command = ["train-vae", "--data", str(data_dir), "--out", str(tmp_path / "o"), "--max-frames", "-5"]
+    err = _one_line_error(capsys, main(command))
     assert "max_frames must be >= 1, got -5" in err
 
 

@@ -199,7 +199,9 @@ def test_the_check_fails_on_an_import_against_the_layers(module: str, source: st
 
 def test_the_check_lets_imports_down_and_within_a_layer_through() -> None:
     sources = _sources(
-        dreamgym__agents__controller="from dreamgym.models.world_model import WorldModel\nfrom dreamgym.errors import E",
+        dreamgym__agents__controller=(
+            "from dreamgym.models.world_model import WorldModel\nfrom dreamgym.errors import E"
+        ),
         dreamgym__agents__cmaes="from dreamgym.agents.controller import C\nfrom . import controller",
         dreamgym__models__world_model='"""Loads dreamgym.agents.controller, says the docstring."""',
     )
@@ -207,4 +209,5 @@ def test_the_check_lets_imports_down_and_within_a_layer_through() -> None:
 
 
 def test_a_module_in_no_layer_is_reported() -> None:
-    assert violations(_sources(dreamgym__newthing="")) == ["dreamgym.newthing: in no layer; add it to LAYERS in tests/test_layers.py"]
+    expected = ["dreamgym.newthing: in no layer; add it to LAYERS in tests/test_layers.py"]
+    assert violations(_sources(dreamgym__newthing="")) == expected

@@ -227,7 +227,8 @@ def test_ray_collection_resumes_with_the_missing_seeds_only(ray_cluster, tmp_pat
 
     root = tmp_path / "store"
     # Through the CLI; --address is not needed (nor used) where Ray is already initialised.
-    assert main(["collect", "--episodes", "2", "--out", str(root), "--max-steps", str(MAX_STEPS), "--backend", "ray"]) == 0
+    command = ["collect", "--episodes", "2", "--out", str(root), "--max-steps", str(MAX_STEPS), "--backend", "ray"]
+    assert main(command) == 0
     before = {p.name: p.stat().st_mtime_ns for p in root.glob("episode_*.npz")}
     store = collect(episodes=4, out=root, workers=2, max_steps=MAX_STEPS, progress=False, backend=ray_backend())
     assert [e["seed"] for e in json.loads((root / "manifest.json").read_text())["episodes"]] == [0, 1, 2, 3]

@@ -141,7 +141,10 @@ def test_sub_envs_match_single_envs_across_resets(tiny_model, continuous):
     np.testing.assert_allclose(obs, single, atol=1e-5)
     rng = np.random.default_rng(0)
     for _ in range(steps):
-        actions = rng.integers(0, 5, n) if not continuous else rng.uniform([-1, 0, 0], [1, 1, 1], (n, 3)).astype(np.float32)
+        if continuous:
+            actions = rng.uniform([-1, 0, 0], [1, 1, 1], (n, 3)).astype(np.float32)
+        else:
+            actions = rng.integers(0, 5, n)
         obs, rewards, dones, _ = venv.step(actions)
         for i, env in enumerate(envs):
             o, r, terminated, truncated, _ = env.step(actions[i])

@@ -146,7 +146,8 @@ def test_reshaped_tensor_refused(tiny_model_dir):
         tensors["vae.fc_mu.weight"] = tensors["vae.fc_mu.weight"].reshape(-1, 4).contiguous()
 
     _rewrite_weights(tiny_model_dir, reshape)
-    with pytest.raises(WorldModelFormatError, match=r"vae.fc_mu.weight has shape \(64, 4\) but the config needs \(8, 32\)"):
+    expected = r"vae.fc_mu.weight has shape \(64, 4\) but the config needs \(8, 32\)"
+    with pytest.raises(WorldModelFormatError, match=expected):
         WorldModel.from_pretrained(tiny_model_dir)
 
 

@@ -98,7 +98,9 @@ def unflatten_population(params: np.ndarray | torch.Tensor, obs_dim: int) -> tup
     params = torch.as_tensor(params, dtype=torch.float32)
     n = ACTION_DIM * obs_dim + ACTION_DIM
     if params.ndim != 2 or params.shape[1] != n:
-        raise ValueError(f"expected parameter vectors of shape (P, {n}) for obs_dim {obs_dim}, got {tuple(params.shape)}")
+        raise ValueError(
+            f"expected parameter vectors of shape (P, {n}) for obs_dim {obs_dim}, got {tuple(params.shape)}"
+        )
     weights = params[:, : ACTION_DIM * obs_dim].reshape(-1, ACTION_DIM, obs_dim)
     return weights, params[:, ACTION_DIM * obs_dim :]
 
@@ -208,7 +210,9 @@ class LinearController:
         return torch.cat([self.weight.reshape(-1), self.bias]).numpy().copy()
 
     @classmethod
-    def from_flat(cls, vector: np.ndarray | torch.Tensor, obs_dim: int | None = None, **kwargs: Any) -> LinearController:
+    def from_flat(
+        cls, vector: np.ndarray | torch.Tensor, obs_dim: int | None = None, **kwargs: Any
+    ) -> LinearController:
         """Build a controller from a vector laid out as :meth:`flat`'s.
 
         Args:
@@ -250,7 +254,8 @@ class LinearController:
         # Canonical bytes: the same controller saved twice gives the same file.
         data = canonical_safetensors(save(tensors, metadata=metadata))
         atomic_write(folder / CONTROLLER_WEIGHTS_FILE, data)
-        atomic_write_json(folder / CONTROLLER_CONFIG_FILE, {**self.config(), WEIGHTS_SHA256_KEY: hashlib.sha256(data).hexdigest()})
+        config = {**self.config(), WEIGHTS_SHA256_KEY: hashlib.sha256(data).hexdigest()}
+        atomic_write_json(folder / CONTROLLER_CONFIG_FILE, config)
         return folder
 
     @classmethod
@@ -265,23 +270,28 @@ class LinearController:
         """
         folder = Path(directory).expanduser()
         where = str(directory)
+        config_what = f"{CONTROLLER_CONFIG_FILE} of controller {where!r}"
+        weights_what = f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r}"
         if not folder.is_dir():
             raise FileNotFoundError(f"no controller folder at {where!r}")
         for name in (CONTROLLER_CONFIG_FILE, CONTROLLER_WEIGHTS_FILE):
             if not (folder / name).is_file():
                 raise FileNotFoundError(
-                    f"controller folder {where!r} has no {name}; a controller holds {CONTROLLER_CONFIG_FILE} and {CONTROLLER_WEIGHTS_FILE}"
+                    f"controller folder {where!r} has no {name}; "
+                    f"a controller holds {CONTROLLER_CONFIG_FILE} and {CONTROLLER_WEIGHTS_FILE}"
                 )
-        config = read_json(folder / CONTROLLER_CONFIG_FILE, f"{CONTROLLER_CONFIG_FILE} of controller {where!r}", error=ControllerFormatError)
+        config = read_json(folder / CONTROLLER_CONFIG_FILE, config_what, error=ControllerFormatError)
         check_format_version(
             config, f"controller {where!r}", SUPPORTED_FORMAT_VERSIONS, error=ControllerFormatError,
             hint="upgrade dreamgym or re-save the controller",
         )
         if config.get("kind", "linear") != "linear":
-            raise ControllerFormatError(f"controller {where!r} is of kind {config.get('kind')!r}; only 'linear' is known")
+            raise ControllerFormatError(
+                f"controller {where!r} is of kind {config.get('kind')!r}; only 'linear' is known"
+            )
         obs_dim = config.get("obs_dim")
         if isinstance(obs_dim, bool) or not isinstance(obs_dim, int) or obs_dim <= 0:
-            raise ControllerFormatError(f"{CONTROLLER_CONFIG_FILE} of controller {where!r} has no valid obs_dim (got {obs_dim!r})")
+            raise ControllerFormatError(f"{config_what} has no valid obs_dim (got {obs_dim!r})")
         if config.get("action_dim", ACTION_DIM) != ACTION_DIM:
             raise ControllerFormatError(
                 f"controller {where!r} has action_dim {config.get('action_dim')!r}; CarRacing needs {ACTION_DIM}"
@@ -289,12 +299,12 @@ class LinearController:
         sha = config.get(WEIGHTS_SHA256_KEY)
         if sha is not None:
             if not isinstance(sha, str) or len(sha) != 64:
-                raise ControllerFormatError(f"{CONTROLLER_CONFIG_FILE} of controller {where!r}: {WEIGHTS_SHA256_KEY} must be 64 hex digits, got {sha!r}")
-            check_sha256(folder / CONTROLLER_WEIGHTS_FILE, sha, f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r}", ControllerChecksumError)
+                raise ControllerFormatError(f"{config_what}: {WEIGHTS_SHA256_KEY} must be 64 hex digits, got {sha!r}")
+            check_sha256(folder / CONTROLLER_WEIGHTS_FILE, sha, weights_what, ControllerChecksumError)
         try:
             tensors = load_file(str(folder / CONTROLLER_WEIGHTS_FILE), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise ControllerFormatError(f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r} is corrupt or unreadable: {err}") from err
+            raise ControllerFormatError(f"{weights_what} is corrupt or unreadable: {err}") from err
         expected = {"weight": (ACTION_DIM, obs_dim), "bias": (ACTION_DIM,)}
         problems = tensor_name_problems(expected, tensors)
         for name in sorted(set(expected) & set(tensors)):
@@ -306,7 +316,7 @@ class LinearController:
             elif not torch.isfinite(tensor).all():
                 problems.append(f"{name} holds NaN or inf")
         if problems:
-            raise ControllerFormatError(f"{CONTROLLER_WEIGHTS_FILE} of controller {where!r} does not match its config: " + "; ".join(problems))
+            raise ControllerFormatError(f"{weights_what} does not match its config: " + "; ".join(problems))
         world_model = config.get("world_model")
         return cls(
             obs_dim,
@@ -318,7 +328,8 @@ class LinearController:
         )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(obs_dim={self.obs_dim}, params={self.num_params}, world_model={self.world_model})"
+        name = type(self).__name__
+        return f"{name}(obs_dim={self.obs_dim}, params={self.num_params}, world_model={self.world_model})"
 
 
 def reference_controller_installed() -> bool:
@@ -327,7 +338,9 @@ def reference_controller_installed() -> bool:
 
 
 def load_controller(source: str | os.PathLike = "reference") -> LinearController:
-    """Load a controller: ``"reference"`` for the one shipped with dreamgym, or a folder written by :meth:`LinearController.save`.
+    """Load a controller: ``"reference"`` for the one shipped with dreamgym, or a folder.
+
+    The folder is one written by :meth:`LinearController.save`.
 
     Raises:
         FileNotFoundError: ``"reference"`` is asked for but this install ships none, or the folder is missing.
@@ -336,7 +349,8 @@ def load_controller(source: str | os.PathLike = "reference") -> LinearController
     if isinstance(source, str) and source == "reference":
         if not reference_controller_installed():
             raise FileNotFoundError(
-                f"no reference controller is installed (expected {CONTROLLER_CONFIG_FILE} and {CONTROLLER_WEIGHTS_FILE} in {str(REFERENCE_DIR)!r}); "
+                f"no reference controller is installed (expected {CONTROLLER_CONFIG_FILE} and "
+                f"{CONTROLLER_WEIGHTS_FILE} in {str(REFERENCE_DIR)!r}); "
                 "train one with `dreamgym train-controller` and pass its folder instead"
             )
         return LinearController.load(REFERENCE_DIR)

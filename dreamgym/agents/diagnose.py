@@ -322,7 +322,10 @@ def branch_starts(length: int, terminated: bool, horizon: int, every: int) -> li
 
 
 def branch_keys(seed: int, horizon: int, starts: Sequence[int]) -> np.ndarray:
-    """The dream RNG keys of the branches from ``starts`` of the real episode of ``seed``: one per branch, reproducible."""
+    """The dream RNG keys of the branches from ``starts`` of the real episode of ``seed``.
+
+    One per branch, and the same for the same arguments.
+    """
     return np.array(
         [np.random.default_rng([seed, horizon, t]).integers(0, 2**64, dtype=np.uint64) for t in starts],
         dtype=np.uint64,
@@ -337,7 +340,8 @@ def open_loop_returns(
 
     All branches of the episode run as one batch of :class:`~dreamgym.envs.dynamics.LatentDream`;
     each branch's random stream is keyed by :func:`branch_keys`, so the result is
-    reproducible and the same as a single dream with that key. A branch stops accumulating reward when the dream terminates it.
+    reproducible and the same as a single dream with that key. A branch stops accumulating
+    reward when the dream terminates it.
 
     Args:
         world_model: the V + M bundle.

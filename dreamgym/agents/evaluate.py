@@ -236,7 +236,8 @@ def evaluate(
     # Workers load the model by name themselves (None: the shipped default); only an
     # in-memory WorldModel is sent to them, pickled. Paths go absolute: a Ray worker may not
     # share this process's working directory.
-    config = _EpisodeConfig(dataclasses.replace(spec, path=os.path.abspath(spec.path)), _absolute(model), revision, max_steps)
+    absolute_spec = dataclasses.replace(spec, path=os.path.abspath(spec.path))
+    config = _EpisodeConfig(absolute_spec, _absolute(model), revision, max_steps)
     runner.start()
     returns, lengths = _play_real(config, seeds, runner, progress)
     result: dict[str, Any] = {

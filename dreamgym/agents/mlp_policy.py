@@ -101,13 +101,17 @@ class MlpPolicyAgent:
 
     __call__ = act
 
-    def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = True) -> tuple[np.ndarray, None]:
+    def predict(
+        self, obs: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
         """SB3's ``predict``: the deterministic action and no recurrent state."""
         return self.act(obs), None
 
     # ----------------------------------------------------------------- SB3
     @classmethod
-    def from_sb3(cls, agent: Any, world_model: dict[str, Any] | None = None, training: dict[str, Any] | None = None) -> MlpPolicyAgent:
+    def from_sb3(
+        cls, agent: Any, world_model: dict[str, Any] | None = None, training: dict[str, Any] | None = None
+    ) -> MlpPolicyAgent:
         """The actor of a trained SB3 PPO or A2C agent with an ``MlpPolicy`` and Box actions.
 
         Raises:
@@ -118,14 +122,18 @@ class MlpPolicyAgent:
         if not hasattr(space, "low") or getattr(policy, "squash_output", False):
             raise ValueError("only SB3 policies with unsquashed Box actions (PPO, A2C MlpPolicy) can be exported")
         extractor = getattr(policy, "mlp_extractor", None)
-        if extractor is None or not hasattr(policy, "action_net") or type(policy.features_extractor).__name__ != "FlattenExtractor":
+        flat_features = type(getattr(policy, "features_extractor", None)).__name__ == "FlattenExtractor"
+        if extractor is None or not hasattr(policy, "action_net") or not flat_features:
             raise ValueError(f"cannot export {type(policy).__name__}: expected an ActorCriticPolicy (MlpPolicy)")
         linear = [m for m in extractor.policy_net if isinstance(m, nn.Linear)] + [policy.action_net]
         activation = {cls_.__name__: name for name, cls_ in ACTIVATIONS.items()}.get(policy.activation_fn.__name__)
         if activation is None:
-            raise ValueError(f"cannot export the activation {policy.activation_fn.__name__}; expected one of {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"cannot export the activation {policy.activation_fn.__name__}; expected one of {sorted(ACTIVATIONS)}"
+            )
         sizes = [linear[0].in_features] + [layer.out_features for layer in linear]
-        exported = cls(sizes, activation, space.low.tolist(), space.high.tolist(), world_model=world_model, training=training)
+        low, high = space.low.tolist(), space.high.tolist()
+        exported = cls(sizes, activation, low, high, world_model=world_model, training=training)
         with torch.no_grad():
             for target, source in zip([m for m in exported.net if isinstance(m, nn.Linear)], linear, strict=True):
                 target.weight.copy_(source.weight.detach().cpu())
@@ -153,8 +161,12 @@ class MlpPolicyAgent:
         folder = Path(folder)
         where = str(folder)
         if not (folder / POLICY_CONFIG_FILE).is_file() or not (folder / POLICY_WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{where!r} is not a policy folder: it needs {POLICY_CONFIG_FILE} and {POLICY_WEIGHTS_FILE}")
-        config = read_json(folder / POLICY_CONFIG_FILE, f"{POLICY_CONFIG_FILE} of policy {where!r}", error=PolicyFormatError)
+            raise FileNotFoundError(
+                f"{where!r} is not a policy folder: it needs {POLICY_CONFIG_FILE} and {POLICY_WEIGHTS_FILE}"
+            )
+        config = read_json(
+            folder / POLICY_CONFIG_FILE, f"{POLICY_CONFIG_FILE} of policy {where!r}", error=PolicyFormatError
+        )
         if config.get("kind") != KIND:
             raise PolicyFormatError(f"{POLICY_CONFIG_FILE} of {where!r} does not describe a dreamgym MLP policy")
         check_format_version(config, f"policy {where!r}", (POLICY_FORMAT_VERSION,), error=PolicyFormatError,
@@ -162,7 +174,9 @@ class MlpPolicyAgent:
         try:
             tensors = load_file(str(folder / POLICY_WEIGHTS_FILE), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise PolicyFormatError(f"{POLICY_WEIGHTS_FILE} of policy {where!r} is corrupt or unreadable: {err}") from err
+            raise PolicyFormatError(
+                f"{POLICY_WEIGHTS_FILE} of policy {where!r} is corrupt or unreadable: {err}"
+            ) from err
         try:
             agent = cls(config["sizes"], config["activation"], config["low"], config["high"],
                         world_model=config.get("world_model"), training=config.get("training"))
@@ -174,4 +188,5 @@ class MlpPolicyAgent:
         return agent
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(sizes={self.sizes}, activation={self.activation!r}, world_model={self.world_model})"
+        name = type(self).__name__
+        return f"{name}(sizes={self.sizes}, activation={self.activation!r}, world_model={self.world_model})"

@@ -98,15 +98,17 @@ class ControllerPolicy:
         return action
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(controller={self.controller!r}, noise={self.noise}, noise_theta={self.noise_theta})"
+        name = type(self).__name__
+        return f"{name}(controller={self.controller!r}, noise={self.noise}, noise_theta={self.noise_theta})"
 
 
 class AgentPolicy(ControllerPolicy):
     """Any dreamgym agent driving the real car, plus exploration noise: the paper's iterative step for any agent.
 
-    For SB3 agents as well as controllers. As :class:`ControllerPolicy`, with the agent named as ``dreamgym evaluate`` names it: a
-    controller folder, ``reference``, or ``sb3:path/to/agent.zip``. An SB3 zip does not record
-    its world model, so name it with ``model=``: ``"agent:sb3:runs/ppo/best_model.zip?noise=0.3&model=runs/wm"``.
+    For SB3 agents as well as controllers. As :class:`ControllerPolicy`, with the agent named
+    as ``dreamgym evaluate`` names it: a controller folder, ``reference``, or
+    ``sb3:path/to/agent.zip``. An SB3 zip does not record its world model, so name it with
+    ``model=``: ``"agent:sb3:runs/ppo/best_model.zip?noise=0.3&model=runs/wm"``.
     """
 
     agent_kinds = ("controller", "mlp", "sb3")

@@ -104,7 +104,9 @@ def _policy_class(value: dict[str, Any], algorithm: type) -> type:
     names = {m.group(1) for v in value.values() if isinstance(v, str) for m in _METHOD_REPR.finditer(v)}
     matches = [c for c in set(algorithm.policy_aliases.values()) if c.__module__ == module and c.__name__ in names]
     if len(matches) != 1:
-        raise _CannotRebuild(f"not one of {algorithm.__name__}'s own policies (module {module!r}, classes {sorted(names)})")
+        raise _CannotRebuild(
+            f"not one of {algorithm.__name__}'s own policies (module {module!r}, classes {sorted(names)})"
+        )
     return matches[0]
 
 

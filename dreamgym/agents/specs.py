@@ -43,7 +43,9 @@ Agent = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """A parsed agent spec: ``kind`` is ``"controller"``, ``"mlp"`` (an exported policy) or ``"sb3"``, ``path`` what to load.
+    """A parsed agent spec: its ``kind``, and the ``path`` to load.
+
+    ``kind`` is ``"controller"``, ``"mlp"`` (an exported policy) or ``"sb3"``.
 
     ``allow_pickle`` lets an SB3 zip be loaded by unpickling it (see
     :func:`~dreamgym.agents.sb3.load_sb3_agent`); controllers are never unpickled.
@@ -91,7 +93,10 @@ def parse_agent_spec(spec: str, allow_pickle: bool = False) -> AgentSpec:
         return AgentSpec("mlp", expanded, spec)
     if os.path.isdir(expanded):
         if not os.path.isfile(os.path.join(expanded, CONTROLLER_CONFIG_FILE)):
-            raise ValueError(f"folder {path!r} holds no {CONTROLLER_CONFIG_FILE}: it is not a controller written by `dreamgym train-controller`")
+            raise ValueError(
+                f"folder {path!r} holds no {CONTROLLER_CONFIG_FILE}: "
+                "it is not a controller written by `dreamgym train-controller`"
+            )
         return AgentSpec("controller", expanded, spec)
     if expanded.endswith(".zip") and os.path.isfile(expanded):
         raise ValueError(f"{spec!r} looks like a Stable-Baselines3 agent: name it 'sb3:{spec}'")
@@ -173,7 +178,10 @@ def resolve_agent_model(spec: AgentSpec, loaded: Any, model: Any, revision: str 
 
 
 def describe_model(model: Any) -> str | None:
-    """How a results file names the world model: its folder or Hub id, ``"<in-memory WorldModel>"``, or None for the default."""
+    """How a results file names the world model.
+
+    Its folder or Hub id, ``"<in-memory WorldModel>"``, or None for the default.
+    """
     if model is None:
         return None
     if isinstance(model, WorldModel):

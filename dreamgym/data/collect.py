@@ -145,12 +145,15 @@ def _check_env(env_id: str, max_steps: int) -> None:
         obs_space, act_space = env.observation_space, env.action_space
     finally:
         env.close()
-    if not (isinstance(obs_space, gym.spaces.Box) and obs_space.shape == CARRACING_FRAME_SHAPE and obs_space.dtype == np.uint8):
+    frame_shaped = isinstance(obs_space, gym.spaces.Box) and obs_space.shape == CARRACING_FRAME_SHAPE
+    if not (frame_shaped and obs_space.dtype == np.uint8):
         raise ValueError(
             f"env {env_id!r} observes {obs_space}; the collector needs CarRacing's uint8 (96, 96, 3) frames"
         )
     if not (isinstance(act_space, gym.spaces.Box) and act_space.shape == (3,)):
-        raise ValueError(f"env {env_id!r} acts with {act_space}; the collector needs CarRacing's continuous (3,) actions")
+        raise ValueError(
+            f"env {env_id!r} acts with {act_space}; the collector needs CarRacing's continuous (3,) actions"
+        )
 
 
 COLLECT_LOG = "collect_log.json"

@@ -168,7 +168,8 @@ class CorrelatedRandomPolicy:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(steer_theta={self.steer_theta}, steer_sigma={self.steer_sigma}, "
-            f"gas_mean={self.gas_mean}, gas_mean_max={self.gas_mean_max}, gas_theta={self.gas_theta}, gas_sigma={self.gas_sigma}, "
+            f"gas_mean={self.gas_mean}, gas_mean_max={self.gas_mean_max}, "
+            f"gas_theta={self.gas_theta}, gas_sigma={self.gas_sigma}, "
             f"brake_prob={self.brake_prob}, brake_steps={self.brake_steps}, "
             f"brake_strength={self.brake_strength}, road_gain={self.road_gain})"
         )

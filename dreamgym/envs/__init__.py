@@ -1,4 +1,7 @@
-"""Gymnasium envs: the dream (:class:`DreamCarRacingEnv`) and the real env seen through V + M (:class:`RealCarRacingEnv`)."""
+"""Gymnasium envs: the dream and the real env seen through V + M.
+
+The dream is :class:`DreamCarRacingEnv` (and its batched vector env), the real env :class:`RealCarRacingEnv`.
+"""
 
 from dreamgym.envs.dream import DreamCarRacingEnv
 from dreamgym.envs.real import RealCarRacingEnv

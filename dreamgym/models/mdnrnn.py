@@ -112,9 +112,12 @@ class StackedMDNRNN:
             raise ValueError("a stack of M members needs at least one member")
         sizes = {(m.z_dim, m.action_dim, m.hidden, m.num_mixtures) for m in members}
         if len(sizes) != 1:
-            raise ValueError(f"members of an ensemble must share (z_dim, action_dim, hidden, num_mixtures), got {sorted(sizes)}")
+            raise ValueError(
+                f"members of an ensemble must share (z_dim, action_dim, hidden, num_mixtures), got {sorted(sizes)}"
+            )
         first = members[0]
-        self.z_dim, self.action_dim, self.hidden, self.num_mixtures = first.z_dim, first.action_dim, first.hidden, first.num_mixtures
+        self.z_dim, self.action_dim = first.z_dim, first.action_dim
+        self.hidden, self.num_mixtures = first.hidden, first.num_mixtures
         self.size = len(members)
         with torch.no_grad():
             # [x, h] @ [W_ih; W_hh]^T: the input and recurrent matmuls of a member in one.

@@ -33,7 +33,8 @@ class ConvVAE(nn.Module):
         self.z_dim = z_dim
         channels = [3, *encoder_channels]
         self.encoder = nn.ModuleList(
-            nn.Conv2d(c_in, c_out, kernel_size=4, stride=2) for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
+            nn.Conv2d(c_in, c_out, kernel_size=4, stride=2)
+            for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
         )
         flat = encoder_channels[-1] * 2 * 2
         self.fc_mu = nn.Linear(flat, z_dim)

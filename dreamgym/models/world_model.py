@@ -231,7 +231,9 @@ class WorldModel(
             shapes["member_h"] = (member_h, (n, others, cfg.rnn_hidden))
             shapes["member_c"] = (member_c, (n, others, cfg.rnn_hidden))
         elif member_h is not None or member_c is not None:
-            raise ValueError("member_h and member_c are for a world model with an ensemble of Ms; this one has a single M")
+            raise ValueError(
+                "member_h and member_c are for a world model with an ensemble of Ms; this one has a single M"
+            )
         for name, (tensor, shape) in shapes.items():
             if tuple(tensor.shape) != shape:
                 raise ValueError(f"trajectory start {name} must have shape {shape}, got {tuple(tensor.shape)}")
@@ -271,7 +273,9 @@ class WorldModel(
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (json.JSONDecodeError, AttributeError) as err:
             # The mixin parses config.json before we see it; a non-object config surfaces as AttributeError.
-            raise WorldModelFormatError(f"{MODEL_CONFIG_FILE} of world model {source!r} is not a JSON object: {err}") from err
+            raise WorldModelFormatError(
+                f"{MODEL_CONFIG_FILE} of world model {source!r} is not a JSON object: {err}"
+            ) from err
 
     @classmethod
     def _from_pretrained(
@@ -416,10 +420,13 @@ def read_safetensors_header(path: str | os.PathLike, what: str) -> dict[str, Any
         try:
             end = max(end, int(info["data_offsets"][1]))
         except (TypeError, KeyError, IndexError, ValueError) as err:
-            raise WorldModelFormatError(f"{what} is corrupt or unreadable: tensor {name!r} has no valid data_offsets") from err
+            raise WorldModelFormatError(
+                f"{what} is corrupt or unreadable: tensor {name!r} has no valid data_offsets"
+            ) from err
     if 8 + size + end > file_size:
         raise WorldModelFormatError(
-            f"{what} is corrupt or unreadable: truncated, its header needs {8 + size + end} bytes and the file has {file_size}"
+            f"{what} is corrupt or unreadable: truncated, its header needs {8 + size + end} bytes "
+            f"and the file has {file_size}"
         )
     return header
 
@@ -465,8 +472,9 @@ def check_start_bank(model: WorldModel, source: str) -> None:
     mu_max = float(model.start_mu.abs().max())
     if logvar_max > MAX_START_LOGVAR or mu_max > MAX_START_MU:
         raise WorldModelFormatError(
-            f"{MODEL_WEIGHTS_FILE} of world model {source!r} holds starting latents no V produces (largest start_logvar "
-            f"{logvar_max:.3g}, largest |start_mu| {mu_max:.3g}; the limits are {MAX_START_LOGVAR} and {MAX_START_MU:g}): "
+            f"{MODEL_WEIGHTS_FILE} of world model {source!r} holds starting latents no V produces "
+            f"(largest start_logvar {logvar_max:.3g}, largest |start_mu| {mu_max:.3g}; "
+            f"the limits are {MAX_START_LOGVAR} and {MAX_START_MU:g}): "
             "its dreams would start at inf and turn to NaN"
         )
 
@@ -499,7 +507,9 @@ def _check_local_folder(folder: Path) -> None:
             f"world model folder {str(folder)!r} has no {MODEL_CONFIG_FILE}; a dreamgym world model holds "
             f"{MODEL_CONFIG_FILE} and {MODEL_WEIGHTS_FILE}"
         )
-    read_json(folder / MODEL_CONFIG_FILE, f"{MODEL_CONFIG_FILE} of world model {str(folder)!r}", error=WorldModelFormatError)
+    read_json(
+        folder / MODEL_CONFIG_FILE, f"{MODEL_CONFIG_FILE} of world model {str(folder)!r}", error=WorldModelFormatError
+    )
 
 
 def load_weights_strict(model: nn.Module, path: str | os.PathLike, source: str) -> None:
@@ -511,7 +521,9 @@ def load_weights_strict(model: nn.Module, path: str | os.PathLike, source: str) 
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
-        raise WorldModelFormatError(f"{MODEL_WEIGHTS_FILE} of world model {source!r} is corrupt or unreadable: {err}") from err
+        raise WorldModelFormatError(
+            f"{MODEL_WEIGHTS_FILE} of world model {source!r} is corrupt or unreadable: {err}"
+        ) from err
     expected = model.state_dict()
     mismatched = [
         f"{name} has shape {tuple(tensors[name].shape)} but the config needs {tuple(expected[name].shape)}"
@@ -521,7 +533,9 @@ def load_weights_strict(model: nn.Module, path: str | os.PathLike, source: str) 
     problems = tensor_name_problems(expected, tensors)
     problems.extend(mismatched)
     if problems:
-        raise WorldModelFormatError(f"{MODEL_WEIGHTS_FILE} of world model {source!r} does not match its config: " + "; ".join(problems))
+        raise WorldModelFormatError(
+            f"{MODEL_WEIGHTS_FILE} of world model {source!r} does not match its config: " + "; ".join(problems)
+        )
     non_finite = sorted(name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
     if non_finite:
         raise WorldModelFormatError(f"{MODEL_WEIGHTS_FILE} of world model {source!r} holds NaN or inf in {non_finite}")

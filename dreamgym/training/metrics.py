@@ -190,7 +190,8 @@ class _HeldOutScores:
     def add_reconstructions(self, model: WorldModel, frames: np.ndarray, mu: torch.Tensor) -> None:
         """V's squared reconstruction error of an episode's ``frames`` from their ``mu``."""
         for i in range(0, len(frames), ENCODE_BATCH):
-            images = torch.as_tensor(frames[i : i + ENCODE_BATCH], device=model.device).permute(0, 3, 1, 2).float() / 255
+            batch = torch.as_tensor(frames[i : i + ENCODE_BATCH], device=model.device)
+            images = batch.permute(0, 3, 1, 2).float() / 255
             self.recon_sq += (model.vae.decode(mu[i : i + ENCODE_BATCH]) - images).pow(2).sum().item()
 
     def add_predictions(self, model: WorldModel, episode: Any, mu: torch.Tensor, open_loop_starts: int) -> None:

@@ -688,9 +688,10 @@ def train_rnn(
     for member in range(ensemble_size):
         start = starting_points[min(member, len(starting_points) - 1)] if starting_points else None
         rnn = _fresh_member(cfg, seed + member, start, device)
-        histories.append(
-            _train_member(member, rnn, member_data, out, vae, fingerprint, epochs, batch_size, lr, seed, device, progress)
+        history = _train_member(
+            member, rnn, member_data, out, vae, fingerprint, epochs, batch_size, lr, seed, device, progress
         )
+        histories.append(history)
         members.append(rnn)
     model.set_members(members)
     _finish_world_model(model, latents, train_eps, training_record, histories, trajectory_starts, seed, device)

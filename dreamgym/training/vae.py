@@ -147,8 +147,8 @@ def _finished_model(out: Path, checkpoint_weights: dict[str, torch.Tensor] | Non
         except (DreamgymError, ValueError, OSError):
             existing = None  # a save that did not finish: written again below, unless M is at stake
         if existing is not None:
-            saved_v = {k: v for k, v in existing.state_dict().items() if k.startswith("vae.")}
-            if all(k in checkpoint_weights and torch.equal(v, checkpoint_weights[k].to(v.dtype)) for k, v in saved_v.items()):
+            saved = [(k, v) for k, v in existing.state_dict().items() if k.startswith("vae.")]
+            if all(k in checkpoint_weights and torch.equal(v, checkpoint_weights[k].to(v.dtype)) for k, v in saved):
                 return existing
     if has_m:
         raise WouldOverwriteError(
@@ -264,13 +264,14 @@ def train_vae(
     model.to(device)
 
     # A finished stage does nothing; above all it never writes a V-only bundle over a finished one.
-    finished = _finished_model(out, checkpoint[0] if checkpoint else None, start_epoch >= epochs and checkpoint is not None)
+    done = start_epoch >= epochs and checkpoint is not None
+    finished = _finished_model(out, checkpoint[0] if checkpoint else None, done)
     if finished is not None:
         if progress:
             print(f"V is already trained for {start_epoch} epoch(s) in {out}: nothing to do", file=sys.stderr)
         return finished.to(device).eval()
 
-    if start_epoch >= epochs and checkpoint is not None:
+    if done and checkpoint is not None:
         # Nothing left to train: the frames are not even loaded.
         training_record = dict(checkpoint[2]["training"])
         frames = heldout = torch.zeros((0, 64, 64, 3), dtype=torch.uint8)
@@ -280,7 +281,10 @@ def train_vae(
         if len(frames) == 0:
             raise ValueError(f"the {len(train_seeds)} training episodes in {data!s} hold no readable frames")
     epoch = _epoch_function(model, optimizer, frames, heldout, batch_size, epochs, seed, device, progress)
-    line = f"V epoch {{epoch}}/{epochs}: loss {{loss:.2f}} recon {{recon:.2f}} kl {{kl:.2f}} held-out mse {{heldout_recon_mse}}"
+    line = (
+        f"V epoch {{epoch}}/{epochs}: loss {{loss:.2f}} recon {{recon:.2f}} kl {{kl:.2f}} "
+        "held-out mse {heldout_recon_mse}"
+    )
     run_stage(
         out, STAGE, what="V", unit="epoch", done=start_epoch, total=epochs, history=history, step=epoch,
         save=epoch_checkpoint(out, STAGE, model, optimizer, config=config.to_dict(), training=training_record),
