@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from multiprocessing.connection import Connection, wait
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from dreamgym.errors import DreamgymError, TaskError, WorkerDiedError, WorkerFailedError
 from dreamgym.validation import check_int
@@ -131,7 +131,7 @@ def _unpack(message: Message) -> tuple[int, Any]:
     """The driver's side of a message: ``(seed, result)``, or the worker's error raised as a :class:`TaskError`."""
     kind, seed, payload = message
     if kind == "done":
-        return seed, payload
+        return cast(int, seed), payload  # a "done" message always names its seed
     raise TaskError(seed, *payload)
 
 

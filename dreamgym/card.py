@@ -171,11 +171,14 @@ def make_model_card(
     metrics = read_json(model_dir / "metrics.json", "metrics record", default={})
     build = read_json(model_dir / "build.json", "build record", default={})
     env_id = config.get("env_id", "CarRacing-v3")
-    if results is not None and not isinstance(results, dict):
-        results = read_json(results, "results file")
+    record: dict[str, Any] | None
+    if results is None or isinstance(results, dict):
+        record = results
+    else:
+        record = read_json(results, "results file")
     extra: dict[str, Any] = {}
-    if results:
-        extra = dict(model_name=model_ref, eval_results=_eval_results(results))
+    if record:
+        extra = dict(model_name=model_ref, eval_results=_eval_results(record))
     card_data = ModelCardData(
         library_name="dreamgym",
         license="mit",
@@ -200,8 +203,8 @@ def make_model_card(
         holdout_percent=10,
         images=[(name, caption) for name, caption in IMAGE_CAPTIONS.items() if (model_dir / name).is_file()],
         metrics_rows=rows,
-        results=results or None,
-        results_command=_results_command(results, model_ref) if results else None,
+        results=record or None,
+        results_command=_results_command(record, model_ref) if record else None,
         sweep=read_json(model_dir / "temperature_sweep.json", "temperature sweep", default={}).get("rows") or None,
         # 3 * (z_dim + rnn_hidden) + 3: 867 for the paper's model; None without a shipped controller.
         controller_params=(3 * int(controller_record["obs_dim"]) + 3 if "obs_dim" in controller_record else None),

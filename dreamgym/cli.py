@@ -14,11 +14,14 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from dreamgym.backends import make_backend
 from dreamgym.episodes import EpisodeSubset
 from dreamgym.errors import DreamgymError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
@@ -485,7 +488,7 @@ def _add_unsafe_pickle_arg(p: argparse.ArgumentParser) -> None:
                         "only for files you trust (by default nothing is unpickled and such a zip is refused)")
 
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def dataclass_args(cls: type[T], description: str | None = None, argv: list[str] | None = None) -> T:

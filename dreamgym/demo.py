@@ -89,7 +89,7 @@ def run_demo(
     pixels = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, render_mode="rgb_array",
                       max_episode_steps=gif_steps)
     obs, _ = pixels.reset(seed=seed)
-    frames = [pixels.render()]
+    frames: list[Any] = [pixels.render()]  # rgb_array frames
     for _ in range(gif_steps):
         obs, _, terminated, truncated, _ = pixels.step(act(obs))
         frames.append(pixels.render())

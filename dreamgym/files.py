@@ -165,7 +165,8 @@ def read_json(
         raise error(f"{where} is not valid JSON: {err}") from err
     if expect is not None and not isinstance(value, expect):
         kinds = expect if isinstance(expect, tuple) else (expect,)
-        wanted = " or ".join({dict: "a JSON object", list: "a JSON array"}.get(k, k.__name__) for k in kinds)
+        names: dict[type, str] = {dict: "a JSON object", list: "a JSON array"}
+        wanted = " or ".join(names.get(k, k.__name__) for k in kinds)
         raise error(f"{where} must be {wanted}, got {type(value).__name__}")
     return value
 

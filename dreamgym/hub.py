@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import httpx2
+import torch
 from huggingface_hub.errors import (
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -54,7 +55,7 @@ def _warn_if_m_untrained(model: WorldModel, source: str) -> WorldModel:
     return model
 
 
-def load_world_model(model: ModelSource, revision: str | None = None, device: str = "cpu") -> WorldModel:
+def load_world_model(model: ModelSource, revision: str | None = None, device: str | torch.device = "cpu") -> WorldModel:
     """Resolve ``model`` into a :class:`WorldModel` on ``device``.
 
     Args:
@@ -69,14 +70,14 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         FileNotFoundError: the folder or Hub repo (or its revision) does not exist.
         ConnectionError: the Hub could not be reached and the model is not in the cache.
     """
-    device = check_device(device)
+    target = check_device(device)
     if isinstance(model, WorldModel):
         if revision is not None:
             raise ValueError(
                 f"revision={revision!r} was given with an in-memory WorldModel; "
                 "a revision names a commit of a Hub repo"
             )
-        return model.to(device).eval()
+        return model.to(target).eval()
     if model is None:
         model = default_model_path()
     if model is None:
@@ -94,14 +95,14 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
                 f"revision={revision!r} was given with the local folder {source!r}; a revision names a commit "
                 "of a Hub repo, a folder has none: drop revision= (or pass the Hub repo id)"
             )
-        return _warn_if_m_untrained(WorldModel.from_pretrained(Path(expanded), map_location=device), source)
+        return _warn_if_m_untrained(WorldModel.from_pretrained(Path(expanded), map_location=target), source)
     if os.path.exists(expanded) or _looks_like_path(source):
         raise FileNotFoundError(
             f"world model folder {source!r} does not exist (expected a folder with config.json and model.safetensors)"
         )
     at = f" at revision {revision!r}" if revision else ""
     try:
-        model = WorldModel.from_pretrained(source, revision=revision, map_location=device)
+        model = WorldModel.from_pretrained(source, revision=revision, map_location=target)
     except RevisionNotFoundError as err:
         raise FileNotFoundError(f"Hub repo {source!r} has no revision {revision!r}") from err
     except RepositoryNotFoundError as err:

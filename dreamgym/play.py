@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 
 from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec, resolve_agent_model
-from dreamgym.envs.common import DISCRETE_ACTIONS, upscale
+from dreamgym.envs.common import DISCRETE_ACTIONS, WorldModelEnv, upscale
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # after the line above, which silences pygame's greeting
@@ -178,6 +178,7 @@ class PlaySession:
             if real is None:
                 real = np.zeros_like(recon)
             return [_fit(real, self.view_size[0]), upscale(recon, SCALE)]
+        assert self.dream is not None  # not the real env: a dream env
         frame = self.world_model.decode(self.dream.z)[0].cpu().numpy()
         return [upscale(frame, SCALE)]
 
@@ -275,7 +276,7 @@ def make_session(model: Any = None, revision: str | None = None, real: bool = Fa
         env = gym.make("dreamgym/DreamCarRacing-v0", model=model, revision=revision, temperature=temperature)
         title = "dreamgym play: the dream"
     if agent is not None:
-        check_agent_fits(loaded, env.unwrapped.world_model, agent)
+        check_agent_fits(loaded, cast(WorldModelEnv, env.unwrapped).world_model, agent)
     return PlaySession(env, agent=act, seed=seed, fps=fps, title=title)
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dreamgym.errors import ArgumentError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["check_device", "check_int", "check_number", "check_seed", "pick_device"]
 
@@ -58,7 +61,7 @@ def check_seed(value: Any) -> int | None:
     return check_int("seed", value, 0)
 
 
-def check_device(device: Any) -> Any:
+def check_device(device: Any) -> torch.device | None:
     """``device`` as a ``torch.device`` this machine has; None stays None.
 
     Raises:
@@ -91,7 +94,7 @@ def check_device(device: Any) -> Any:
     return parsed
 
 
-def pick_device(device: Any = None) -> Any:
+def pick_device(device: Any = None) -> torch.device:
     """The torch device to train or dream on: ``device`` if given, else CUDA when available, else CPU.
 
     Raises:
@@ -99,6 +102,7 @@ def pick_device(device: Any = None) -> Any:
     """
     import torch
 
-    if device is None:
+    parsed = check_device(device)
+    if parsed is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return check_device(device)
+    return parsed

@@ -51,7 +51,8 @@ def record_real(
     """
     cfg = world_model.config
     env = RealCarRacingEnv(model=world_model)
-    frames, zs, actions = [], [], []
+    frames: list[Any] = []  # the observer's frames, never None once the env is reset
+    zs, actions = [], []
     try:
         obs, _ = env.reset(seed=seed)
         for t in range(steps + 1):
@@ -300,7 +301,7 @@ def plot_curves(history: list[dict[str, Any]], title: str, path: Path) -> Path |
                    if k != x_key and isinstance(v, (int, float)) and not isinstance(v, bool)})
     if not history or not keys:
         return None
-    x = [row.get(x_key, i + 1) for i, row in enumerate(history)]
+    x = [row.get(x_key, i + 1) if x_key is not None else i + 1 for i, row in enumerate(history)]
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
@@ -364,14 +365,14 @@ def inspect_world_model(
         else:
             written.append(drawn)
     if controller is not None:
-        path = _controller_log(Path(controller))
-        if path is None:
+        found = _controller_log(Path(controller))
+        if found is None:
             log(
                 f"no controller log (logs/cmaes.json or training_log.json) in {controller}: "
                 "skipping curves_controller.png"
             )
         else:
-            drawn = plot_curves(read_log(path), f"controller CMA-ES ({path})", out / "curves_controller.png")
+            drawn = plot_curves(read_log(found), f"controller CMA-ES ({found})", out / "curves_controller.png")
             if drawn is not None:
                 written.append(drawn)
     for path in written:

@@ -104,7 +104,7 @@ def _ring_mask(image_size: int, crop_dashboard: bool) -> np.ndarray:
     return mask
 
 
-def road_fraction(frames: np.ndarray, crop_dashboard: bool = True) -> np.ndarray:
+def road_fraction(frames: np.ndarray, crop_dashboard: bool = True) -> np.ndarray | float:
     """The fraction of road pixels just around the car, per frame.
 
     Road is grey (R, G and B within 20 of each other, not black); grass is green and kerbs
@@ -136,7 +136,7 @@ def road_fraction(frames: np.ndarray, crop_dashboard: bool = True) -> np.ndarray
     return float(fraction[0]) if single else fraction
 
 
-def on_road(frames: np.ndarray, crop_dashboard: bool = True) -> np.ndarray:
+def on_road(frames: np.ndarray, crop_dashboard: bool = True) -> np.ndarray | bool:
     """Whether the car is on the road in each frame: at least half the pixels around it are road.
 
     Args:
@@ -278,9 +278,9 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     return _number(np.corrcoef(a, b)[0, 1])
 
 
-def _road_labels(fraction: np.ndarray, skip: int) -> list[bool | None]:
-    """On-road per step; None for the zoom-in steps, which cannot be classified."""
-    return [None if t < skip else bool(f >= ON_ROAD_THRESHOLD) for t, f in enumerate(fraction)]
+def _road_labels(fraction: np.ndarray | float, skip: int) -> list[bool | None]:
+    """On-road per step of a batch's ``road_fraction``; None for the zoom-in steps, which cannot be classified."""
+    return [None if t < skip else bool(f >= ON_ROAD_THRESHOLD) for t, f in enumerate(np.atleast_1d(fraction))]
 
 
 def _on_road_share(labels: Sequence[bool | None]) -> float | None:
@@ -358,8 +358,8 @@ def open_loop_returns(
     index = np.arange(n)
     dream = LatentDream(world_model, n, temperature)
     dream.reset(index, branch_keys(episode.seed, horizon, starts))
-    starts = np.asarray(starts, dtype=np.int64)
-    dream.set_state(index, episode.z[starts], episode.h[starts], episode.c[starts])
+    rows = np.asarray(starts, dtype=np.int64)
+    dream.set_state(index, episode.z[rows], episode.h[rows], episode.c[rows])
     device = world_model.device
     z, h = dream.z.cpu().numpy(), dream.h.cpu().numpy()
     returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
@@ -482,10 +482,8 @@ def _situations(returns: list[float], lengths: list[int], on_road_shares: list[f
 
 
 # ------------------------------------------------------------------------ diagnose
-def _check_horizons(horizons: Sequence[int], max_steps: int) -> list[int]:
-    if isinstance(horizons, (int, np.integer)):
-        horizons = [horizons]
-    horizons = list(horizons)
+def _check_horizons(horizons: Sequence[int] | int, max_steps: int) -> list[int]:
+    horizons = [horizons] if isinstance(horizons, (int, np.integer)) else list(horizons)
     if not horizons:
         raise ValueError("horizons must name at least one number of dream steps, e.g. [50, 200]")
     checked = []

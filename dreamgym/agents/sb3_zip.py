@@ -34,6 +34,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
@@ -99,7 +100,7 @@ def _space(value: dict[str, Any]) -> gym.Space:
     raise _CannotRebuild(f"a {kind or 'unknown'} space (only Box and Discrete are rebuilt)")
 
 
-def _policy_class(value: dict[str, Any], algorithm: type) -> type:
+def _policy_class(value: dict[str, Any], algorithm: type[BaseAlgorithm]) -> type:
     module = value.get("__module__")
     names = {m.group(1) for v in value.values() if isinstance(v, str) for m in _METHOD_REPR.finditer(v)}
     matches = [c for c in set(algorithm.policy_aliases.values()) if c.__module__ == module and c.__name__ in names]
@@ -159,7 +160,7 @@ def _schedule(value: dict[str, Any]) -> Any:
     return FloatSchedule(ConstantSchedule(0.0))
 
 
-def safe_custom_objects(data: dict[str, Any], algorithm: type, file: str) -> dict[str, Any]:
+def safe_custom_objects(data: dict[str, Any], algorithm: type[BaseAlgorithm], file: str) -> dict[str, Any]:
     """SB3 ``custom_objects`` that replace every pickled field of a zip's ``data``, so ``load`` unpickles nothing.
 
     Args:

@@ -120,11 +120,13 @@ class StackedMDNRNN:
         self.hidden, self.num_mixtures = first.hidden, first.num_mixtures
         self.size = len(members)
         with torch.no_grad():
+            # Each member's one layer: (weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0).
+            layers = [m.lstm.all_weights[0] for m in members]
             # [x, h] @ [W_ih; W_hh]^T: the input and recurrent matmuls of a member in one.
             self.lstm_weight = torch.stack(
-                [torch.cat([m.lstm.weight_ih_l0, m.lstm.weight_hh_l0], dim=1).t() for m in members]
+                [torch.cat([w_ih, w_hh], dim=1).t() for w_ih, w_hh, _, _ in layers]
             ).contiguous()  # (K, input + hidden, 4 * hidden)
-            self.lstm_bias = torch.stack([(m.lstm.bias_ih_l0 + m.lstm.bias_hh_l0)[None] for m in members])  # (K, 1, 4H)
+            self.lstm_bias = torch.stack([(b_ih + b_hh)[None] for _, _, b_ih, b_hh in layers])  # (K, 1, 4H)
             self.head_weight = torch.stack([m.head.weight.t() for m in members]).contiguous()  # (K, hidden, out)
             self.head_bias = torch.stack([m.head.bias[None] for m in members])  # (K, 1, out)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -25,9 +27,9 @@ class ConvVAE(nn.Module):
     def __init__(
         self,
         z_dim: int = 32,
-        encoder_channels: tuple[int, ...] = (32, 64, 128, 256),
-        decoder_channels: tuple[int, ...] = (128, 64, 32),
-        decoder_kernels: tuple[int, ...] = (5, 5, 6, 6),
+        encoder_channels: Sequence[int] = (32, 64, 128, 256),
+        decoder_channels: Sequence[int] = (128, 64, 32),
+        decoder_kernels: Sequence[int] = (5, 5, 6, 6),
     ) -> None:
         super().__init__()
         self.z_dim = z_dim

@@ -93,6 +93,16 @@ class WorldModel(
         config: a :class:`WorldModelConfig`, or its dict form as stored in ``config.json``.
     """
 
+    # Buffers (registered in __init__; the trajectory ones only with a bank of trajectory starts).
+    start_mu: torch.Tensor
+    start_logvar: torch.Tensor
+    trajectory_mu: torch.Tensor
+    trajectory_logvar: torch.Tensor
+    trajectory_h: torch.Tensor
+    trajectory_c: torch.Tensor
+    trajectory_member_h: torch.Tensor
+    trajectory_member_c: torch.Tensor
+
     def __init__(self, config: dict | WorldModelConfig | None = None) -> None:
         super().__init__()
         if config is None:
@@ -219,8 +229,10 @@ class WorldModel(
         ``member_h`` and ``member_c`` of shape (n, K - 1, rnn_hidden); a single M takes none.
         """
         n, cfg = len(mu), self.config
-        shapes = {"mu": (mu, (n, cfg.z_dim)), "logvar": (logvar, (n, cfg.z_dim)),
-                  "h": (h, (n, cfg.rnn_hidden)), "c": (c, (n, cfg.rnn_hidden))}
+        shapes: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {
+            "mu": (mu, (n, cfg.z_dim)), "logvar": (logvar, (n, cfg.z_dim)),
+            "h": (h, (n, cfg.rnn_hidden)), "c": (c, (n, cfg.rnn_hidden)),
+        }
         others = cfg.ensemble_size - 1
         if others:
             if member_h is None or member_c is None:

@@ -427,7 +427,8 @@ def _train_member(
     member_seed = seed + member
     checkpoint = load_checkpoint(out, stage)
     optimizer = torch.optim.Adam(rnn.parameters(), lr=lr)
-    start_epoch, history = 0, []
+    start_epoch = 0
+    history: list[dict[str, Any]] = []
     if checkpoint is not None:
         if checkpoint[2].get("v_fingerprint") != fingerprint:
             raise CheckpointError(
@@ -669,7 +670,7 @@ def train_rnn(
         "reward": reward_weight, "termination": termination_weight, "termination_pos_weight": termination_pos_weight,
         "grad_clip": grad_clip, "reward_overprediction": reward_overprediction_weight,
     }
-    training_record = {
+    training_record: dict[str, Any] = {
         "epochs": epochs, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "grad_clip": grad_clip,
         "reward_weight": reward_weight, "reward_overprediction_weight": reward_overprediction_weight,
         "dropout": cfg.dropout, "termination_weight": termination_weight,

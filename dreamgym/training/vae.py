@@ -258,7 +258,8 @@ def train_vae(
     seed_everything(seed)
     model = WorldModel(config)
     optimizer = torch.optim.Adam(model.vae.parameters(), lr=lr)
-    start_epoch, history = 0, []
+    start_epoch = 0
+    history: list[dict[str, Any]] = []
     if checkpoint is not None:
         start_epoch, history = resume_training(model, optimizer, checkpoint, lr, device)
     model.to(device)
