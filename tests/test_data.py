@@ -22,7 +22,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import numpy as np
 import pytest
 
-from dreamgym.data.collect import _exclusive, _make_env, collect, run_episode
+from dreamgym.data.collect import collect, collector_lock, make_env, run_episode
 from dreamgym.data.policies import (
     ControllerPolicy,
     CorrelatedRandomPolicy,
@@ -410,7 +410,7 @@ def test_controller_policy_noise_is_bounded_reproducible_and_fed_to_m(controller
 
     def choose(frame, obs):
         action = policy(frame)
-        expected = np.clip(controller.act(obs) + policy._noise, ACTION_LOW, ACTION_HIGH).astype(np.float32)
+        expected = np.clip(controller.act(obs) + policy.exploration_noise, ACTION_LOW, ACTION_HIGH).astype(np.float32)
         np.testing.assert_allclose(action, expected, atol=1e-6)
         return action
 
@@ -428,7 +428,7 @@ def test_collect_with_a_controller_policy(tmp_path: Path, controller_dir) -> Non
         episodes=2, out=tmp_path / "store", workers=1, max_steps=MAX_STEPS, seed=7, policy=spec, progress=False
     )
     assert store.seeds() == {7, 8}
-    env = _make_env("CarRacing-v3", MAX_STEPS)
+    env = make_env("CarRacing-v3", MAX_STEPS)
     try:
         for seed in (7, 8):
             episode = store.load(seed)
@@ -467,7 +467,7 @@ def test_collect_validates_arguments(tmp_path: Path, kwargs: dict, error: type, 
 
 def test_collect_refuses_a_store_another_collector_holds(tmp_path: Path) -> None:
     store = EpisodeStore(tmp_path)
-    with _exclusive(store):
+    with collector_lock(store):
         with pytest.raises(RuntimeError, match="another collector is writing"):
             collect(episodes=1, out=tmp_path, workers=1, max_steps=MAX_STEPS, progress=False)
 
@@ -483,7 +483,7 @@ def test_collect_in_parallel_then_resume(tmp_path: Path) -> None:
         assert episode.frames.shape == (MAX_STEPS + 1, 64, 64, 3)
 
     # A worker's episode is the episode of its seed, bit for bit: same as run here, inline.
-    env = _make_env("CarRacing-v3", MAX_STEPS)
+    env = make_env("CarRacing-v3", MAX_STEPS)
     try:
         reset_frame = env.reset(seed=11)[0]
         inline = run_episode(env, make_policy("random", 0), 11)

@@ -12,7 +12,7 @@ import pytest
 import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym.agents import controller as controller_mod
 from dreamgym.agents.controller import LinearController
-from dreamgym.agents.evaluate import AgentSpec, _EpisodeConfig, _real_pool, evaluate, run_episode
+from dreamgym.agents.evaluate import AgentSpec, RealEpisodeConfig, evaluate, play_real_episodes, run_episode
 from dreamgym.cli import main
 
 OBS_DIM = 8 + 16
@@ -141,16 +141,12 @@ def test_in_memory_controller_needs_a_model(tmp_path):
         evaluate(str(tmp_path / "c"), episodes=1, workers=1, max_steps=STEPS, progress=False)
 
 
-class _Bar:
-    def update(self, n):
-        pass
-
-
 def test_a_failing_worker_surfaces_its_error(tiny_model_dir, tmp_path):
     # A spec the parent would have refused: the worker's own error must come back, not a hang.
-    config = _EpisodeConfig(AgentSpec("controller", str(tmp_path / "gone"), "gone"), str(tiny_model_dir), None, STEPS)
+    gone = AgentSpec("controller", str(tmp_path / "gone"), "gone")
+    config = RealEpisodeConfig(gone, str(tiny_model_dir), None, STEPS)
     with pytest.raises(FileNotFoundError, match="no controller folder"):
-        list(_real_pool(config, [0, 1], 1, _Bar()))
+        list(play_real_episodes(config, [0, 1], 1))
 
 
 def test_cli_evaluate(controller_dir, tmp_path, capsys):

@@ -438,9 +438,9 @@ def test_11_a_corrupt_checkpoint_is_one_line(data_dir, tmp_path, capsys):
 
 
 def test_11_the_collector_lock_and_a_file_as_store_are_one_line(tmp_path, capsys):
-    from dreamgym.data.collect import _exclusive
+    from dreamgym.data.collect import collector_lock
 
-    with _exclusive(EpisodeStore(tmp_path / "busy")):
+    with collector_lock(EpisodeStore(tmp_path / "busy")):
         command = ["collect", "--episodes", "1", "--out", str(tmp_path / "busy"), "--workers", "1"]
         err = _one_line_error(capsys, main(command))
     assert "another collector" in err

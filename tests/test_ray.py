@@ -286,12 +286,8 @@ def test_ray_evaluation_equals_local_evaluation(ray_cluster, controller_dir: Pat
 
 
 def test_ray_evaluation_surfaces_a_bad_agent_as_the_worker_raised_it(ray_cluster, controller_dir: Path) -> None:
-    from dreamgym.agents.evaluate import AgentSpec, _EpisodeConfig, _real_pool
+    from dreamgym.agents.evaluate import AgentSpec, RealEpisodeConfig, play_real_episodes
 
-    class Bar:
-        def update(self, n: int) -> None:
-            pass
-
-    config = _EpisodeConfig(AgentSpec("controller", str(controller_dir / "gone"), "gone"), None, None, MAX_STEPS)
+    config = RealEpisodeConfig(AgentSpec("controller", str(controller_dir / "gone"), "gone"), None, None, MAX_STEPS)
     with pytest.raises(FileNotFoundError, match="no controller folder"):
-        list(_real_pool(config, [0, 1], ray_backend(), Bar()))
+        list(play_real_episodes(config, [0, 1], ray_backend()))

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,7 +19,6 @@ from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecCheckNan, VecEnv, VecMonitor, VecTransposeImage
 
-from dreamgym.agents.sb3 import _detect_algorithm
 from dreamgym.envs import DreamCarRacingEnv
 from dreamgym.sb3 import DreamVecEnv, load_sb3_agent, make_dream_vec_env
 
@@ -269,7 +269,11 @@ def test_load_sb3_agent_errors(tmp_path):
         load_sb3_agent(tmp_path / "bad.zip")
     with pytest.raises(ValueError, match="unknown SB3 algorithm"):
         load_sb3_agent(tmp_path / "bad.zip", algo="PPG")
-    assert _detect_algorithm({"policy_class": {"__module__": "somewhere.else"}}) is None
+    # A zip whose policy comes from no SB3 algorithm it knows: it cannot tell which to load with.
+    with zipfile.ZipFile(tmp_path / "foreign.zip", "w") as archive:
+        archive.writestr("data", json.dumps({"policy_class": {"__module__": "somewhere.else"}}))
+    with pytest.raises(ValueError, match="cannot tell which algorithm saved"):
+        load_sb3_agent(tmp_path / "foreign.zip")
 
 
 def test_example_trains_ppo_at_toy_scale(tiny_model_dir, tmp_path):

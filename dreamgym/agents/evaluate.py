@@ -48,7 +48,17 @@ from dreamgym.hub import load_world_model
 from dreamgym.validation import check_int
 from dreamgym.version import __version__
 
-__all__ = ["DREAM_ENV_ID", "REAL_ENV_ID", "AgentSpec", "evaluate", "load_agent", "parse_agent_spec", "run_episode"]
+__all__ = [
+    "DREAM_ENV_ID",
+    "REAL_ENV_ID",
+    "AgentSpec",
+    "RealEpisodeConfig",
+    "evaluate",
+    "load_agent",
+    "parse_agent_spec",
+    "play_real_episodes",
+    "run_episode",
+]
 
 REAL_ENV_ID = "dreamgym/RealCarRacing-v0"
 DREAM_ENV_ID = "dreamgym/DreamCarRacing-v0"
@@ -69,14 +79,24 @@ def run_episode(env: Any, act: Agent, seed: int) -> tuple[float, int]:
 
 
 @dataclass(frozen=True)
-class _EpisodeConfig:
+class RealEpisodeConfig:
+    """What a worker needs to play real episodes; picklable, so that it can be sent to one.
+
+    Args:
+        agent: the agent, by spec (the worker loads it).
+        model: a source for :func:`~dreamgym.hub.load_world_model`: None (the shipped
+            default), a folder, a Hub id, or a ``WorldModel`` (sent pickled).
+        revision: branch, tag or commit when ``model`` is a Hub id.
+        max_steps: truncate each episode after this many steps.
+    """
+
     agent: AgentSpec
-    model: Any  # a source for load_world_model: None, a folder, a Hub id or a WorldModel
+    model: Any
     revision: str | None
     max_steps: int
 
 
-def _make_real_env(config: _EpisodeConfig) -> Any:
+def _make_real_env(config: RealEpisodeConfig) -> Any:
     return gym.make(REAL_ENV_ID, model=config.model, revision=config.revision, max_episode_steps=config.max_steps)
 
 
@@ -92,7 +112,7 @@ def single_thread() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _real_worker(config: _EpisodeConfig) -> Iterator[Callable[[int], tuple[float, int]]]:
+def _real_worker(config: RealEpisodeConfig) -> Iterator[Callable[[int], tuple[float, int]]]:
     """A worker's agent and real env; ``work(seed)`` plays the episode of ``seed``: (return, length)."""
     headless()
     act, _ = load_agent(config.agent)
@@ -104,10 +124,20 @@ def _real_worker(config: _EpisodeConfig) -> Iterator[Callable[[int], tuple[float
             env.close()
 
 
-def _real_pool(
-    config: _EpisodeConfig, seeds: Sequence[int], backend: Backend[Any, Any] | int, bar: Any
+def play_real_episodes(
+    config: RealEpisodeConfig, seeds: Sequence[int], backend: Backend[Any, Any] | int, bar: Any = None
 ) -> Iterator[tuple[int, float, int]]:
     """Play the real episodes of ``seeds`` on ``backend`` (an int: that many local workers).
+
+    A worker's error comes back as the worker raised it when it means bad input (a missing
+    agent, say), else as a :class:`~dreamgym.errors.WorkerFailedError` naming the seed (see
+    :func:`~dreamgym.backends.run_episodes`).
+
+    Args:
+        config: the agent, world model and step cap every episode is played with.
+        seeds: the episodes' seeds.
+        backend: where the episodes run.
+        bar: a progress bar, updated by one per finished episode; None for none.
 
     Returns:
         an iterator of (index in ``seeds``, return, length), as episodes finish.
@@ -118,7 +148,8 @@ def _real_pool(
     for seed, (total, length) in run_episodes(
         backend, _real_worker, config, seeds, job="evaluation", on_stop="nothing was written"
     ):
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
         yield index[seed], total, length
 
 
@@ -237,7 +268,7 @@ def evaluate(
     # in-memory WorldModel is sent to them, pickled. Paths go absolute: a Ray worker may not
     # share this process's working directory.
     absolute_spec = dataclasses.replace(spec, path=os.path.abspath(spec.path))
-    config = _EpisodeConfig(absolute_spec, _absolute(model), revision, max_steps)
+    config = RealEpisodeConfig(absolute_spec, _absolute(model), revision, max_steps)
     runner.start()
     returns, lengths = _play_real(config, seeds, runner, progress)
     result: dict[str, Any] = {
@@ -277,12 +308,12 @@ def evaluate(
 
 
 def _play_real(
-    config: _EpisodeConfig, seeds: list[int], runner: Backend[Any, Any], progress: bool
+    config: RealEpisodeConfig, seeds: list[int], runner: Backend[Any, Any], progress: bool
 ) -> tuple[list[float], list[int]]:
     """The real episodes of ``seeds``, played on ``runner``: their returns and lengths, in seed order."""
     returns, lengths, finished = [0.0] * len(seeds), [0] * len(seeds), []
     with tqdm(total=len(seeds), desc="real", unit="ep", disable=not progress) as bar:
-        for i, total, length in _real_pool(config, seeds, runner, bar):
+        for i, total, length in play_real_episodes(config, seeds, runner, bar):
             returns[i], lengths[i] = total, length
             finished.append(total)
             bar.set_postfix(mean=f"{np.mean(finished):.1f}", refresh=False)

@@ -83,6 +83,11 @@ class ControllerPolicy:
         self._noise = np.zeros(3)
         self._started = False
 
+    @property
+    def exploration_noise(self) -> np.ndarray:
+        """The noise added to the last action (before clipping into the action space); zeros after a reset."""
+        return self._noise.copy()
+
     def __call__(self, obs: Any) -> np.ndarray:
         """Next action for the raw 96x96x3 frame ``obs``."""
         if self._started:

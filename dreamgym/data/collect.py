@@ -36,7 +36,7 @@ from dreamgym.files import atomic_write_json, read_json
 from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, preprocess_frames
 from dreamgym.validation import check_int
 
-__all__ = ["DEFAULT_ENV_ID", "collect", "run_episode", "verify_store"]
+__all__ = ["DEFAULT_ENV_ID", "collect", "collector_lock", "make_env", "run_episode", "verify_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class _WorkerConfig:
     root: str
 
 
-def _make_env(env_id: str, max_steps: int) -> Any:
+def make_env(env_id: str, max_steps: int) -> Any:
+    """The env a collection worker drives: ``env_id`` with continuous actions, truncated after ``max_steps``."""
     return gym.make(env_id, continuous=True, max_episode_steps=max_steps)
 
 
@@ -97,7 +98,7 @@ def run_episode(env: Any, policy: Policy, seed: int) -> Episode:
 def _collect_worker(config: _WorkerConfig) -> Iterator[Callable[[int], dict[str, Any]]]:
     """A worker's env, policy and store; ``work(seed)`` writes the episode's shard and returns its entry."""
     headless()
-    env = _make_env(config.env_id, config.max_steps)
+    env = make_env(config.env_id, config.max_steps)
     try:
         policy = make_policy(config.policy, 0)
         store = EpisodeStore(config.root)
@@ -107,7 +108,7 @@ def _collect_worker(config: _WorkerConfig) -> Iterator[Callable[[int], dict[str,
 
 
 @contextlib.contextmanager
-def _exclusive(store: EpisodeStore) -> Iterator[None]:
+def collector_lock(store: EpisodeStore) -> Iterator[None]:
     """Hold the store's collector lock: two collectors would fight over its manifest.
 
     An OS file lock (``filelock``: ``flock`` on POSIX, ``msvcrt`` on Windows), so it goes with
@@ -136,7 +137,7 @@ def _check_env(env_id: str, max_steps: int) -> None:
         raise ValueError(f"unknown env id {env_id!r}: {exc}") from exc
     headless()
     try:
-        env = _make_env(env_id, max_steps)
+        env = make_env(env_id, max_steps)
     except TypeError as exc:
         raise ValueError(
             f"env {env_id!r} cannot be made with continuous=True, max_episode_steps={max_steps}: {exc}"
@@ -236,7 +237,7 @@ def collect(
     _check_env(env_id, max_steps)
 
     store = EpisodeStore(out)
-    with _exclusive(store):
+    with collector_lock(store):
         settings = {"env_id": env_id, "policy": policy, "max_steps": max_steps}
         todo = _seeds_to_collect(store, range(seed, seed + episodes), settings, verify)
         # Absolute: a Ray worker may not share this process's working directory.
@@ -348,7 +349,7 @@ def verify_store(root: str | os.PathLike[str], repair: bool = False) -> tuple[li
     store = EpisodeStore(root)
     adopted: list[int] = []
     if repair:
-        with _exclusive(store):
+        with collector_lock(store):
             adopted = store.recover(verify=True)
     good, problems = store.verify()
     return good, problems, adopted
