@@ -513,7 +513,9 @@ def dataclass_args(cls: type[T], description: str | None = None, argv: list[str]
     return cls(**vars(parser.parse_args(argv)))
 
 
-class _Command(NamedTuple):
+class Command(NamedTuple):
+    """A ``dreamgym`` subcommand: its name and help, what adds its arguments, and what runs it."""
+
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
@@ -521,67 +523,67 @@ class _Command(NamedTuple):
 
 
 # The subcommands, in the order `dreamgym --help` lists them.
-_COMMANDS = [
-    _Command("collect", "collect real rollouts into a resumable shard store", _collect_args, _cmd_collect),
-    _Command(
+COMMANDS = [
+    Command("collect", "collect real rollouts into a resumable shard store", _collect_args, _cmd_collect),
+    Command(
         "verify-data", "check every shard of an episode store against its manifest; --repair fixes it",
         _verify_data_args, _cmd_verify_data,
     ),
-    _Command("train-vae", "train V on collected frames (resumes from checkpoints)", _train_vae_args, _cmd_train_vae),
-    _Command(
+    Command("train-vae", "train V on collected frames (resumes from checkpoints)", _train_vae_args, _cmd_train_vae),
+    Command(
         "train-rnn", "train M on V's latents of the collected episodes (resumes)",
         _train_rnn_args, _cmd_train_rnn,
     ),
-    _Command(
+    Command(
         "start-bank", "add a bank of real trajectory states to a world model (start='trajectory')",
         _start_bank_args, _cmd_start_bank,
     ),
-    _Command(
+    Command(
         "export-policy", "export a trained SB3 agent's policy as safetensors + JSON (no pickle to load)",
         _export_policy_args, _cmd_export_policy,
     ),
-    _Command("build", "collect, train V and M from one YAML config; skips finished stages", _build_args, _cmd_build),
-    _Command(
+    Command("build", "collect, train V and M from one YAML config; skips finished stages", _build_args, _cmd_build),
+    Command(
         "metrics", "measure a world model on held-out episodes and print the metrics",
         _metrics_args, _cmd_metrics,
     ),
-    _Command(
+    Command(
         "package", "write a built world model as a shippable folder (fp16 weights, card)",
         _package_args, _cmd_package,
     ),
-    _Command("card", "write a world model's model card from its metrics and build record", _card_args, _cmd_card),
-    _Command("push", "upload a world model (card, metrics, previews, controller) to the Hub", _push_args, _cmd_push),
-    _Command(
+    Command("card", "write a world model's model card from its metrics and build record", _card_args, _cmd_card),
+    Command("push", "upload a world model (card, metrics, previews, controller) to the Hub", _push_args, _cmd_push),
+    Command(
         "train-controller", "train the linear controller in the dream with CMA-ES (resumes)",
         _train_controller_args, _cmd_train_controller,
     ),
-    _Command(
+    Command(
         "evaluate", "score an agent in RealCarRacing-v0 (and with --dream, the dream gap)",
         _evaluate_args, _cmd_evaluate,
     ),
-    _Command(
+    Command(
         "diagnose", "where the dream lies to an agent: M's predictions along its real trajectories",
         _diagnose_args, _cmd_diagnose,
     ),
-    _Command("play", "drive the dream (or, with --real, the real car) with the arrow keys", _play_args, _cmd_play),
-    _Command(
+    Command("play", "drive the dream (or, with --real, the real car) with the arrow keys", _play_args, _cmd_play),
+    Command(
         "video", "video of real | V's reconstruction | open-loop dream from one real start",
         _video_args, _cmd_video,
     ),
-    _Command(
+    Command(
         "inspect", "reconstruction, open-loop and training-curve images of a world model",
         _inspect_args, _cmd_inspect,
     ),
-    _Command("demo", "dream one CarRacing episode on the default world model and write a GIF", _demo_args, _cmd_demo),
+    Command("demo", "dream one CarRacing episode on the default world model and write a GIF", _demo_args, _cmd_demo),
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``dreamgym`` argument parser: ``--debug`` and one subparser per entry of :data:`_COMMANDS`."""
+    """The ``dreamgym`` argument parser: ``--debug`` and one subparser per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
-    for spec in _COMMANDS:
+    for spec in COMMANDS:
         command = sub.add_parser(spec.name, help=spec.help)
         spec.add_arguments(command)
         command.set_defaults(func=spec.run)

@@ -47,6 +47,7 @@ def built(tmp_path_factory) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_build_produces_a_loadable_world_model_with_records(built):
     out = built / "wm"
     model = WorldModel.from_pretrained(out)
@@ -62,6 +63,7 @@ def test_build_produces_a_loadable_world_model_with_records(built):
     check_env(env.unwrapped)
 
 
+@pytest.mark.slow
 def test_rebuild_skips_finished_stages(built):
     out = built / "wm"
     weights = out / "model.safetensors"
@@ -74,6 +76,7 @@ def test_rebuild_skips_finished_stages(built):
     assert len(json.loads((out / "build.json").read_text())["runs"]) == 2
 
 
+@pytest.mark.slow
 def test_package_writes_fp16_weights_and_a_card_from_the_metrics(built, tmp_path):
     dest = tmp_path / "shipped"
     card_copy = tmp_path / "card.md"
@@ -150,6 +153,7 @@ def test_unreadable_build_configs(tmp_path):
         load_build_config(bad)
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_config_in_one_line(tmp_path):
     path = write_config(tmp_path, colect={})
     result = subprocess.run(
@@ -178,6 +182,7 @@ def iterated(tmp_path_factory) -> tuple[Path, Path]:
     return tmp_path, final
 
 
+@pytest.mark.slow
 def test_iterative_build_retrains_m_and_c_on_all_rounds(iterated):
     from dreamgym.agents.cmaes import select_controller
     from dreamgym.agents.controller import LinearController
@@ -221,6 +226,7 @@ def test_iterative_build_retrains_m_and_c_on_all_rounds(iterated):
     assert record["settings"]["iterations"][0]["collect"] == ROUND["collect"]
 
 
+@pytest.mark.slow
 def test_iterative_rebuild_changes_nothing(iterated):
     tmp_path, final = iterated
     out = tmp_path / "wm"
@@ -265,6 +271,7 @@ def write_records(tmp_path: Path) -> tuple[Path, Path]:
     return results, sweep
 
 
+@pytest.mark.slow
 def test_package_ships_the_controller_its_log_scores_and_sweep(iterated, tmp_path):
     from dreamgym.agents.cmaes import select_controller
     from dreamgym.agents.controller import LinearController
@@ -309,6 +316,7 @@ def test_package_ships_the_controller_its_log_scores_and_sweep(iterated, tmp_pat
     assert "value: 687.25 +/- 151.50" in card  # the model-index
 
 
+@pytest.mark.slow
 def test_package_cli_into_the_default_model_folder_records_the_default(iterated, tmp_path, monkeypatch):
     """Packaged where dreamgym ships its default model, the controller names the default world model."""
     from dreamgym import hub
@@ -328,6 +336,7 @@ def test_package_cli_into_the_default_model_folder_records_the_default(iterated,
     assert "Dream vs real over temperature" not in card and not (dest / "temperature_sweep.json").exists()
 
 
+@pytest.mark.slow
 def test_temperature_sweep_example(tiny_model_dir, tmp_path, monkeypatch):
     """examples/temperature_sweep.py at toy scale: one row per tau, a re-run skips what is scored."""
     import runpy

@@ -500,6 +500,7 @@ def test_collect_in_parallel_then_resume(tmp_path: Path) -> None:
     assert store.verify() == ([10, 11, 12, 13, 14, 15], [])
 
 
+@pytest.mark.slow
 def test_killed_collector_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
     root = tmp_path / "store"
     episodes = 12

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(default_model_path() is None, reason="no default world model in this checkout")
 
 
+@pytest.mark.slow
 def test_default_loads_offline_with_no_model_argument():
     code = (
         "import gymnasium as gym\n"

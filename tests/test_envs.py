@@ -10,6 +10,7 @@ import warnings
 
 import gymnasium as gym
 import numpy as np
+import pygame
 import pytest
 import torch
 from gymnasium.envs.box2d.car_racing import CarRacing
@@ -93,6 +94,7 @@ MAKE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env_id", "import_first"),
     [("dreamgym:" + DREAM_ID, False), (DREAM_ID, True)],
@@ -590,8 +592,12 @@ def test_render_human_headless(tiny_model):
     env.reset(seed=0)
     for _ in range(3):
         env.step(env.action_space.sample())
-    assert env.render() is None
+    assert env.render() is None  # human mode draws into a window and returns nothing
+    # The window shows the 64x64 dream upscaled 4x, and it is not blank.
+    window = pygame.display.get_surface()
+    assert window.get_size() == (256, 256) and pygame.surfarray.array3d(window).std() > 0
     env.close()
+    assert not pygame.display.get_init()  # close() takes the window down
 
 
 def test_real_render_rgb_array(tiny_model):
@@ -605,8 +611,13 @@ def test_real_render_rgb_array(tiny_model):
 def test_real_render_human_headless(tiny_model):
     env = RealCarRacingEnv(model=tiny_model, render_mode="human")
     env.reset(seed=0)
-    env.step(np.array([0, 0.5, 0], np.float32))
+    obs, *_ = env.step(np.array([0, 0.5, 0], np.float32))
+    assert obs.shape == env.observation_space.shape and env.render() is None
+    # CarRacing's own window, drawn on every step in human mode.
+    window = pygame.display.get_surface()
+    assert window.get_size() == (1000, 800) and pygame.surfarray.array3d(window).std() > 0
     env.close()
+    assert not pygame.display.get_init()
 
 
 # --------------------------------------------------------------- the real env
@@ -698,5 +709,13 @@ def test_real_env_same_seed_same_episode(tiny_model):
 
 
 def test_package_exports():
-    assert dreamgym.WorldModel is not None and dreamgym.load_world_model is not None
-    assert isinstance(dreamgym.__version__, str)
+    from dreamgym.hub import load_world_model
+    from dreamgym.models.world_model import WorldModel
+    from dreamgym.version import __version__
+
+    # The torch-backed names load on first use, and are the very objects of their modules.
+    assert dreamgym.WorldModel is WorldModel and dreamgym.load_world_model is load_world_model
+    assert dreamgym.__version__ == __version__ and __version__.count(".") == 2
+    assert all(hasattr(dreamgym, name) for name in dreamgym.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        dreamgym.NoSuchThing  # noqa: B018

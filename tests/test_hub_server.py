@@ -30,6 +30,8 @@ from dreamgym.push import stage_repo
 
 from conftest import make_tiny_model
 
+pytestmark = pytest.mark.slow  # a real Hub-compatible server (olah) in a subprocess
+
 OLAH_CLI = Path(sys.executable).parent / "olah-cli"
 if importlib.util.find_spec("olah") is None or not (OLAH_CLI.is_file() or shutil.which("olah-cli")):
     pytest.skip("olah is not installed (pip install 'olah>=0.5.4', in the test extra): "

@@ -33,8 +33,11 @@ from dreamgym.data.storage import EpisodeStore, shard_name
 MAX_STEPS = 20
 OBS_DIM = 8 + 16  # the tiny world model's z_dim + rnn_hidden
 
-# Box2D's SWIG bindings warn on import, from whichever test first makes a CarRacing env.
-pytestmark = pytest.mark.filterwarnings("ignore:builtin type (SwigPy|swigvarlink):DeprecationWarning")
+pytestmark = [
+    pytest.mark.slow,  # a real Ray cluster
+    # Box2D's SWIG bindings warn on import, from whichever test first makes a CarRacing env.
+    pytest.mark.filterwarnings("ignore:builtin type (SwigPy|swigvarlink):DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -276,6 +276,7 @@ def test_load_sb3_agent_errors(tmp_path):
         load_sb3_agent(tmp_path / "foreign.zip")
 
 
+@pytest.mark.slow
 def test_example_trains_ppo_at_toy_scale(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDL_VIDEODRIVER": "dummy", "HF_HUB_OFFLINE": "1"}

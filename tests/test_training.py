@@ -13,6 +13,7 @@ from safetensors import safe_open
 
 from dreamgym import WorldModel, WorldModelConfig
 from dreamgym.data.storage import CorruptShardWarning, Episode, EpisodeStore
+from dreamgym.errors import ArgumentError
 from dreamgym.training import (
     CheckpointError,
     common,
@@ -107,9 +108,18 @@ def test_split_is_deterministic_disjoint_and_stable():
         split_seeds(range(5), 1.0)
 
 
-def test_pick_device_prefers_cuda():
-    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert pick_device("cpu") == torch.device("cpu")
+def test_pick_device_takes_cuda_when_there_is_one_else_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device() == torch.device("cuda") and pick_device("cuda") == torch.device("cuda")
+    assert pick_device("cpu") == pick_device(torch.device("cpu")) == torch.device("cpu")  # asked for: kept
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device() == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="unknown torch device 'gpu'"):
+        pick_device("gpu")
+    with pytest.raises(ArgumentError, match="device must be a string"):
+        pick_device(0)
 
 
 # ------------------------------------------------------------------------- learning
