@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from gymnasium.error import ResetNeeded
+
 __all__ = [
     "ArgumentError",
     "ChecksumError",
@@ -28,6 +30,7 @@ __all__ = [
     "ControllerFormatError",
     "DreamgymError",
     "NonFiniteDreamError",
+    "ResetNeededError",
     "ShardCorruptError",
     "UnsafeAgentError",
     "UnsafePathError",
@@ -75,6 +78,14 @@ class WorkerFailedError(DreamgymError, RuntimeError):
 
 class NonFiniteDreamError(DreamgymError, RuntimeError):
     """The dream produced a NaN or infinite observation or reward."""
+
+
+class ResetNeededError(DreamgymError, ResetNeeded, RuntimeError):
+    """An env was stepped or rendered before its first reset.
+
+    Gymnasium's ``ResetNeeded`` (what ``OrderEnforcing`` raises) and a ``RuntimeError``, as
+    the vector env raised before every front-end raised this one.
+    """
 
 
 # Errors that live beside the code raising them, re-exported lazily (their modules import torch).

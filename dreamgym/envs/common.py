@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from dreamgym.errors import ResetNeededError
 from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
 
@@ -87,10 +88,16 @@ def check_env_arguments(
         raise ValueError(f"unknown obs_mode {obs_mode!r}; expected one of {OBS_MODES}")
     if render_mode is not None and render_mode not in render_modes:
         raise ValueError(f"unknown render_mode {render_mode!r}; expected None or one of {render_modes}")
+    check_max_episode_steps(max_episode_steps)
+
+
+def check_max_episode_steps(max_episode_steps: Any) -> int | None:
+    """A step horizon: a positive int, or None for none."""
     if max_episode_steps is not None and (
         isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps <= 0
     ):
         raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
+    return max_episode_steps
 
 
 def upscale(frame: np.ndarray, scale: int = RENDER_SCALE) -> np.ndarray:
@@ -152,7 +159,7 @@ class WorldModelEnv(gym.Env):
 
     def _begin_step(self, action: Any) -> np.ndarray:
         if self._elapsed is None:
-            raise gym.error.ResetNeeded("call reset() before step()")
+            raise ResetNeededError("call reset() before step()")
         action = continuous_actions(action, self.continuous)
         self._elapsed += 1
         return action

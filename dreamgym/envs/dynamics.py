@@ -148,6 +148,15 @@ class LatentDream:
             reward, in reward units, since a policy exploits M through the reward. ``u`` is 0
             when all members agree. Needs ``ensemble=True``; 0 (default) reports ``u``
             without changing the reward.
+
+    Attributes:
+        z: the episodes' latents, (num_envs, z_dim).
+        h: M's hidden states, (num_envs, rnn_hidden), member 0's in an ensemble dream.
+        c: M's LSTM cell states, (num_envs, rnn_hidden).
+
+    Read the state from these (the observation is ``[z, h]``); change it only through
+    :meth:`reset`, :meth:`set_state` and :meth:`step`, which keep the RNG streams, dropout
+    masks and ensemble members consistent with it.
     """
 
     def __init__(
