@@ -70,7 +70,8 @@ def continuous_actions(actions: Any, continuous: bool, num_envs: int | None = No
             raise ValueError(f"expected a continuous action of shape {shape} (steer, gas, brake), got shape {array.shape}")
         if not np.isfinite(array).all():
             raise ValueError(f"action contains NaN or inf: {array}")
-        return np.clip(array, CONTINUOUS_LOW, CONTINUOUS_HIGH)
+        # np.clip's bounds, without its Python-level dispatch (a dream step costs tens of microseconds).
+        return np.minimum(np.maximum(array, CONTINUOUS_LOW), CONTINUOUS_HIGH)
     array = np.asarray(actions)
     expected = () if num_envs is None else (num_envs,)
     if array.shape != expected or not np.issubdtype(array.dtype, np.integer):
@@ -169,7 +170,7 @@ class WorldModelEnv(gym.Env):
 
     def _observation(self, z: torch.Tensor, h: torch.Tensor) -> np.ndarray:
         if self.obs_mode == "latent":
-            return torch.cat([z[0], h[0]]).cpu().numpy()
+            return torch.cat([z, h], dim=1).cpu().numpy()[0]
         return self.world_model.decode(z)[0].cpu().numpy()
 
     def _show(self, frame: np.ndarray) -> np.ndarray | None:
