@@ -28,18 +28,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model  # tests/ is on the path under pytest, and as the script's folder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # conftest, when run as a script
-
-import dreamgym  # noqa: E402, F401  (registers the envs)
-from dreamgym.agents.cmaes import evaluate_population, train_controller  # noqa: E402
-from dreamgym.agents.controller import LinearController  # noqa: E402
-from dreamgym.hub import default_model_path, load_world_model  # noqa: E402
-from dreamgym.models.random import counter_normal, counter_uniform  # noqa: E402
-from dreamgym.sb3 import DreamVecEnv  # noqa: E402
-from dreamgym.visualize import dream_open_loop  # noqa: E402
-
-from conftest import make_tiny_model  # noqa: E402
+import dreamgym  # noqa: F401  (registers the envs)
+from dreamgym.agents.cmaes import evaluate_population, train_controller
+from dreamgym.agents.controller import LinearController
+from dreamgym.hub import default_model_path, load_world_model
+from dreamgym.models.random import counter_normal, counter_uniform
+from dreamgym.sb3 import DreamVecEnv
+from dreamgym.visualize import dream_open_loop
 
 PINS = Path(__file__).resolve().parent / "data" / "dream_pins.npz"
 DREAM_ID = "dreamgym/DreamCarRacing-v0"

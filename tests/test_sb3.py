@@ -328,8 +328,8 @@ def test_sb3_sub_envs_equal_the_gymnasium_vector_env(tiny_model):
     envs = DreamCarRacingVectorEnv(3, model=tiny_model, temperature=1.3, max_episode_steps=None)
     np.testing.assert_array_equal(venv.reset(), envs.reset(seed=2)[0])
     for a in _actions(6, 3, seed=4):
-        obs, rewards, dones, infos = venv.step(a)
-        expected, expected_rewards, terminations, _, info = envs.step(a)
+        obs, rewards, _, infos = venv.step(a)
+        expected, expected_rewards, _, _, info = envs.step(a)
         np.testing.assert_array_equal(obs, expected)
         np.testing.assert_array_equal(rewards, expected_rewards.astype(np.float32))
         assert [i["termination_probability"] for i in infos] == info["termination_probability"].tolist()

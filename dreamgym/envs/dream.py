@@ -135,12 +135,12 @@ class DreamCarRacingEnv(WorldModelEnv):
         out = self.dream.step(torch.from_numpy(action[None]).to(self._device))
         self._frame = None
         obs = self._observation(out.z, out.h)
-        info = {"termination_probability": out.termination_probability.item()}
+        info = {"termination_probability": float(out.termination_probability.item())}
         if out.disagreement is not None:
-            info["disagreement"] = out.disagreement.item()
+            info["disagreement"] = float(out.disagreement.item())
         if self.render_mode == "human":
             self.render()
-        return obs, out.reward.item(), out.terminated.item(), self._truncated(), info
+        return obs, float(out.reward.item()), bool(out.terminated.item()), self._truncated(), info
 
     def _observation(self, z: torch.Tensor, h: torch.Tensor) -> np.ndarray:
         obs = super()._observation(z, h)

@@ -98,7 +98,9 @@ class DreamCarRacingVectorEnv(VectorEnv):
         self._elapsed = np.zeros(num_envs, dtype=np.int64)
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._started = False
-        self._obs: np.ndarray | None = None  # the observations last returned
+        # The observations last returned (kept for partial resets and, with pixels, as the
+        # frames); none before the first reset.
+        self._obs: np.ndarray = np.zeros(0, np.float32)
 
     @property
     def temperature(self) -> float:
@@ -140,7 +142,7 @@ class DreamCarRacingVectorEnv(VectorEnv):
             if isinstance(seed, (list, tuple, np.ndarray)):
                 seeds = [check_seed(s) for s in seed]
             else:
-                first = check_seed(seed)  # a Python or numpy int
+                first = check_int("seed", seed, 0)  # a Python or numpy int
                 seeds = [first + i for i in range(self.num_envs)]
             if len(seeds) != self.num_envs:
                 raise ValueError(f"expected {self.num_envs} seeds, got {len(seeds)}")

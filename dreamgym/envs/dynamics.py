@@ -247,8 +247,8 @@ class LatentDream:
             self._noise_ahead = min(2 * steps, self._max_noise_ahead)
             draws = counter_uniform(self.keys, self.counters, steps * self._lanes)
             draws = draws.reshape(self.num_envs, steps, self._lanes).transpose(1, 0, 2)  # (steps, B, lanes)
-            normal = counter_normal(draws[..., z:-1].reshape(-1, self._normal_lanes))[:, :z]
-            noise = np.concatenate([draws[..., :z], normal.reshape(steps, self.num_envs, z), draws[..., -1:]], axis=-1)
+            normals = counter_normal(draws[..., z:-1].reshape(-1, self._normal_lanes))[:, :z]
+            noise = np.concatenate([draws[..., :z], normals.reshape(steps, self.num_envs, z), draws[..., -1:]], axis=-1)
             # One host-to-tensor copy for all of it, and every step's views made at once. They
             # are laid out as the per-step draws always were, so the float ops that read them
             # round alike.
