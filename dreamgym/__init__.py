@@ -1,13 +1,15 @@
 """dreamgym: learned world models of Gymnasium envs, as Gymnasium envs.
 
-Importing the package registers ``dreamgym/DreamCarRacing-v0`` and
-``dreamgym/RealCarRacing-v0``; ``gym.make("dreamgym:dreamgym/DreamCarRacing-v0")`` imports it
-for you. It also registers the collection policies driven by an agent (``controller:`` and
-``agent:``), which :mod:`dreamgym.data` cannot import itself (data and agents sit side by
-side; see ``tests/test_layers.py``).
+Importing the package registers ``dreamgym/DreamCarRacing-v0`` (and ``-v1``, the same env
+in the world model of the paper's loop) and ``dreamgym/RealCarRacing-v0``;
+``gym.make("dreamgym:dreamgym/DreamCarRacing-v0")`` imports it for you. It also registers the
+collection policies driven by an agent (``controller:`` and ``agent:``), which
+:mod:`dreamgym.data` cannot import itself (data and agents sit side by side; see
+``tests/test_layers.py``).
 """
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from gymnasium.envs.registration import register, registry
@@ -33,19 +35,32 @@ def __getattr__(name: str) -> Any:
 
 # As CartPole: gym.make truncates through TimeLimit(max_episode_steps), and make_vec hands the
 # same horizon to the batched vector env, which truncates itself.
+# v1 is the same env in another embedded world model, its default `model` (see dreamgym.hub):
+# a new default dream is a new version, so v0's dream stays what it was.
 _ENVS = {
     "dreamgym/DreamCarRacing-v0": "dreamgym.envs.dream:DreamCarRacingEnv",
+    "dreamgym/DreamCarRacing-v1": "dreamgym.envs.dream:DreamCarRacingEnv",
     "dreamgym/RealCarRacing-v0": "dreamgym.envs.real:RealCarRacingEnv",
 }
-_VECTOR_ENVS = {"dreamgym/DreamCarRacing-v0": "dreamgym.envs.dream_vector:DreamCarRacingVectorEnv"}
+_VECTOR_ENVS = {
+    "dreamgym/DreamCarRacing-v0": "dreamgym.envs.dream_vector:DreamCarRacingVectorEnv",
+    "dreamgym/DreamCarRacing-v1": "dreamgym.envs.dream_vector:DreamCarRacingVectorEnv",
+}
+_DEFAULT_KWARGS = {"dreamgym/DreamCarRacing-v1": {"model": "dreamgym/DreamCarRacing-v1"}}
+# A version is registered only where its model is installed: Gymnasium tells every user of v0
+# to upgrade once a v1 exists.
+_INSTALLED = {
+    "dreamgym/DreamCarRacing-v1": Path(__file__).parent / "assets" / "DreamCarRacing-v1" / "model.safetensors"
+}
 for _env_id, _entry_point in _ENVS.items():
-    if _env_id not in registry:
+    if _env_id not in registry and (_env_id not in _INSTALLED or _INSTALLED[_env_id].is_file()):
         register(
             id=_env_id,
             entry_point=_entry_point,
             max_episode_steps=1000,
             reward_threshold=900,
             vector_entry_point=_VECTOR_ENVS.get(_env_id),
+            kwargs=_DEFAULT_KWARGS.get(_env_id, {}),
         )
 
 # Collection policies driven by an agent, by entry point (imported when first made), as the

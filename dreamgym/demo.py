@@ -15,22 +15,27 @@ import gymnasium as gym
 import imageio.v3 as iio
 import numpy as np
 
-from dreamgym.agents.controller import reference_controller_installed
 from dreamgym.agents.evaluate import DREAM_ENV_ID, REAL_ENV_ID, run_episode
-from dreamgym.agents.specs import load_agent
+from dreamgym.agents.specs import load_agent, parse_agent_spec, resolve_agent_model
 from dreamgym.data.policies import make_policy
 from dreamgym.files import atomic_write_json
 from dreamgym.hub import default_model_path, load_world_model
 from dreamgym.models.world_model import WorldModel
 
 
-def _driver(model: str | None, seed: int) -> tuple[Any, str]:
-    """The reference agent on the shipped model, else correlated random actions."""
-    if reference_controller_installed() and model is None:
-        act, _ = load_agent("reference")
-        return act, "the reference agent"
+def _driver(model: str | None, seed: int) -> tuple[Any, str, Any]:
+    """The reference agent and the world model it was trained in, else correlated random actions in ``model``."""
+    if model is None:
+        try:
+            spec = parse_agent_spec("reference")
+        except FileNotFoundError:
+            spec = None
+        if spec is not None:
+            act, loaded = load_agent(spec)
+            dream, _ = resolve_agent_model(spec, loaded, None, None)
+            return act, "the reference agent", dream
     random_policy = make_policy("random", seed=seed)
-    return (lambda obs: random_policy(None)), "correlated random actions"
+    return (lambda obs: random_policy(None)), "correlated random actions", model
 
 
 def run_demo(
@@ -45,7 +50,8 @@ def run_demo(
     """Dream one episode and drive the same agent in the real env; write ``dream.gif`` and ``demo.json``.
 
     Args:
-        model: world model folder or Hub id; None for the shipped default.
+        model: world model folder or Hub id, driven by correlated random actions; None for the
+            shipped reference agent in the world model it was trained in.
         temperature: the dream's temperature.
         seed: the episode's seed, in the dream and in the real env.
         gif_steps: dream steps drawn into the GIF.
@@ -56,13 +62,13 @@ def run_demo(
     Returns:
         The summary written to ``demo.json``.
     """
-    source = model or default_model_path()
+    act, who, source = _driver(model, seed)
+    source = source or default_model_path()
     if source is None:
         print("no default world model is installed: dreaming with an untrained one made here")
         world_model = WorldModel()
     else:
         world_model = load_world_model(source)
-    act, who = _driver(model, seed)
 
     env = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, max_episode_steps=max_steps)
     started = time.perf_counter()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gymnasium.error import ResetNeeded
+
 __all__ = [
     "ArgumentError",
     "ChecksumError",
@@ -29,6 +31,7 @@ __all__ = [
     "FileFormatError",
     "NonFiniteDreamError",
     "PolicyFormatError",
+    "ResetNeededError",
     "ShardCorruptError",
     "TaskError",
     "UnsafeAgentError",
@@ -142,6 +145,14 @@ class TaskError(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.seed, self.error, self.remote_traceback, self.summary)
+
+
+class ResetNeededError(DreamgymError, ResetNeeded, RuntimeError):
+    """An env was stepped or rendered before its first reset.
+
+    Gymnasium's ``ResetNeeded`` (what ``OrderEnforcing`` raises) and a ``RuntimeError``, as
+    the vector env raised before every front-end raised this one.
+    """
 
 
 class WorkerDiedError(RuntimeError):

@@ -21,7 +21,21 @@ from dreamgym.validation import check_device
 
 ModelSource = WorldModel | str | os.PathLike | None
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "DreamCarRacing-v0"
+ASSETS_DIR = Path(__file__).parent / "assets"
+DEFAULT_MODEL_DIR = ASSETS_DIR / "DreamCarRacing-v0"
+#: The world models shipped inside the package, by the id of the env they are the default of.
+#: ``load_world_model`` takes these names (as it takes Hub ids), so an agent that records one
+#: names its dream the same way on every install.
+EMBEDDED_MODELS = {
+    "dreamgym/DreamCarRacing-v0": "DreamCarRacing-v0",
+    "dreamgym/DreamCarRacing-v1": "DreamCarRacing-v1",
+}
+
+
+def embedded_model_path(name: str) -> Path | None:
+    """The folder of the embedded world model ``name`` (a key of :data:`EMBEDDED_MODELS`), or None if not installed."""
+    folder = DEFAULT_MODEL_DIR if name == "dreamgym/DreamCarRacing-v0" else ASSETS_DIR / EMBEDDED_MODELS[name]
+    return folder if (folder / "model.safetensors").is_file() else None
 
 
 def default_model_path() -> Path | None:
@@ -60,7 +74,9 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
 
     Args:
         model: a loaded :class:`WorldModel`, a folder written by ``save_pretrained``, a Hub
-            repo id such as ``"org/carracing-wm"``, or None for the default shipped in the package.
+            repo id such as ``"org/carracing-wm"``, the name of a world model shipped in the
+            package (a key of :data:`EMBEDDED_MODELS`, such as ``"dreamgym/DreamCarRacing-v1"``),
+            or None for the default, ``DreamCarRacing-v0``'s.
         revision: for a Hub repo, a branch, tag or full commit sha.
         device: torch device for the model.
 
@@ -88,6 +104,11 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a WorldModel, a folder path or a Hub repo id, got {type(model).__name__}")
     source = os.fspath(model)
+    if source in EMBEDDED_MODELS and revision is None:
+        embedded = embedded_model_path(source)
+        if embedded is None:
+            raise FileNotFoundError(f"the embedded world model {source!r} is not installed with this dreamgym")
+        return WorldModel.from_pretrained(embedded, map_location=target)
     expanded = os.path.expanduser(source)
     if os.path.isdir(expanded):
         if revision is not None:
@@ -100,9 +121,14 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         raise FileNotFoundError(
             f"world model folder {source!r} does not exist (expected a folder with config.json and model.safetensors)"
         )
+    return _warn_if_m_untrained(_from_hub(source, revision, target), source)
+
+
+def _from_hub(source: str, revision: str | None, target: torch.device | None) -> WorldModel:
+    """The world model in the Hub repo ``source``, each way the Hub can fail said as a FileNotFoundError."""
     at = f" at revision {revision!r}" if revision else ""
     try:
-        model = WorldModel.from_pretrained(source, revision=revision, map_location=target)
+        return WorldModel.from_pretrained(source, revision=revision, map_location=target)
     except RevisionNotFoundError as err:
         raise FileNotFoundError(f"Hub repo {source!r} has no revision {revision!r}") from err
     except RepositoryNotFoundError as err:
@@ -117,4 +143,3 @@ def load_world_model(model: ModelSource, revision: str | None = None, device: st
         raise FileNotFoundError(f"could not fetch world model {source!r}{at} from the Hub: {err}") from err
     except httpx2.TransportError as err:
         raise ConnectionError(f"could not reach the Hub to fetch world model {source!r}{at}: {err!r}") from err
-    return _warn_if_m_untrained(model, source)

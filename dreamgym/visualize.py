@@ -81,10 +81,12 @@ def dream_open_loop(world_model: Any, z0: np.ndarray, actions: np.ndarray, tempe
     from dreamgym.envs.dynamics import LatentDream
 
     dream = LatentDream(world_model, 1, temperature)
-    dream.reset(np.zeros(1, dtype=np.int64), np.array([seed], dtype=np.uint64))
+    slot = np.zeros(1, dtype=np.int64)
+    dream.reset(slot, np.array([seed], dtype=np.uint64))
+    hidden = np.zeros((1, dream.hidden), np.float32)
+    dream.set_state(slot, np.asarray(z0, np.float32).reshape(1, -1), hidden, hidden)
     device = world_model.device
     with torch.inference_mode():
-        dream.z = torch.as_tensor(np.asarray(z0, np.float32).reshape(1, -1), device=device).clone()
         zs = [dream.z[0].clone()]
         for action in actions:
             out = dream.step(torch.as_tensor(np.asarray(action, np.float32)[None], device=device))

@@ -73,6 +73,10 @@ class Args:
     seed: int = arg(0, "seed of PPO, the dream and M's fine-tuning")
 
 
+ROUND_SETTINGS = ("episodes", "noise", "rnn_epochs", "rnn_lr", "reward_weight", "total_timesteps", "eval_freq",
+                  "eval_episodes", "eval_seed", "n_envs", "seed")
+
+
 def round_seeds(args: Args, k: int) -> range:
     start = args.collect_seed + 1000 * k
     return range(start, start + args.episodes)
@@ -171,7 +175,13 @@ if __name__ == "__main__":
         print(f"[round {k}] PPO in the round-{k} dream", flush=True)
         exported, validation = train_agent(args, k, model_folder)
         model, agent = str(model_folder), str(exported)
-        rounds.append(round_entry(k, model, agent, validation, round(time.perf_counter() - started, 1)))
+        record = out / f"round-{k}" / "round.json"
+        if not record.is_file():
+            # What this round ran with: a resumed loop may run its later rounds with other settings.
+            settings = {key: getattr(args, key) for key in ROUND_SETTINGS}
+            entry = round_entry(k, model, agent, validation, round(time.perf_counter() - started, 1))
+            atomic_write_json(record, {**entry, "settings": settings})
+        rounds.append(json.loads(record.read_text()))
         atomic_write_json(out / "loop.json", {"args": asdict(args), "rounds": rounds})
         plot_rounds(rounds, out / "loop.png")
         print(f"[round {k}] real {rounds[-1]['real_mean']:.1f} +/- {rounds[-1]['real_stderr']:.1f}, "

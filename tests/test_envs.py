@@ -17,7 +17,7 @@ from gymnasium.envs.box2d.car_racing import CarRacing
 from gymnasium.utils.env_checker import check_env
 
 import dreamgym
-from dreamgym.envs import DreamCarRacingEnv, RealCarRacingEnv
+from dreamgym.envs import DreamCarRacingEnv, RealCarRacingEnv, dynamics
 from dreamgym.envs.common import DISCRETE_ACTIONS, upscale
 from dreamgym.envs.dynamics import LatentDream
 from dreamgym.preprocessing import preprocess_frames
@@ -322,6 +322,29 @@ def test_batched_dream_rows_equal_single_dreams(tiny_model):
             s = single.step(actions[t][None])
             torch.testing.assert_close(s.z[0], out.z[b], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(s.reward[0], out.reward[b], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_noise_drawn_ahead_is_the_noise_drawn_step_by_step(tiny_model, monkeypatch, num_envs):
+    """A dream draws the noise of its next steps in one call; what each step gets must not depend on it."""
+
+    def rollout() -> list[torch.Tensor]:
+        dream = LatentDream(tiny_model, num_envs, temperature=1.3, sample_termination=True, dropout=0.1)
+        dream.reset(np.arange(num_envs), np.arange(1, num_envs + 1, dtype=np.uint64) * np.uint64(7919))
+        seen = []
+        for t in range(150):
+            if t in (5, 6, 70):  # resets mid-block drop what was drawn ahead, of one slot or all
+                index = np.array([t % num_envs]) if t != 70 else np.arange(num_envs)
+                dream.reset(index, np.full(len(index), 1000 + t, dtype=np.uint64))
+            action = torch.full((num_envs, 3), 0.1 * (t % 7))
+            out = dream.step(action)
+            seen += [out.z.clone(), out.reward.clone(), out.terminated.clone()]
+        return seen
+
+    ahead = rollout()
+    monkeypatch.setattr(dynamics, "MAX_NOISE_AHEAD", 1)  # one step at a time, as before it drew ahead
+    for a, b in zip(ahead, rollout(), strict=True):
+        assert torch.equal(a, b)
 
 
 # --------------------------------------------------------------- rewards and termination

@@ -11,6 +11,7 @@ import pytest
 
 import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym.agents import controller as controller_mod
+from dreamgym.agents import specs
 from dreamgym.agents.controller import LinearController
 from dreamgym.agents.evaluate import AgentSpec, RealEpisodeConfig, evaluate, play_real_episodes, run_episode
 from dreamgym.cli import main
@@ -120,8 +121,10 @@ def test_bad_specs_give_clear_errors(tmp_path, controller_dir, monkeypatch):
         evaluate(str(tmp_path / "empty"), **kwargs)
     with pytest.raises(ValueError, match="non-empty"):
         evaluate("", **kwargs)
+    # An install that ships neither v1's reference policy nor v0's reference controller.
+    monkeypatch.setattr(specs, "REFERENCE_AGENT_DIR", tmp_path / "no-reference-agent")
     monkeypatch.setattr(controller_mod, "REFERENCE_DIR", tmp_path / "no-reference")
-    with pytest.raises(FileNotFoundError, match="no reference controller is installed"):
+    with pytest.raises(FileNotFoundError, match="no reference agent is installed"):
         evaluate("reference", **kwargs)
     with pytest.raises(ValueError, match="episodes"):
         evaluate(str(controller_dir), episodes=0)

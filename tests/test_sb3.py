@@ -20,6 +20,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecCheckNan, VecEnv, VecMonitor, VecTransposeImage
 
 from dreamgym.envs import DreamCarRacingEnv
+from dreamgym.errors import ArgumentError
 from dreamgym.sb3 import DreamVecEnv, load_sb3_agent, make_dream_vec_env
 
 from conftest import make_tiny_model
@@ -186,11 +187,19 @@ def test_bad_actions_raise_clear_errors(tiny_model):
         (dict(max_episode_steps=0), "max_episode_steps"),
         (dict(temperature=0.0), "temperature"),
         (dict(render_mode="human"), "render_mode"),
-        (dict(seed=1.5), "seed"),
+        (dict(seed=-1), "seed"),
     ],
 )
 def test_bad_arguments_raise(tiny_model, kwargs, message):
     with pytest.raises(ValueError, match=message):
+        DreamVecEnv(tiny_model, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [(dict(n_envs=True), "n_envs must be an int"), (dict(seed=1.5), "seed")]
+)
+def test_arguments_of_the_wrong_type_raise(tiny_model, kwargs, message):
+    with pytest.raises(ArgumentError, match=message):
         DreamVecEnv(tiny_model, **kwargs)
 
 
@@ -298,3 +307,40 @@ def test_example_trains_ppo_at_toy_scale(tiny_model_dir, tmp_path):
     assert all(e["seeds"] == [7, 8] for e in validation["history"])
     assert (out / "best_model.zip").read_bytes() == Path(validation["best"]["checkpoint"]).read_bytes()
     assert type(load_sb3_agent(out / "final_model.zip", device="cpu")) is PPO
+
+
+def test_every_front_end_refuses_the_same_bad_input_the_same_way(tiny_model):
+    """The single env, the Gymnasium vector env and the SB3 VecEnv share one dream and one set of checks."""
+    from dreamgym.envs.dream_vector import DreamCarRacingVectorEnv
+    from dreamgym.errors import ResetNeededError
+
+    fronts = {
+        "single": (DreamCarRacingEnv(tiny_model), np.zeros(3, np.float32)),
+        "vector": (DreamCarRacingVectorEnv(2, model=tiny_model), np.zeros((2, 3), np.float32)),
+        "sb3": (DreamVecEnv(tiny_model, n_envs=2), np.zeros((2, 3), np.float32)),
+    }
+    for name, (env, action) in fronts.items():
+        # Gymnasium's ResetNeeded, and the RuntimeError the vector env raised before.
+        with pytest.raises(ResetNeededError, match="reset"):
+            env.step(action)
+        assert issubclass(ResetNeededError, (gym.error.ResetNeeded, RuntimeError)), name
+    with pytest.raises(ArgumentError, match="num_envs must be an int"):
+        DreamCarRacingVectorEnv(True, model=tiny_model)
+    with pytest.raises(ArgumentError, match="n_envs must be an int"):
+        DreamVecEnv(tiny_model, n_envs=True)
+
+
+def test_sb3_sub_envs_equal_the_gymnasium_vector_env(tiny_model):
+    """Between autoresets the SB3 VecEnv returns what the Gymnasium vector env returns, bit for bit."""
+    from dreamgym.envs.dream_vector import DreamCarRacingVectorEnv
+
+    venv = DreamVecEnv(tiny_model, n_envs=3, seed=2, temperature=1.3, max_episode_steps=None)
+    envs = DreamCarRacingVectorEnv(3, model=tiny_model, temperature=1.3, max_episode_steps=None)
+    np.testing.assert_array_equal(venv.reset(), envs.reset(seed=2)[0])
+    for a in _actions(6, 3, seed=4):
+        obs, rewards, _, infos = venv.step(a)
+        expected, expected_rewards, _, _, info = envs.step(a)
+        np.testing.assert_array_equal(obs, expected)
+        np.testing.assert_array_equal(rewards, expected_rewards.astype(np.float32))
+        assert [i["termination_probability"] for i in infos] == info["termination_probability"].tolist()
+    assert venv.get_attr("elapsed_steps") == envs.elapsed_steps.tolist() == [6] * 3

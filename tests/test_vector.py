@@ -122,3 +122,64 @@ def test_discrete_actions_and_render(tiny_model):
     assert len(frames) == 2 and frames[0].shape == (256, 256, 3) and frames[0].dtype == np.uint8
     with pytest.raises(ValueError, match="discrete"):
         envs.step(np.array([0.5, 1.0]))
+
+
+def test_same_step_autoreset_restarts_at_once_and_reports_the_last_observation(tiny_model):
+    steps = 3
+    same = DreamCarRacingVectorEnv(2, model=tiny_model, max_episode_steps=steps, autoreset_mode="SameStep")
+    assert same.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert DreamCarRacingVectorEnv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP  # the class keeps its own
+    reference = DreamCarRacingVectorEnv(2, model=tiny_model, max_episode_steps=None)
+    same.reset(seed=4), reference.reset(seed=4)
+    rng = np.random.default_rng(2)
+    for step in range(1, steps + 1):
+        actions = random_actions(rng, 2)
+        obs, rewards, terminations, truncations, info = same.step(actions)
+        expected, expected_rewards, *_ = reference.step(actions)
+        np.testing.assert_array_equal(rewards, expected_rewards)
+        assert list(truncations) == [step == steps] * 2 and not terminations.any()
+    assert info["_final_obs"].all() and info["final_info"]["_termination_probability"].all()
+    for i in range(2):
+        np.testing.assert_array_equal(info["final_obs"][i], expected[i])
+    # Already the next episode's first observation: the single env's second (unseeded) reset.
+    for i in range(2):
+        single = DreamCarRacingEnv(model=tiny_model)
+        single.reset(seed=4 + i)
+        np.testing.assert_array_equal(obs[i], single.reset()[0])
+    _, rewards, _, truncations, info = same.step(random_actions(rng, 2))
+    assert not truncations.any() and (rewards != 0).all() and "final_obs" not in info
+
+
+def test_same_step_autoreset_of_only_the_sub_envs_that_ended(tiny_model):
+    model = make_tiny_model()
+    with torch.no_grad():
+        model.rnn.head.bias[-1] = 10.0
+    envs = DreamCarRacingVectorEnv(3, model=model, autoreset_mode=AutoresetMode.SAME_STEP, max_episode_steps=None)
+    envs.reset(seed=0)
+    obs, _, terminations, _, info = envs.step(np.zeros((3, 3), np.float32))
+    assert terminations.all() and all(not np.array_equal(info["final_obs"][i], obs[i]) for i in range(3))
+    np.testing.assert_array_equal(obs[:, 8:], 0.0)  # fresh episodes: h = 0
+
+
+def test_a_reset_mask_resets_only_the_chosen_sub_envs(tiny_model):
+    envs = DreamCarRacingVectorEnv(3, model=tiny_model)
+    with pytest.raises(gym.error.ResetNeeded, match="reset every sub-env once"):
+        envs.reset(options={"reset_mask": np.array([True, False, False])})
+    before, _ = envs.reset(seed=0)
+    rng = np.random.default_rng(3)
+    for _ in range(2):
+        before, *_ = envs.step(random_actions(rng, 3))
+    obs, _ = envs.reset(seed=[None, 9, 5], options={"reset_mask": np.array([False, True, False])})
+    np.testing.assert_array_equal(obs[[0, 2]], before[[0, 2]])  # seed 5 of an unchosen sub-env is ignored
+    np.testing.assert_array_equal(obs[1], DreamCarRacingEnv(model=tiny_model).reset(seed=9)[0])
+    assert envs.elapsed_steps.tolist() == [2, 0, 2]
+    for bad in (np.array([1, 0, 0]), np.array([True, False]), np.zeros(3, bool)):
+        with pytest.raises(ValueError, match="reset_mask"):
+            envs.reset(options={"reset_mask": bad})
+
+
+def test_autoreset_mode_is_checked(tiny_model):
+    with pytest.raises(ValueError, match="autoreset_mode must be one of"):
+        DreamCarRacingVectorEnv(2, model=tiny_model, autoreset_mode=AutoresetMode.DISABLED)
+    with pytest.raises(ValueError, match="autoreset_mode must be one of"):
+        DreamCarRacingVectorEnv(2, model=tiny_model, autoreset_mode="same")

@@ -4,7 +4,9 @@ A spec names an agent so that worker processes can load it themselves:
 
 - a folder written by :meth:`~dreamgym.agents.controller.LinearController.save`
   (``controller:<folder>`` also works);
-- ``reference``: the controller shipped with dreamgym;
+- ``reference``: the agent shipped with dreamgym: the PPO policy of ``DreamCarRacing-v1``
+  (:data:`REFERENCE_AGENT_DIR`) where it is installed, else the controller of
+  ``DreamCarRacing-v0``;
 - a folder written by :meth:`~dreamgym.agents.mlp_policy.MlpPolicyAgent.save`: an SB3
   policy exported as safetensors + JSON (``dreamgym export-policy``), loaded without SB3;
 - ``sb3:<path/to/agent.zip>``: a Stable-Baselines3 agent (loaded by
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,7 @@ from dreamgym.models.world_model import WorldModel
 __all__ = [
     "Agent",
     "AgentSpec",
+    "REFERENCE_AGENT_DIR",
     "check_agent_fits",
     "describe_model",
     "load_agent",
@@ -39,6 +43,10 @@ __all__ = [
 ]
 
 Agent = Callable[[np.ndarray], np.ndarray]
+
+#: The shipped reference agent: trained only in the dream of the embedded
+#: ``dreamgym/DreamCarRacing-v1`` (which its ``policy.json`` names as its world model).
+REFERENCE_AGENT_DIR = Path(__file__).resolve().parent.parent / "assets" / "DreamCarRacing-v1" / "reference"
 
 
 @dataclass(frozen=True)
@@ -70,11 +78,13 @@ def parse_agent_spec(spec: str, allow_pickle: bool = False) -> AgentSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"agent spec must be a non-empty string, got {spec!r}")
     if spec == "reference":
+        if (REFERENCE_AGENT_DIR / POLICY_CONFIG_FILE).is_file():
+            return AgentSpec("mlp", str(REFERENCE_AGENT_DIR), spec)
         reference = controller_module.REFERENCE_DIR  # read now, as reference_controller_installed does
         if not reference_controller_installed():
             raise FileNotFoundError(
-                f"no reference controller is installed (expected one in {str(reference)!r}); "
-                "pass a controller folder written by `dreamgym train-controller` instead"
+                f"no reference agent is installed (expected one in {str(REFERENCE_AGENT_DIR)!r} or "
+                f"{str(reference)!r}); pass a controller folder written by `dreamgym train-controller` instead"
             )
         return AgentSpec("controller", str(reference), spec)
     if spec.startswith("sb3:"):

@@ -116,6 +116,7 @@ class DreamCarRacingEnv(WorldModelEnv):
             self.world_model, 1, temperature, sample_termination, start, dropout, ensemble, disagreement_penalty
         )
         self._frame: np.ndarray | None = None
+        self._device = self.world_model.device
 
     @property
     def temperature(self) -> float:
@@ -131,15 +132,15 @@ class DreamCarRacingEnv(WorldModelEnv):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         action = self._begin_step(action)
-        out = self.dream.step(torch.from_numpy(action[None]).to(self.world_model.device))
+        out = self.dream.step(torch.from_numpy(action[None]).to(self._device))
         self._frame = None
         obs = self._observation(out.z, out.h)
-        info = {"termination_probability": float(out.termination_probability[0])}
+        info = {"termination_probability": float(out.termination_probability.item())}
         if out.disagreement is not None:
-            info["disagreement"] = float(out.disagreement[0])
+            info["disagreement"] = float(out.disagreement.item())
         if self.render_mode == "human":
             self.render()
-        return obs, float(out.reward[0]), bool(out.terminated[0]), self._truncated(), info
+        return obs, float(out.reward.item()), bool(out.terminated.item()), self._truncated(), info
 
     def _observation(self, z: torch.Tensor, h: torch.Tensor) -> np.ndarray:
         obs = super()._observation(z, h)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from dreamgym.models.mdnrnn import MDNOutput, mixture_mean, sample_mixture, split_heads
+from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, StepWeights, mixture_mean, sample_mixture, split_heads
 from dreamgym.models.random import counter_normal, counter_uniform
 from dreamgym.models.world_model import WorldModel
 from dreamgym.errors import ArgumentError, NonFiniteDreamError
@@ -70,6 +70,10 @@ def _check_finite(z: torch.Tensor, reward: torch.Tensor, steps: np.ndarray, when
 
 
 START_MODES = ("first_frame", "trajectory")
+NOISE_AHEAD_ROWS = 256
+"""Most (steps ahead x episodes) rows of noise a dream draws in one call: a single dream
+draws up to ``MAX_NOISE_AHEAD`` steps ahead, a batch of 256 or more one step at a time."""
+MAX_NOISE_AHEAD = 64
 
 
 def check_start(start: str, world_model: WorldModel) -> str:
@@ -118,7 +122,9 @@ class LatentDream:
     """State and stepping of ``num_envs`` dream episodes.
 
     Args:
-        world_model: the V + M bundle; only M and the start banks are used here.
+        world_model: the V + M bundle; only M and the start banks are used here. M is bound
+            when the dream is made: its weights may change in place (training), but a model
+            whose ``rnn`` (or ensemble) is replaced afterwards needs a new dream.
         num_envs: batch size.
         temperature: the paper's tau: mixture logits are divided by it, noise scaled by its root.
         sample_termination: draw termination from M's probability instead of thresholding it at 0.5.
@@ -148,6 +154,18 @@ class LatentDream:
             reward, in reward units, since a policy exploits M through the reward. ``u`` is 0
             when all members agree. Needs ``ensemble=True``; 0 (default) reports ``u``
             without changing the reward.
+
+    Attributes:
+        z: the episodes' latents, (num_envs, z_dim).
+        h: M's hidden states, (num_envs, rnn_hidden), member 0's in an ensemble dream.
+        c: M's LSTM cell states, (num_envs, rnn_hidden).
+        keys: each episode's RNG key, (num_envs,) uint64.
+        counters: how many random numbers each episode has drawn, (num_envs,) uint64.
+
+    Read the state from these (the observation is ``[z, h]``); change it only through
+    :meth:`reset`, :meth:`set_state` and :meth:`step`, which keep the RNG streams, dropout
+    masks and ensemble members consistent with it (the noise of the next steps is drawn
+    ahead from ``keys`` and ``counters`` and kept until the next :meth:`reset`).
     """
 
     def __init__(
@@ -172,6 +190,7 @@ class LatentDream:
         self.z_dim, self.hidden = cfg.z_dim, cfg.rnn_hidden
         self._normal_lanes = 2 * math.ceil(cfg.z_dim / 2)
         self._lanes = cfg.z_dim + self._normal_lanes + 1
+        self._lanes_u64 = np.uint64(self._lanes)
         self._input_dim = cfg.z_dim + cfg.action_dim
         device = world_model.device
         self.z = torch.zeros(num_envs, cfg.z_dim, device=device)
@@ -180,6 +199,20 @@ class LatentDream:
         self.keys = np.zeros(num_envs, dtype=np.uint64)
         self.counters = np.zeros(num_envs, dtype=np.uint64)
         self.steps = np.zeros(num_envs, dtype=np.int64)  # steps of each slot's episode, for error messages
+        # Constants of each step as tensors: an op wraps a Python number in a new tensor every call.
+        self._half = torch.tensor(0.5, device=device)
+        self._ones = torch.ones(cfg.z_dim, device=device)
+        # The noise of the next steps, drawn ahead in one vectorised call: for a small batch the
+        # per-step numpy calls of the counter RNG cost more than M itself. See _step_noise.
+        self._max_noise_ahead = max(1, min(MAX_NOISE_AHEAD, NOISE_AHEAD_ROWS // num_envs))
+        self._noise_ahead = 1  # steps the next call draws: doubles up to the most, from 1 after each reset
+        self._noise: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # see _step_noise
+        self._noise_used = 0
+        # M and its weights, looked up once (an nn.Module lookup costs as much as a small op).
+        # They are M's own tensors, so training M in place shows here; a model whose M is
+        # replaced afterwards needs a new dream, as the ensemble's stacked copies do.
+        self._rnn: MDNRNN = world_model.rnn
+        self._weights: StepWeights = self._rnn.step_weights()
         if self.dropout:
             self.input_mask = torch.ones(num_envs, self._input_dim, device=device)
             self.output_mask = torch.ones(num_envs, cfg.rnn_hidden, device=device)
@@ -192,15 +225,40 @@ class LatentDream:
             self.member = torch.zeros(num_envs, dtype=torch.int64, device=device)  # each episode's dreaming member
             self._rows = torch.arange(num_envs, device=device)
 
-    def _draw(self, index: np.ndarray | None, n: int) -> np.ndarray:
-        """The next ``n`` random numbers of the episodes in slots ``index`` (None: every slot)."""
-        if index is None:  # the per-step case: no fancy indexing on the hot path
-            draws = counter_uniform(self.keys, self.counters, n)
-            self.counters += np.uint64(n)
-            return draws
+    def _draw(self, index: np.ndarray, n: int) -> np.ndarray:
+        """The next ``n`` random numbers of the episodes in slots ``index``."""
         draws = counter_uniform(self.keys[index], self.counters[index], n)
         self.counters[index] += np.uint64(n)
         return draws
+
+    def _step_noise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This step's noise: component uniforms and standard normals (num_envs, z_dim), and the
+        termination uniforms (num_envs,) if termination is sampled (else None).
+
+        Exactly what drawing ``_lanes`` numbers per episode each step gives (the n-th number
+        of a stream does not depend on how many are drawn at once), but the numbers of the
+        next steps are drawn, and turned into normals, in one call: 1, 2, 4, ... steps after
+        a reset, up to ``_max_noise_ahead``, so that short episodes draw little they do not
+        use. ``counters`` still advance step by step, so a :meth:`reset`, which drops the
+        noise drawn ahead, draws the next steps from where every episode is.
+        """
+        if self._noise_used == len(self._noise):
+            steps, z = self._noise_ahead, self.z_dim
+            self._noise_ahead = min(2 * steps, self._max_noise_ahead)
+            draws = counter_uniform(self.keys, self.counters, steps * self._lanes)
+            draws = draws.reshape(self.num_envs, steps, self._lanes).transpose(1, 0, 2)  # (steps, B, lanes)
+            normals = counter_normal(draws[..., z:-1].reshape(-1, self._normal_lanes))[:, :z]
+            noise = np.concatenate([draws[..., :z], normals.reshape(steps, self.num_envs, z), draws[..., -1:]], axis=-1)
+            # One host-to-tensor copy for all of it, and every step's views made at once. They
+            # are laid out as the per-step draws always were, so the float ops that read them
+            # round alike.
+            noise_t = torch.from_numpy(noise).to(self.z.device)
+            views = (noise_t[..., :z].unbind(0), noise_t[..., z : 2 * z].unbind(0), noise_t[..., -1].unbind(0))
+            self._noise, self._noise_used = list(zip(*views)), 0
+        uniform, normal, termination = self._noise[self._noise_used]
+        self._noise_used += 1
+        self.counters += self._lanes_u64
+        return uniform, normal, termination if self.sample_termination else None
 
     @torch.inference_mode()
     def reset(self, index: np.ndarray, keys: np.ndarray) -> None:
@@ -208,6 +266,7 @@ class LatentDream:
         index = np.asarray(index, dtype=np.int64)
         self.keys[index] = keys
         self.counters[index] = 0
+        self._noise, self._noise_used, self._noise_ahead = [], 0, 1  # drawn from the old keys
         # Only the draws a setting needs are made, so a model's first-frame dream without
         # dropout or ensemble stays the same, bit for bit, whatever else the dream can do.
         # The member lane comes last, so adding it leaves every other draw where it was.
@@ -311,30 +370,29 @@ class LatentDream:
         """Advance every episode by one step under ``actions`` (num_envs, action_dim)."""
         if self.ensemble:
             return self._step_ensemble(actions)
-        rnn = self.model.rnn
+        rnn, weights = self._rnn, self._weights
         if self.dropout:
             z_in = self.z * self.input_mask[:, : self.z_dim]
-            self.h, self.c = rnn.step(z_in, actions * self.input_mask[:, self.z_dim :], self.h, self.c)
-            out = rnn.heads(self.h * self.output_mask, normalize=False)
+            self.h, self.c = rnn.step(z_in, actions * self.input_mask[:, self.z_dim :], self.h, self.c, weights)
+            out = rnn.heads(self.h * self.output_mask, normalize=False, weights=weights)
         else:
-            self.h, self.c = rnn.step(self.z, actions, self.h, self.c)
-            out = rnn.heads(self.h, normalize=False)
+            self.h, self.c = rnn.step(self.z, actions, self.h, self.c, weights)
+            out = rnn.heads(self.h, normalize=False, weights=weights)
         probability, terminated = self._sample_next(out, out.reward)
         return DreamStep(self.z, self.h, out.reward, probability, terminated)
 
     def _sample_next(self, out: MDNOutput, reward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw the next ``z`` from ``out`` and the episodes' termination; return (probability, terminated)."""
-        draws = self._draw(None, self._lanes)
-        z = self.z_dim
-        # One host-to-tensor copy for all the noise: component uniforms, normals, termination uniform.
-        noise = np.concatenate([draws[:, :z], counter_normal(draws[:, z:-1])[:, :z], draws[:, -1:]], axis=1)
-        noise_t = torch.from_numpy(noise).to(self.z.device)
-        self.z = sample_mixture(out, noise_t[:, :z], noise_t[:, z : 2 * z], self.temperature)
+        uniform, normal, termination = self._step_noise()
+        self.z = sample_mixture(out, uniform, normal, self.temperature)
         probability = torch.sigmoid(out.termination_logit)
-        threshold = noise_t[:, -1] if self.sample_termination else 0.5
+        threshold = termination if termination is not None else self._half
         self.steps += 1
-        # One reduction and one sync per step; the slot and step are looked for only on failure.
-        if not torch.isfinite(self.z.sum() + reward.sum()):
+        # One small op and one sync per step: reward + z @ 1 is finite when z and reward are
+        # (and may overflow when they are not, which _check_finite tells apart); the slot and
+        # step are looked for only on failure.
+        total = torch.addmv(reward, self.z, self._ones)
+        if not math.isfinite((total if self.num_envs == 1 else total.sum()).item()):
             _check_finite(self.z, reward, self.steps, "at a step")
         return probability, probability > threshold
 

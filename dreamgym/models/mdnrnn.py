@@ -23,6 +23,17 @@ class MDNOutput(NamedTuple):
     termination_logit: torch.Tensor  # (...,)
 
 
+class StepWeights(NamedTuple):
+    """The tensors one M steps with (see :meth:`MDNRNN.step_weights`)."""
+
+    weight_ih: torch.Tensor
+    weight_hh: torch.Tensor
+    bias_ih: torch.Tensor
+    bias_hh: torch.Tensor
+    head_weight: torch.Tensor
+    head_bias: torch.Tensor
+
+
 class MDNRNN(nn.Module):
     """An LSTM over ``[z, action]`` predicting the next ``z`` as a mixture of Gaussians.
 
@@ -48,16 +59,29 @@ class MDNRNN(nn.Module):
         # One linear layer for the mixture, reward and termination: a single matmul per step.
         self.head = nn.Linear(hidden, 3 * z_dim * num_mixtures + 2)
 
-    def heads(self, h: torch.Tensor, normalize: bool = True) -> MDNOutput:
+    def step_weights(self) -> StepWeights:
+        """The parameters :meth:`step` and :meth:`heads` compute with, looked up once.
+
+        For a caller that steps M many times, such as the dream: each ``nn.Module`` attribute
+        lookup costs about as much as one of a batch-1 step's small ops. They are M's own
+        parameters, not copies, so in-place updates (training, ``load_state_dict``) show through.
+        """
+        lstm, head = self.lstm, self.head
+        return StepWeights(
+            lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0, head.weight, head.bias
+        )
+
+    def heads(self, h: torch.Tensor, normalize: bool = True, weights: StepWeights | None = None) -> MDNOutput:
         """Apply the output heads to hidden states of shape (..., hidden).
 
         With ``normalize=False`` the mixture logits are returned as they are, not as
         log-probabilities: enough for sampling (softmax ignores a shift) and cheaper on the
-        dream's hot path.
+        dream's hot path. ``weights``: this M's :meth:`step_weights`, if the caller holds them.
         """
         if self.training:
             h = self.dropout(h)
-        return split_heads(F.linear(h, self.head.weight, self.head.bias), self.z_dim, self.num_mixtures, normalize)
+        w = self.step_weights() if weights is None else weights
+        return split_heads(F.linear(h, w.head_weight, w.head_bias), self.z_dim, self.num_mixtures, normalize)
 
     def forward(
         self, z: torch.Tensor, actions: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -71,24 +95,31 @@ class MDNRNN(nn.Module):
         return self.heads(hs), (h, c)
 
     def step(
-        self, z: torch.Tensor, action: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+        self,
+        z: torch.Tensor,
+        action: torch.Tensor,
+        h: torch.Tensor,
+        c: torch.Tensor,
+        weights: StepWeights | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Advance the LSTM one step for a batch: z (B, z_dim), action (B, action_dim), h, c (B, hidden)."""
-        x = torch.cat([z, action], dim=-1)
-        return torch.lstm_cell(
-            x, (h, c), self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, self.lstm.bias_ih_l0, self.lstm.bias_hh_l0
-        )
+        """Advance the LSTM one step for a batch: z (B, z_dim), action (B, action_dim), h, c (B, hidden).
+
+        ``weights``: this M's :meth:`step_weights`, if the caller holds them.
+        """
+        w = self.step_weights() if weights is None else weights
+        return torch.lstm_cell(torch.cat([z, action], dim=-1), (h, c), w.weight_ih, w.weight_hh, w.bias_ih, w.bias_hh)
 
 
 def split_heads(raw: torch.Tensor, z_dim: int, num_mixtures: int, normalize: bool = True) -> MDNOutput:
     """Cut the head layer's output (..., 3 * z_dim * num_mixtures + 2) into an :class:`MDNOutput`."""
-    zk = z_dim * num_mixtures
-    shape = (*raw.shape[:-1], z_dim, num_mixtures)
-    logits = raw[..., :zk].reshape(shape)
+    # Views of ``raw``, three ops for the three mixture tensors: on the dream's batch-1 step
+    # the op count, not the arithmetic, is what costs.
+    mixture = raw[..., : 3 * z_dim * num_mixtures].reshape(*raw.shape[:-1], 3, z_dim, num_mixtures)
+    logits, mu, log_sigma = mixture.unbind(-3)
     return MDNOutput(
         log_pi=F.log_softmax(logits, dim=-1) if normalize else logits,
-        mu=raw[..., zk : 2 * zk].reshape(shape),
-        log_sigma=raw[..., 2 * zk : 3 * zk].reshape(shape).clamp(-7.0, 5.0),
+        mu=mu,
+        log_sigma=log_sigma.clamp(-7.0, 5.0),
         reward=raw[..., -2],
         termination_logit=raw[..., -1],
     )
