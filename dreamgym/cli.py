@@ -1,8 +1,7 @@
-"""The ``dreamgym`` command line: one subcommand per job.
+"""The ``dreamgym`` command line: one subcommand per job."""
 
-Each ``_cmd_*`` imports what it runs when it runs, so that ``dreamgym --help`` and a mistyped
-command answer at once, without loading torch, Stable-Baselines3 or matplotlib.
-"""
+# Each _cmd_* imports what it runs when it runs, so that `dreamgym --help` and a mistyped
+# command answer at once, without loading torch, Stable-Baselines3 or matplotlib.
 
 from __future__ import annotations
 
