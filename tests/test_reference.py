@@ -64,6 +64,15 @@ def test_the_reference_is_the_shipped_policy_scored_in_the_model_it_names(instal
     assert len(result["returns"]) == 1 and "dream" in result
 
 
+def test_controller_reference_names_the_v0_controller_even_with_a_shipped_policy(installed_v1):
+    from dreamgym.agents.controller import REFERENCE_DIR, reference_controller_installed
+
+    if not reference_controller_installed():
+        pytest.skip("no reference controller in this checkout")
+    assert parse_agent_spec("controller:reference").path == str(REFERENCE_DIR)
+    assert parse_agent_spec("reference").kind == "mlp"
+
+
 def test_without_a_shipped_policy_the_reference_is_the_v0_controller(tmp_path, monkeypatch):
     monkeypatch.setattr(specs, "REFERENCE_AGENT_DIR", tmp_path / "none")
     from dreamgym.agents.controller import reference_controller_installed

@@ -6,7 +6,7 @@ A spec names an agent so that worker processes can load it themselves:
   (``controller:<folder>`` also works);
 - ``reference``: the agent shipped with dreamgym: the PPO policy of ``DreamCarRacing-v1``
   (:data:`REFERENCE_AGENT_DIR`) where it is installed, else the controller of
-  ``DreamCarRacing-v0``;
+  ``DreamCarRacing-v0``, which ``controller:reference`` always names;
 - a folder written by :meth:`~dreamgym.agents.mlp_policy.MlpPolicyAgent.save`: an SB3
   policy exported as safetensors + JSON (``dreamgym export-policy``), loaded without SB3;
 - ``sb3:<path/to/agent.zip>``: a Stable-Baselines3 agent (loaded by
@@ -77,8 +77,8 @@ def parse_agent_spec(spec: str, allow_pickle: bool = False) -> AgentSpec:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"agent spec must be a non-empty string, got {spec!r}")
-    if spec == "reference":
-        if (REFERENCE_AGENT_DIR / POLICY_CONFIG_FILE).is_file():
+    if spec in ("reference", "controller:reference"):
+        if spec == "reference" and (REFERENCE_AGENT_DIR / POLICY_CONFIG_FILE).is_file():
             return AgentSpec("mlp", str(REFERENCE_AGENT_DIR), spec)
         reference = controller_module.REFERENCE_DIR  # read now, as reference_controller_installed does
         if not reference_controller_installed():
