@@ -137,6 +137,8 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
     right.bar(ks, gap)
     right.axhline(0, color="k", lw=0.8)
     right.set(xlabel="round", ylabel="dream - real", title="dream-vs-real gap of the chosen agent")
+    for axis in (left, right):
+        axis.set_xticks(ks)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
