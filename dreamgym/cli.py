@@ -490,12 +490,22 @@ def _add_unsafe_pickle_arg(p: argparse.ArgumentParser) -> None:
 T = TypeVar("T", bound="DataclassInstance")
 
 
+def arg(default: Any, help: str) -> Any:
+    """A dataclass field that carries its command-line help, for :func:`dataclass_args`.
+
+    A list default is copied for each instance (``default_factory``), so it is never shared.
+    """
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def dataclass_args(cls: type[T], description: str | None = None, argv: list[str] | None = None) -> T:
     """Parse command-line flags into the dataclass ``cls``, as the CleanRL-style examples declare them.
 
     Each field becomes ``--field-name`` with the field's default and type (``None`` defaults
     take a string, booleans become ``--flag/--no-flag``, lists take any number of strings); a
-    field's ``metadata["help"]`` is its help text.
+    field's ``metadata["help"]`` is its help text (declare such a field with :func:`arg`).
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = cls()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stable_baselines3 import PPO
@@ -36,18 +36,13 @@ import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym.agents.mlp_policy import MlpPolicyAgent
 from dreamgym.agents.real_validation import VALIDATION_SEED, RealValidationCallback, load_validation
 from dreamgym.agents.sb3 import load_sb3_agent
-from dreamgym.cli import dataclass_args
+from dreamgym.cli import arg, dataclass_args
 from dreamgym.data.collect import collect
 from dreamgym.episodes import EpisodeStore, EpisodeSubset
 from dreamgym.files import atomic_write_json
 from dreamgym.hub import DEFAULT_MODEL_DIR
 from dreamgym.sb3 import make_dream_vec_env
 from dreamgym.training.rnn import train_rnn
-
-
-def arg(default, help: str):
-    """A dataclass field that carries its command-line help."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

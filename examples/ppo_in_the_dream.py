@@ -20,20 +20,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from stable_baselines3 import PPO
 
 import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym import load_world_model
 from dreamgym.agents.real_validation import VALIDATION_SEED, RealValidationCallback
-from dreamgym.cli import dataclass_args
+from dreamgym.cli import arg, dataclass_args
 from dreamgym.sb3 import make_dream_vec_env
-
-
-def arg(default, help: str):
-    """A dataclass field that carries its command-line help."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -28,14 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dreamgym.agents.real_validation import load_validation, validate_controller_snapshots
-from dreamgym.cli import dataclass_args
-
-
-def arg(default, help: str):
-    """A dataclass field that carries its command-line help."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+from dreamgym.cli import arg, dataclass_args
 
 
 @dataclass

@@ -25,17 +25,12 @@ import hashlib
 import json
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dreamgym.agents.cmaes import select_controller, train_controller
 from dreamgym.agents.evaluate import evaluate
-from dreamgym.cli import dataclass_args
-
-
-def arg(default, help: str):
-    """A dataclass field that carries its command-line help."""
-    return field(default=default, metadata={"help": help})
+from dreamgym.cli import arg, dataclass_args
 
 
 @dataclass

@@ -18,7 +18,7 @@ import yaml
 
 from dreamgym import WorldModelConfig
 from dreamgym.agents.controller import LinearController
-from dreamgym.cli import COMMANDS, main
+from dreamgym.cli import COMMANDS, arg, dataclass_args, main
 from dreamgym.training import train_rnn, train_vae
 
 from conftest import TINY_CONFIG
@@ -189,3 +189,21 @@ def test_missing_model_folder_is_one_clear_line(tmp_path):
     )
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+@dataclass
+class ExampleArgs:
+    model: str | None = arg(None, "world model")
+    steps: int = arg(200, "steps per env")
+    render: bool = arg(False, "show it")
+    runs: list[str] = arg([], "LABEL=FOLDER pairs")
+
+
+def test_dataclass_args_reads_the_fields_that_arg_declares():
+    """The examples' flags: types from the defaults, --flag/--no-flag for booleans, lists of strings."""
+    args = dataclass_args(ExampleArgs, argv=["--steps", "5", "--render", "--runs", "a=1", "b=2"])
+    assert args == ExampleArgs(model=None, steps=5, render=True, runs=["a=1", "b=2"])
+    assert dataclass_args(ExampleArgs, argv=["--model", "m"]) == ExampleArgs(model="m")
+    first, second = ExampleArgs(), ExampleArgs()
+    first.runs.append("x")
+    assert second.runs == []  # a list default is copied for each instance, never shared

@@ -15,10 +15,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dreamgym"
 SPHINX_FIELD = re.compile(r"^\s*:(param|type|return|returns|rtype|raises?)\b", re.MULTILINE)
-# TODO after issue13-envs merge: rewritten there, kept apart from the habits work; convert their docstrings
-# and drop these.
-NOT_YET_CONVERTED = {"agents/sb3.py", "envs/sb3_vec.py"}
-NOT_YET_CONVERTED_FUNCTIONS = {("agents/cmaes.py", "evaluate_population")}
 
 
 def sphinx_docstrings(path: Path, relative: str) -> list[str]:
@@ -30,7 +26,7 @@ def sphinx_docstrings(path: Path, relative: str) -> list[str]:
             continue
         name = getattr(node, "name", "<module>")
         doc = ast.get_docstring(node, clean=False)
-        if doc and SPHINX_FIELD.search(doc) and (relative, name) not in NOT_YET_CONVERTED_FUNCTIONS:
+        if doc and SPHINX_FIELD.search(doc):
             found.append(f"{relative}:{node.lineno} {name}")
     return found
 
@@ -39,9 +35,7 @@ def test_docstrings_use_google_sections():
     """Args:, Returns:, Raises: (the Google style ruff's pydocstyle rules check), never :param: fields."""
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        relative = path.relative_to(PACKAGE).as_posix()
-        if relative not in NOT_YET_CONVERTED:
-            offenders += sphinx_docstrings(path, relative)
+        offenders += sphinx_docstrings(path, path.relative_to(PACKAGE).as_posix())
     assert not offenders, f"use Args:/Returns:/Raises: sections, not :param: fields, in {offenders}"
 
 

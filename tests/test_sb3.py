@@ -232,6 +232,15 @@ def test_attributes_and_methods(tiny_model):
         venv.set_attr("temperature", -1.0)
     with pytest.raises(AttributeError, match="fixed"):
         venv.set_attr("obs_mode", "pixels")
+    # The shared settings as attributes: checked and written through to the dream, or fixed.
+    venv.sample_termination = 1
+    venv.max_episode_steps = 50
+    assert venv.dream.sample_termination is True and venv.vector_env.max_episode_steps == 50
+    assert venv.get_attr("max_episode_steps") == [50] * 3 and venv.get_attr("ensemble") == [False] * 3
+    with pytest.raises(ValueError, match="temperature"):
+        venv.temperature = 0.0
+    with pytest.raises(AttributeError, match="fixed"):
+        venv.dropout = 0.5
     venv.set_attr("tag", "a", indices=[0, 2])
     assert venv.get_attr("tag", indices=[0, 2]) == ["a", "a"]
     with pytest.raises(AttributeError, match="sub-env 1"):

@@ -114,19 +114,22 @@ def evaluate_population(
     model's device. There is no autoreset: once an episode terminates its return is frozen
     and its row keeps stepping unseen until the batch is done (or all rows have ended).
 
-    :param world_model: the dream.
-    :param params: (P, 3 * obs_dim + 3) flat controller parameters (see ``LinearController.flat``).
-    :param seeds: env seeds of the episodes; episode ``r`` of every member is the dream
-        ``DreamCarRacingEnv().reset(seed=seeds[r])`` starts.
-    :param temperature: the dream's temperature tau.
-    :param max_steps: truncation horizon.
-    :param return_lengths: also return the episodes' lengths.
-    :param start: where dream episodes start, ``"first_frame"`` or ``"trajectory"``.
-    :param dropout: dream-time dropout of M, one mask per episode.
-    :param ensemble: dream with the world model's ensemble of Ms, one member per episode.
-    :param disagreement_penalty: with ``ensemble``, rewards minus this times the members'
-        disagreement (see :class:`~dreamgym.envs.dynamics.LatentDream`).
-    :return: float64 (P, len(seeds)) returns, and with ``return_lengths`` int64 (P, len(seeds)) lengths.
+    Args:
+        world_model: the dream.
+        params: (P, 3 * obs_dim + 3) flat controller parameters (see ``LinearController.flat``).
+        seeds: env seeds of the episodes; episode ``r`` of every member is the dream
+            ``DreamCarRacingEnv().reset(seed=seeds[r])`` starts.
+        temperature: the dream's temperature tau.
+        max_steps: truncation horizon.
+        return_lengths: also return the episodes' lengths.
+        start: where dream episodes start, ``"first_frame"`` or ``"trajectory"``.
+        dropout: dream-time dropout of M, one mask per episode.
+        ensemble: dream with the world model's ensemble of Ms, one member per episode.
+        disagreement_penalty: with ``ensemble``, rewards minus this times the members'
+            disagreement (see :class:`~dreamgym.envs.dynamics.LatentDream`).
+
+    Returns:
+        float64 (P, len(seeds)) returns, and with ``return_lengths`` int64 (P, len(seeds)) lengths.
     """
     cfg = world_model.config
     obs_dim = cfg.z_dim + cfg.rnn_hidden
@@ -157,10 +160,10 @@ def evaluate_population(
         if not alive.any():
             break
         z, h = out.z, out.h
-    returns = returns.view(population, rollouts).cpu().numpy()
+    returns_array = returns.view(population, rollouts).cpu().numpy()
     if return_lengths:
-        return returns, lengths.view(population, rollouts).cpu().numpy()
-    return returns
+        return returns_array, lengths.view(population, rollouts).cpu().numpy()
+    return returns_array
 
 
 # -------------------------------------------------------------------- checkpoints

@@ -63,20 +63,25 @@ def load_sb3_agent(
     field is refused. The agent then acts exactly as saved; continue training only an agent
     loaded with ``allow_pickle=True``.
 
-    :param path: the ``.zip`` written by SB3 (the suffix may be left out, as in SB3).
-    :param algo: the algorithm class, or the name of one of SB3's (``"PPO"``, ``"A2C"``,
-        ``"SAC"``, ``"TD3"``, ``"DDPG"``, ``"DQN"``). None detects it from the zip's JSON
-        ``data`` (its policy class and hyperparameters) without unpickling anything; pass the
-        class for algorithms outside SB3 itself, such as sb3-contrib's.
-    :param device: torch device for the policy.
-    :param allow_pickle: load with SB3's own ``load``, unpickling the zip's fields: only for a
-        file you trust (warns).
-    :param kwargs: passed to ``BaseAlgorithm.load`` (``env``, ``custom_objects``, ...).
-    :return: the loaded agent; ``agent.predict(obs, deterministic=True)`` drives an env.
-    :raises FileNotFoundError: no such file.
-    :raises ValueError: not an SB3 zip, an unknown algorithm name, or one that cannot be detected.
-    :raises UnsafeAgentError: (a ``ValueError``) without ``allow_pickle``, the zip has a pickled
-        field that cannot be rebuilt safely.
+    Args:
+        path: the ``.zip`` written by SB3 (the suffix may be left out, as in SB3).
+        algo: the algorithm class, or the name of one of SB3's (``"PPO"``, ``"A2C"``,
+            ``"SAC"``, ``"TD3"``, ``"DDPG"``, ``"DQN"``). None detects it from the zip's JSON
+            ``data`` (its policy class and hyperparameters) without unpickling anything; pass
+            the class for algorithms outside SB3 itself, such as sb3-contrib's.
+        device: torch device for the policy.
+        allow_pickle: load with SB3's own ``load``, unpickling the zip's fields: only for a
+            file you trust (warns).
+        **kwargs: passed to ``BaseAlgorithm.load`` (``env``, ``custom_objects``, ...).
+
+    Returns:
+        the loaded agent; ``agent.predict(obs, deterministic=True)`` drives an env.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an SB3 zip, an unknown algorithm name, or one that cannot be detected.
+        UnsafeAgentError: (a ``ValueError``) without ``allow_pickle``, the zip has a pickled
+            field that cannot be rebuilt safely.
     """
     file = os.fspath(path)
     if not os.path.isfile(file) and os.path.isfile(file + ".zip"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -13,6 +13,9 @@ from dreamgym.errors import ResetNeededError
 from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
 from dreamgym.validation import check_int
+
+if TYPE_CHECKING:  # pygame is imported when a window opens, not with dreamgym
+    import pygame
 
 OBS_MODES = ("latent", "pixels")
 RENDER_SCALE = 4
@@ -68,7 +71,9 @@ def continuous_actions(actions: Any, continuous: bool, num_envs: int | None = No
     if continuous:
         array = np.asarray(actions, dtype=np.float32)
         if array.shape != shape:
-            raise ValueError(f"expected a continuous action of shape {shape} (steer, gas, brake), got shape {array.shape}")
+            raise ValueError(
+                f"expected a continuous action of shape {shape} (steer, gas, brake), got shape {array.shape}"
+            )
         if not np.isfinite(array).all():
             raise ValueError(f"action contains NaN or inf: {array}")
         # np.clip's bounds, without its Python-level dispatch (a dream step costs tens of microseconds).
@@ -114,16 +119,17 @@ class HumanWindow:
         self._pygame = pygame
         pygame.init()
         pygame.display.set_caption(title)
-        self._screen = None
+        self._screen: pygame.Surface | None = None
         self._clock = pygame.time.Clock()
         self._fps = fps
 
     def show(self, frame: np.ndarray) -> None:
         pygame = self._pygame
-        if self._screen is None:
-            self._screen = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
+        screen = self._screen
+        if screen is None:
+            screen = self._screen = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
         pygame.event.pump()
-        self._screen.blit(pygame.surfarray.make_surface(frame.swapaxes(0, 1)), (0, 0))
+        screen.blit(pygame.surfarray.make_surface(frame.swapaxes(0, 1)), (0, 0))
         pygame.display.flip()
         self._clock.tick(self._fps)
 
@@ -165,7 +171,8 @@ class WorldModelEnv(gym.Env):
         return action
 
     def _truncated(self) -> bool:
-        return self.max_episode_steps is not None and self._elapsed >= self.max_episode_steps
+        limit, elapsed = self.max_episode_steps, self._elapsed
+        return limit is not None and elapsed is not None and elapsed >= limit
 
     def _observation(self, z: torch.Tensor, h: torch.Tensor) -> np.ndarray:
         if self.obs_mode == "latent":

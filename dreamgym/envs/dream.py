@@ -14,7 +14,8 @@ from dreamgym.validation import check_seed
 
 
 class DreamCarRacingEnv(WorldModelEnv):
-    """
+    """CarRacing-v3 dreamt by a world model: M's sampled latents stand in for the physics.
+
     ## Description
     CarRacing-v3 as dreamt by a learned world model (Ha & Schmidhuber, 2018). No physics
     engine runs: each step, M (an LSTM with a mixture-of-Gaussians head) takes the current

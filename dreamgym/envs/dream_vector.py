@@ -149,7 +149,7 @@ class DreamCarRacingVectorEnv(VectorEnv):
             chosen = mask if mask is not None else np.ones(self.num_envs, dtype=bool)
             self._rngs = [
                 seeding.np_random(s)[0] if s is not None and reseed else rng
-                for s, rng, reseed in zip(seeds, self._rngs, chosen)
+                for s, rng, reseed in zip(seeds, self._rngs, chosen, strict=True)
             ]
         if mask is None:
             self._start_episodes(np.arange(self.num_envs))
@@ -171,9 +171,10 @@ class DreamCarRacingVectorEnv(VectorEnv):
         terminations = out.terminated.cpu().numpy()
         probabilities = out.termination_probability.cpu().numpy()
         self._elapsed += 1
-        truncations = (
-            self._elapsed >= self.max_episode_steps if self.max_episode_steps is not None else np.zeros_like(terminations)
-        )
+        if self.max_episode_steps is None:
+            truncations = np.zeros_like(terminations)
+        else:
+            truncations = self._elapsed >= self.max_episode_steps
         info: dict[str, Any] = {"termination_probability": probabilities}
         if out.disagreement is not None:
             info["disagreement"] = out.disagreement.cpu().numpy()

@@ -15,10 +15,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from dreamgym.errors import ArgumentError, NonFiniteDreamError
 from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, StepWeights, mixture_mean, sample_mixture, split_heads
 from dreamgym.models.random import counter_normal, counter_uniform
 from dreamgym.models.world_model import WorldModel
-from dreamgym.errors import ArgumentError, NonFiniteDreamError
 from dreamgym.validation import check_number
 
 
@@ -50,7 +50,9 @@ def episode_keys(rngs: list[np.random.Generator]) -> np.ndarray:
 def check_temperature(temperature: float) -> float:
     """``temperature`` as a float: a finite number > 0 (a string such as ``"1.5"`` is refused, not parsed)."""
     if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, numbers.Real):
-        raise ArgumentError(f"temperature must be a finite number > 0, got {type(temperature).__name__} {temperature!r}")
+        raise ArgumentError(
+            f"temperature must be a finite number > 0, got {type(temperature).__name__} {temperature!r}"
+        )
     temperature = float(temperature)
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
@@ -232,8 +234,10 @@ class LatentDream:
         return draws
 
     def _step_noise(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """This step's noise: component uniforms and standard normals (num_envs, z_dim), and the
-        termination uniforms (num_envs,) if termination is sampled (else None).
+        """This step's noise: ``(uniform, normal, termination)``.
+
+        The component uniforms and the standard normals are (num_envs, z_dim); the termination
+        uniforms (num_envs,) are there if termination is sampled, else None.
 
         Exactly what drawing ``_lanes`` numbers per episode each step gives (the n-th number
         of a stream does not depend on how many are drawn at once), but the numbers of the
@@ -254,7 +258,7 @@ class LatentDream:
             # round alike.
             noise_t = torch.from_numpy(noise).to(self.z.device)
             views = (noise_t[..., :z].unbind(0), noise_t[..., z : 2 * z].unbind(0), noise_t[..., -1].unbind(0))
-            self._noise, self._noise_used = list(zip(*views)), 0
+            self._noise, self._noise_used = list(zip(*views, strict=True)), 0
         uniform, normal, termination = self._noise[self._noise_used]
         self._noise_used += 1
         self.counters += self._lanes_u64
@@ -315,9 +319,15 @@ class LatentDream:
         self.h, self.c = self.member_h[0], self.member_c[0]
 
     @torch.inference_mode()
-    def set_state(self, index: np.ndarray, z: torch.Tensor | np.ndarray, h: torch.Tensor | np.ndarray,
-                  c: torch.Tensor | np.ndarray, member_h: torch.Tensor | np.ndarray | None = None,
-                  member_c: torch.Tensor | np.ndarray | None = None) -> None:
+    def set_state(
+        self,
+        index: np.ndarray,
+        z: torch.Tensor | np.ndarray,
+        h: torch.Tensor | np.ndarray,
+        c: torch.Tensor | np.ndarray,
+        member_h: torch.Tensor | np.ndarray | None = None,
+        member_c: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
         """Put the episodes in slots ``index`` at the states ``(z, h, c)``, e.g. to branch a dream from a real state.
 
         Call it after :meth:`reset`, which sets the slots' RNG keys, dropout masks and
@@ -328,8 +338,9 @@ class LatentDream:
             z: latents, (n, z_dim).
             h: M's hidden states, (n, rnn_hidden) (member 0's in an ``ensemble=True`` dream).
             c: M's LSTM cell states, (n, rnn_hidden).
-            member_h, member_c: in an ``ensemble=True`` dream (and only there), the other
-                members' states, (n, K - 1, rnn_hidden).
+            member_h: in an ``ensemble=True`` dream (and only there), the other members'
+                hidden states, (n, K - 1, rnn_hidden).
+            member_c: likewise, the other members' cell states, (n, K - 1, rnn_hidden).
 
         Raises:
             ValueError: an index out of range, or a state of the wrong shape or with NaN or inf.
@@ -338,7 +349,11 @@ class LatentDream:
         if index.size and (index.min() < 0 or index.max() >= self.num_envs):
             raise ValueError(f"slot indices must be in [0, {self.num_envs}), got {index.tolist()}")
         n = len(index)
-        shapes = [("z", z, (n, self.z_dim)), ("h", h, (n, self.hidden)), ("c", c, (n, self.hidden))]
+        shapes: list[tuple[str, torch.Tensor | np.ndarray, tuple[int, ...]]] = [
+            ("z", z, (n, self.z_dim)),
+            ("h", h, (n, self.hidden)),
+            ("c", c, (n, self.hidden)),
+        ]
         if self.ensemble:
             if member_h is None or member_c is None:
                 raise ValueError(

@@ -20,8 +20,8 @@ Example::
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import gymnasium as gym
 import numpy as np
@@ -37,30 +37,51 @@ from dreamgym.hub import ModelSource
 from dreamgym.models.world_model import WorldModel
 from dreamgym.validation import check_int, check_seed
 
-# Attributes that every sub-env shares because they live in the one batched dream.
-_SHARED_ATTRS = (
-    "render_mode",
-    "temperature",
-    "obs_mode",
-    "continuous",
-    "max_episode_steps",
-    "sample_termination",
-    "start",
-    "dropout",
-    "ensemble",
-    "disagreement_penalty",
-    "world_model",
-    "observation_space",
-    "action_space",
-)
-# Of those, the ones that can change after construction without changing the spaces.
-_SETTABLE_SHARED_ATTRS = ("temperature", "max_episode_steps", "sample_termination")
 _ENV_METHODS = ("reset", "render")
+# Per sub-env, kept by the vector env; read with get_attr, never set.
+_PER_SUB_ENV_ATTRS = ("np_random", "elapsed_steps")
+_T = TypeVar("_T")
+
+
+class _Shared(Generic[_T]):
+    """A setting of :class:`DreamVecEnv` that every sub-env shares, since it lives in the one batched dream.
+
+    It reads the attribute of the same name of the vector env (``of="vector_env"``) or of its
+    :class:`LatentDream` (``of="dream"``). With a ``check`` it can be set, for all sub-envs at
+    once, to what ``check`` makes of the value; without one it is fixed at construction.
+    """
+
+    def __init__(
+        self, of: Literal["vector_env", "dream"], doc: str, check: Callable[[Any], _T] | None = None
+    ) -> None:
+        self.of, self.check, self.__doc__ = of, check, doc
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def _holder(self, venv: DreamVecEnv) -> Any:
+        return venv.vector_env if self.of == "vector_env" else venv.vector_env.dream
+
+    @overload
+    def __get__(self, venv: None, owner: type | None = None) -> _Shared[_T]: ...
+
+    @overload
+    def __get__(self, venv: DreamVecEnv, owner: type | None = None) -> _T: ...
+
+    def __get__(self, venv: DreamVecEnv | None, owner: type | None = None) -> _T | _Shared[_T]:
+        if venv is None:
+            return self
+        return cast(_T, getattr(self._holder(venv), self.name))
+
+    def __set__(self, venv: DreamVecEnv, value: Any) -> None:
+        if self.check is None:
+            raise AttributeError(f"{self.name!r} of the dream sub-envs is fixed; create a new DreamVecEnv to change it")
+        setattr(self._holder(venv), self.name, self.check(value))
 
 
 class DreamVecEnv(VecEnv):
-    """
-    ``n_envs`` DreamCarRacing-v0 episodes stepped as one batch, as an SB3 ``VecEnv``.
+    """``n_envs`` DreamCarRacing-v0 episodes stepped as one batch, as an SB3 ``VecEnv``.
 
     Episodes that end are reset within the same step (SB3's convention): their last
     observation is in ``infos[i]["terminal_observation"]``, ``infos[i]["TimeLimit.truncated"]``
@@ -73,28 +94,33 @@ class DreamVecEnv(VecEnv):
     ``seed(s)`` (or the ``seed`` argument) gives sub-env ``i`` the seed ``s + i`` at the next
     reset; without one, fresh entropy is used.
 
-    :param model: a :class:`~dreamgym.WorldModel`, a folder written by ``save_pretrained``,
-        a Hugging Face Hub repo id, or None for the model shipped with dreamgym.
-    :param n_envs: number of dream episodes run side by side.
-    :param temperature: the dream's temperature tau (see ``DreamCarRacingEnv``).
-    :param continuous: ``Box(3)`` actions (steer, gas, brake) if True, else ``Discrete(5)``.
-    :param obs_mode: ``"latent"`` for ``[z, h]`` vectors, ``"pixels"`` for V's decoded
-        ``(64, 64, 3)`` uint8 frames (SB3 wraps those in ``VecTransposeImage`` itself).
-    :param max_episode_steps: steps after which an episode is truncated, or None for never.
-    :param sample_termination: draw termination from M's probability instead of
-        thresholding it at 0.5.
-    :param seed: seed of the first reset (sub-env ``i`` gets ``seed + i``); None for fresh entropy.
-    :param device: torch device of the world model.
-    :param render_mode: None, or ``"rgb_array"`` for :meth:`render` to return a grid of the
-        decoded frames (``render("human")`` then shows it with OpenCV, as SB3 does).
-    :param revision: branch, tag or commit when ``model`` is a Hub repo id.
-    :param start: ``"first_frame"`` or ``"trajectory"`` (see ``DreamCarRacingEnv``).
-    :param dropout: dream-time dropout, one mask per episode (see ``DreamCarRacingEnv``).
-    :param ensemble: dream with the world model's ensemble of Ms, one member per episode
-        (see ``DreamCarRacingEnv``); ``infos[i]["disagreement"]`` then holds the members'
-        disagreement for the step.
-    :param disagreement_penalty: with ``ensemble=True``, reward minus this times the
-        disagreement (see ``DreamCarRacingEnv``).
+    The settings the dream holds (``temperature``, ``max_episode_steps``, ...) are shared by
+    every sub-env; ``temperature``, ``max_episode_steps`` and ``sample_termination`` can be
+    changed after construction (as attributes, or with :meth:`set_attr` for all sub-envs).
+
+    Args:
+        model: a :class:`~dreamgym.WorldModel`, a folder written by ``save_pretrained``, a
+            Hugging Face Hub repo id, or None for the model shipped with dreamgym.
+        n_envs: number of dream episodes run side by side.
+        temperature: the dream's temperature tau (see ``DreamCarRacingEnv``).
+        continuous: ``Box(3)`` actions (steer, gas, brake) if True, else ``Discrete(5)``.
+        obs_mode: ``"latent"`` for ``[z, h]`` vectors, ``"pixels"`` for V's decoded
+            ``(64, 64, 3)`` uint8 frames (SB3 wraps those in ``VecTransposeImage`` itself).
+        max_episode_steps: steps after which an episode is truncated, or None for never.
+        sample_termination: draw termination from M's probability instead of thresholding it
+            at 0.5.
+        seed: seed of the first reset (sub-env ``i`` gets ``seed + i``); None for fresh entropy.
+        device: torch device of the world model.
+        render_mode: None, or ``"rgb_array"`` for :meth:`render` to return a grid of the
+            decoded frames (``render("human")`` then shows it with OpenCV, as SB3 does).
+        revision: branch, tag or commit when ``model`` is a Hub repo id.
+        start: ``"first_frame"`` or ``"trajectory"`` (see ``DreamCarRacingEnv``).
+        dropout: dream-time dropout, one mask per episode (see ``DreamCarRacingEnv``).
+        ensemble: dream with the world model's ensemble of Ms, one member per episode (see
+            ``DreamCarRacingEnv``); ``infos[i]["disagreement"]`` then holds the members'
+            disagreement for the step.
+        disagreement_penalty: with ``ensemble=True``, reward minus this times the
+            disagreement (see ``DreamCarRacingEnv``).
     """
 
     def __init__(
@@ -150,67 +176,24 @@ class DreamVecEnv(VecEnv):
         """The batched dream every sub-env is a row of."""
         return self.vector_env.dream
 
-    @property
-    def world_model(self) -> WorldModel:
-        """The world model that dreams."""
-        return self.vector_env.world_model
-
-    @property
-    def obs_mode(self) -> str:
-        """``"latent"`` or ``"pixels"``."""
-        return self.vector_env.obs_mode
-
-    @property
-    def continuous(self) -> bool:
-        """Whether actions are ``Box(3)`` rather than ``Discrete(5)``."""
-        return self.vector_env.continuous
-
-    @property
-    def max_episode_steps(self) -> int | None:
-        """Steps after which an episode is truncated, or None for never."""
-        return self.vector_env.max_episode_steps
-
-    @max_episode_steps.setter
-    def max_episode_steps(self, value: int | None) -> None:
-        self.vector_env.max_episode_steps = check_max_episode_steps(value)
-
-    @property
-    def temperature(self) -> float:
-        """The dream's temperature tau, shared by all sub-envs."""
-        return self.dream.temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self.dream.temperature = check_temperature(value)
-
-    @property
-    def sample_termination(self) -> bool:
-        """Whether termination is drawn from M's probability rather than thresholded."""
-        return self.dream.sample_termination
-
-    @sample_termination.setter
-    def sample_termination(self, value: bool) -> None:
-        self.dream.sample_termination = bool(value)
-
-    @property
-    def start(self) -> str:
-        """Where episodes start, ``"first_frame"`` or ``"trajectory"``."""
-        return self.dream.start
-
-    @property
-    def dropout(self) -> float:
-        """Dream-time dropout of M, one mask per episode."""
-        return self.dream.dropout
-
-    @property
-    def ensemble(self) -> bool:
-        """Whether episodes are dreamt by the world model's ensemble of Ms, one member each."""
-        return self.dream.ensemble
-
-    @property
-    def disagreement_penalty(self) -> float:
-        """lambda of the reward ``M's reward - lambda * disagreement`` of an ensemble dream."""
-        return self.dream.disagreement_penalty
+    world_model: _Shared[WorldModel] = _Shared("vector_env", "The world model that dreams.")
+    obs_mode: _Shared[str] = _Shared("vector_env", '''``"latent"`` or ``"pixels"``.''')
+    continuous: _Shared[bool] = _Shared("vector_env", "Whether actions are ``Box(3)`` rather than ``Discrete(5)``.")
+    max_episode_steps: _Shared[int | None] = _Shared(
+        "vector_env", "Steps after which an episode is truncated, or None for never.", check_max_episode_steps
+    )
+    temperature: _Shared[float] = _Shared("dream", "The dream's temperature tau.", check_temperature)
+    sample_termination: _Shared[bool] = _Shared(
+        "dream", "Whether termination is drawn from M's probability rather than thresholded.", bool
+    )
+    start: _Shared[str] = _Shared("dream", '''Where episodes start, ``"first_frame"`` or ``"trajectory"``.''')
+    dropout: _Shared[float] = _Shared("dream", "Dream-time dropout of M, one mask per episode.")
+    ensemble: _Shared[bool] = _Shared(
+        "dream", "Whether episodes are dreamt by the world model's ensemble of Ms, one member each."
+    )
+    disagreement_penalty: _Shared[float] = _Shared(
+        "dream", "Lambda of the reward ``M's reward - lambda * disagreement`` of an ensemble dream."
+    )
 
     # ------------------------------------------------------------------ stepping
     def reset(self) -> VecEnvObs:
@@ -224,16 +207,20 @@ class DreamVecEnv(VecEnv):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        """Keep ``actions`` (n_envs actions: (n_envs, 3) floats, or (n_envs,) ints if discrete) for :meth:`step_wait`."""
+        """Keep ``actions`` for :meth:`step_wait`: (n_envs, 3) floats, or (n_envs,) ints if discrete."""
         self._actions = actions
 
     def step_wait(self) -> VecEnvStepReturn:
         """Step every sub-env with the actions given to :meth:`step_async`; ended episodes restart at once.
 
-        :return: observations, rewards (float32), dones (bool) and one info dict per sub-env.
-        :raises ResetNeededError: before the first :meth:`reset`.
-        :raises ValueError: actions of the wrong shape, NaN or inf, or an unknown discrete
-            action; the dream is left as it was.
+        Returns:
+            observations, rewards (float32), dones (bool) and one info dict per sub-env.
+
+        Raises:
+            ResetNeededError: before the first :meth:`reset`.
+            ValueError: actions of the wrong shape, NaN or inf, or an unknown discrete action;
+                the dream is left as it was.
+            RuntimeError: no :meth:`step_async` since the last step.
         """
         if self._actions is None:
             raise RuntimeError("step_wait() called without a pending step_async()")
@@ -242,10 +229,10 @@ class DreamVecEnv(VecEnv):
         dones = terminated | truncated
         infos: list[dict[str, Any]] = [
             {"termination_probability": float(p), "TimeLimit.truncated": bool(tr and not te)}
-            for p, te, tr in zip(info["termination_probability"], terminated, truncated)
+            for p, te, tr in zip(info["termination_probability"], terminated, truncated, strict=True)
         ]
         if "disagreement" in info:
-            for sub_env_info, u in zip(infos, info["disagreement"]):
+            for sub_env_info, u in zip(infos, info["disagreement"], strict=True):
                 sub_env_info["disagreement"] = float(u)
         for i in np.flatnonzero(dones):
             infos[i]["terminal_observation"] = info["final_obs"][i]
@@ -261,7 +248,8 @@ class DreamVecEnv(VecEnv):
         """Each sub-env's current frame as DreamCarRacingEnv renders it (V's decoding, upscaled 4x)."""
         if self.render_mode != "rgb_array":
             warnings.warn(
-                f"The render mode is {self.render_mode}, but this method assumes it is `rgb_array` to obtain images."
+                f"The render mode is {self.render_mode}, but this method assumes it is `rgb_array` to obtain images.",
+                stacklevel=2,
             )
             return [None for _ in range(self.num_envs)]
         return [upscale(frame) for frame in self.vector_env.frames()]
@@ -283,7 +271,8 @@ class DreamVecEnv(VecEnv):
         same for all; ``np_random`` and ``elapsed_steps`` are per sub-env, as are attributes
         set earlier with :meth:`set_attr`.
 
-        :raises AttributeError: the sub-envs have no such attribute.
+        Raises:
+            AttributeError: the sub-envs have no such attribute.
         """
         index = self._indices(indices)
         if attr_name == "np_random":
@@ -309,8 +298,9 @@ class DreamVecEnv(VecEnv):
         batch, so they can only be set for all sub-envs at once. Other names not used by the
         dream are stored per sub-env and read back by :meth:`get_attr`.
 
-        :raises ValueError: a shared setting set for only some sub-envs, or an invalid value.
-        :raises AttributeError: a setting fixed at construction (such as ``obs_mode``).
+        Raises:
+            ValueError: a shared setting set for only some sub-envs, or an invalid value.
+            AttributeError: a setting fixed at construction (such as ``obs_mode``).
         """
         index = self._indices(indices)
         if attr_name in _SETTABLE_SHARED_ATTRS:
@@ -320,19 +310,23 @@ class DreamVecEnv(VecEnv):
                 )
             setattr(self, attr_name, value)
             return
-        if attr_name in _SHARED_ATTRS or attr_name in ("np_random", "elapsed_steps"):
+        if attr_name in _SHARED_ATTRS or attr_name in _PER_SUB_ENV_ATTRS:
             raise AttributeError(f"{attr_name!r} of the dream sub-envs is fixed; create a new DreamVecEnv to change it")
         for i in index:
             self._custom_attrs[i][attr_name] = value
 
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         """Call a method of the sub-envs (see ``VecEnv.env_method``).
 
         Supported: ``reset(seed=None, options=None)``, which restarts the chosen sub-envs and
         returns ``(obs, info)`` for each as ``gym.Env.reset`` does, and ``render()``, which
         returns each chosen sub-env's frame.
 
-        :raises AttributeError: any other method name.
+        Raises:
+            AttributeError: any other method name.
+            TypeError: ``render`` given arguments.
         """
         index = self._indices(indices)
         if method_name == "reset":
@@ -364,16 +358,25 @@ class DreamVecEnv(VecEnv):
 def make_dream_vec_env(n_envs: int = 64, model: ModelSource = None, monitor: bool = True, **kwargs: Any) -> VecEnv:
     """Create a :class:`DreamVecEnv`, wrapped in ``VecMonitor`` so that SB3 logs episode returns.
 
-    :param n_envs: number of dream episodes run side by side.
-    :param model: the world model (see :class:`DreamVecEnv`); None for the one shipped with dreamgym.
-    :param monitor: wrap in :class:`~stable_baselines3.common.vec_env.VecMonitor`, which adds
-        ``info["episode"]`` (return ``r``, length ``l``, time ``t``) when an episode ends and
-        gives SB3 its ``ep_rew_mean``.
-    :param kwargs: the other arguments of :class:`DreamVecEnv` (``temperature``, ``seed``, ...);
-        ``device="auto"`` picks the device as SB3 does for its policies (CUDA when there is one).
-    :return: the vectorized dream.
+    Args:
+        n_envs: number of dream episodes run side by side.
+        model: the world model (see :class:`DreamVecEnv`); None for the one shipped with dreamgym.
+        monitor: wrap in :class:`~stable_baselines3.common.vec_env.VecMonitor`, which adds
+            ``info["episode"]`` (return ``r``, length ``l``, time ``t``) when an episode ends and
+            gives SB3 its ``ep_rew_mean``.
+        **kwargs: the other arguments of :class:`DreamVecEnv` (``temperature``, ``seed``, ...);
+            ``device="auto"`` picks the device as SB3 does for its policies (CUDA when there is one).
+
+    Returns:
+        the vectorized dream.
     """
     if kwargs.get("device") == "auto":
         kwargs["device"] = str(get_device("auto"))
     venv: VecEnv = DreamVecEnv(model=model, n_envs=n_envs, **kwargs)
     return VecMonitor(venv) if monitor else venv
+
+
+# The settings every sub-env shares: the dream's, and what VecEnv itself keeps for all.
+_SETTINGS = {name: value for name, value in vars(DreamVecEnv).items() if isinstance(value, _Shared)}
+_SHARED_ATTRS = ("render_mode", "observation_space", "action_space", *_SETTINGS)
+_SETTABLE_SHARED_ATTRS = tuple(name for name, setting in _SETTINGS.items() if setting.check is not None)

@@ -66,10 +66,10 @@ class MDNRNN(nn.Module):
         lookup costs about as much as one of a batch-1 step's small ops. They are M's own
         parameters, not copies, so in-place updates (training, ``load_state_dict``) show through.
         """
-        lstm, head = self.lstm, self.head
-        return StepWeights(
-            lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0, head.weight, head.bias
-        )
+        # The one layer's (weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0), typed as parameters:
+        # ``self.lstm.weight_ih_l0`` is a ``Tensor | Module`` to a type checker.
+        weight_ih, weight_hh, bias_ih, bias_hh = self.lstm.all_weights[0]
+        return StepWeights(weight_ih, weight_hh, bias_ih, bias_hh, self.head.weight, self.head.bias)
 
     def heads(self, h: torch.Tensor, normalize: bool = True, weights: StepWeights | None = None) -> MDNOutput:
         """Apply the output heads to hidden states of shape (..., hidden).
