@@ -61,8 +61,9 @@ class DreamCarRacingEnv(WorldModelEnv):
       given ``max_episode_steps``.
 
     ## Arguments
-    - ``model``: a :class:`~dreamgym.WorldModel`, a folder written by ``save_pretrained``, or
-      a Hugging Face Hub repo id.
+    - ``model``: a :class:`~dreamgym.WorldModel`, a folder written by ``save_pretrained``, a
+      Hugging Face Hub repo id, or the id of an embedded model (``"dreamgym/DreamCarRacing-v1"``).
+      Default: v0's embedded model for v0, v1's for v1.
     - ``revision``: branch, tag or commit of a Hub repo.
     - ``temperature``: tau. Mixture logits are divided by tau and the Gaussian noise scaled
       by sqrt(tau). Higher is a less predictable, harder-to-exploit dream (default 1.0).
@@ -94,6 +95,10 @@ class DreamCarRacingEnv(WorldModelEnv):
     ## Version History
     - v0: initial version; ``start`` and ``dropout``, then ``ensemble`` and
       ``disagreement_penalty``, added without changing the default dream.
+    - v1: the same env, whose default ``model`` is the embedded world model of six rounds of
+      the paper's loop with a PPO agent (M fine-tuned on the episodes the agent drove; V
+      unchanged), registered where that model is installed. The reference agent was
+      trained only in its dream. v0's dream is unchanged.
     """
 
     def __init__(
