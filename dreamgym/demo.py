@@ -15,7 +15,7 @@ import gymnasium as gym
 import imageio.v3 as iio
 import numpy as np
 
-from dreamgym.agents.evaluate import DREAM_ENV_ID, REAL_ENV_ID, run_episode
+from dreamgym.agents.evaluate import REAL_ENV_ID, make_dream_env, run_episode
 from dreamgym.agents.specs import load_agent, parse_agent_spec, resolve_agent_model
 from dreamgym.data.policies import make_policy
 from dreamgym.files import atomic_write_json
@@ -70,7 +70,7 @@ def run_demo(
     else:
         world_model = load_world_model(source)
 
-    env = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, max_episode_steps=max_steps)
+    env = make_dream_env(model=world_model, temperature=temperature, max_episode_steps=max_steps)
     started = time.perf_counter()
     dream_return, dream_steps = run_episode(env, act, seed)
     elapsed = time.perf_counter() - started
@@ -92,7 +92,7 @@ def run_demo(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pixels = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, render_mode="rgb_array",
+    pixels = make_dream_env(model=world_model, temperature=temperature, render_mode="rgb_array",
                       max_episode_steps=gif_steps)
     obs, _ = pixels.reset(seed=seed)
     frames: list[Any] = [pixels.render()]  # rgb_array frames

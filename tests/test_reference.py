@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -20,6 +21,7 @@ from dreamgym.hub import embedded_model_path, load_world_model
 from conftest import make_tiny_model
 
 V1 = "dreamgym/DreamCarRacing-v1"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -96,3 +98,18 @@ def test_the_demo_drives_the_reference_in_its_own_dream(installed_v1, tmp_path):
 def test_v1_dreams_in_its_own_model_by_default():
     env = gym.make(V1)
     assert env.unwrapped.world_model.config.training["rnn"].get("init_from") is not None
+
+
+@pytest.mark.skipif(embedded_model_path(V1) is None, reason="DreamCarRacing-v1 is not installed in this checkout")
+def test_the_shipped_v1_is_small_names_its_dream_and_its_card_states_the_final_test():
+    folder = embedded_model_path(V1)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 25 * 2**20
+    policy = json.loads((folder / "reference" / "policy.json").read_text())
+    assert policy["world_model"] == {"model": V1, "revision": None}
+    assert (folder / "loop.png").is_file()
+    results = json.loads((REPO / "results" / "dream_to_real" / "test-reference-v1.json").read_text())
+    assert results["seeds"] == list(range(40000, 40100))
+    card = (folder / "README.md").read_text()
+    assert f"{results['mean']:.1f} +/- {results['std']:.1f}" in card
+    assert card == (REPO / "model_cards" / "DreamCarRacing-v1.md").read_text()

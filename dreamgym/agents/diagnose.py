@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dreamgym.agents.evaluate import DREAM_ENV_ID, REAL_ENV_ID, single_thread
+from dreamgym.agents.evaluate import DREAM_ENV_ID, REAL_ENV_ID, make_dream_env, single_thread
 from dreamgym.agents.specs import check_agent_fits, describe_model, load_agent, parse_agent_spec, resolve_agent_model
 from dreamgym.envs.common import continuous_actions
 from dreamgym.envs.dynamics import LatentDream, check_temperature
@@ -515,7 +515,7 @@ def _drive_episodes(
         env.close()
 
     dreams: list[DreamEpisode] = []
-    env = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, max_episode_steps=max_steps)
+    env = make_dream_env(model=world_model, temperature=temperature, max_episode_steps=max_steps)
     try:
         for s in seeds:
             dreams.append(drive_dream(env, act, s))

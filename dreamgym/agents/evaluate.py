@@ -55,6 +55,7 @@ __all__ = [
     "RealEpisodeConfig",
     "evaluate",
     "load_agent",
+    "make_dream_env",
     "parse_agent_spec",
     "play_real_episodes",
     "run_episode",
@@ -63,6 +64,15 @@ __all__ = [
 REAL_ENV_ID = "dreamgym/RealCarRacing-v0"
 DREAM_ENV_ID = "dreamgym/DreamCarRacing-v0"
 RESULTS_FILE = "results.json"
+
+
+def make_dream_env(**kwargs: Any) -> gym.Env:
+    """The dream env, made from its spec with ``kwargs`` (``model=`` names the world model).
+
+    Made from the spec rather than the id so that Gymnasium's notice to users who name v0 that
+    a v1 exists stays out of dreamgym's own runs, which always pass the model they dream in.
+    """
+    return gym.make(gym.spec(DREAM_ENV_ID), **kwargs)
 
 
 # ------------------------------------------------------------------------- episodes
@@ -165,7 +175,7 @@ def _dream_returns(
         )
         return [float(r) for r in returns[0]], [int(n) for n in lengths[0]]
 
-    env = gym.make(DREAM_ENV_ID, model=world_model, temperature=temperature, max_episode_steps=max_steps)
+    env = make_dream_env(model=world_model, temperature=temperature, max_episode_steps=max_steps)
     returns, lengths = [], []
     try:
         for seed in tqdm(seeds, desc="dream", unit="ep", disable=not progress):
