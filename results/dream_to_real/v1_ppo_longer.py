@@ -1,5 +1,6 @@
 """Round 4's PPO trained on from 1M to 3M dream steps in v1's dream, scored on the validation seeds at 2M and 3M."""
 from stable_baselines3 import PPO
+
 import dreamgym  # noqa: F401
 from dreamgym.agents.real_validation import RealValidationCallback
 from dreamgym.sb3 import make_dream_vec_env
