@@ -16,7 +16,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from dreamgym.models.world_model import WorldModel
+from dreamgym.models.world_model import MODEL_WEIGHTS_FILE, WorldModel
 from dreamgym.validation import check_device
 
 ModelSource = WorldModel | str | os.PathLike | None
@@ -35,12 +35,12 @@ EMBEDDED_MODELS = {
 def embedded_model_path(name: str) -> Path | None:
     """The folder of the embedded world model ``name`` (a key of :data:`EMBEDDED_MODELS`), or None if not installed."""
     folder = DEFAULT_MODEL_DIR if name == "dreamgym/DreamCarRacing-v0" else ASSETS_DIR / EMBEDDED_MODELS[name]
-    return folder if (folder / "model.safetensors").is_file() else None
+    return folder if (folder / MODEL_WEIGHTS_FILE).is_file() else None
 
 
 def default_model_path() -> Path | None:
-    """The world model shipped inside the package, or None if this install has none."""
-    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "model.safetensors").is_file() else None
+    """The world model shipped inside the package (v0's), or None if this install has none."""
+    return embedded_model_path("dreamgym/DreamCarRacing-v0")
 
 
 def _looks_like_path(source: str) -> bool:
