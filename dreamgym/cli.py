@@ -208,6 +208,22 @@ def _cmd_start_bank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensemble_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="world model folders or Hub repo ids sharing one V; the first gives V and member 0")
+    p.add_argument("--out", required=True, help="new folder for the world model with the ensemble of their Ms")
+    p.add_argument("--revision", default=None, help="branch, tag or commit of the models given by Hub repo id")
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from dreamgym.training.ensemble import combine_world_models
+
+    model = combine_world_models(args.models, args.out, revision=args.revision)
+    print(f"an ensemble of {model.ensemble_size} Ms from {len(args.models)} world models saved in {args.out}; "
+          "dream with it with ensemble=True")
+    return 0
+
+
 def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True)
 
@@ -546,6 +562,10 @@ COMMANDS = [
     Command(
         "start-bank", "add a bank of real trajectory states to a world model (start='trajectory')",
         _start_bank_args, _cmd_start_bank,
+    ),
+    Command(
+        "ensemble", "combine the Ms of world models that share V into one world model with an ensemble of M",
+        _ensemble_args, _cmd_ensemble,
     ),
     Command(
         "export-policy", "export a trained SB3 agent's policy as safetensors + JSON (no pickle to load)",

@@ -99,6 +99,10 @@ CASES = {
         lambda m, t: ["start-bank", m.model, "--data", m.store, "--out", str(t / "banked"), "--size", "4"],
         "4 trajectory starts added", "banked/model.safetensors",
     ),
+    "ensemble": Case(
+        lambda m, t: ["ensemble", m.model, m.model, "--out", str(t / "ens")],
+        "an ensemble of 2 Ms from 2 world models", "ens/model.safetensors",
+    ),
     "export-policy": Case(
         lambda m, t: ["export-policy", _sb3_agent(m, t), "--model", m.model, "--out", str(t / "policy")],
         "exported PPO policy", "policy/policy.json",

@@ -28,6 +28,7 @@ from dreamgym.models.world_model import WorldModelFormatError
 from dreamgym.training import CheckpointError, train_rnn
 from dreamgym.training import rnn as rnn_module
 from dreamgym.training.common import seed_everything
+from dreamgym.training.ensemble import combine_world_models
 from dreamgym.training.rnn import add_trajectory_starts
 
 from conftest import TINY_CONFIG, make_tiny_model
@@ -440,3 +441,48 @@ def test_train_rnn_cli_passes_the_ensemble_size_and_refuses_a_bad_one(tmp_path, 
     assert main(["train-rnn", "--data", str(tmp_path), "--vae", str(tmp_path), "--out", str(tmp_path),
                  "--ensemble-size", "0"]) == 2
     assert "ensemble_size must be an int in [1, 16], got 0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------- ensembles of separate runs
+def _with_v_of(model: WorldModel, source: WorldModel) -> WorldModel:
+    model.vae.load_state_dict(source.vae.state_dict())
+    return model
+
+
+def test_combine_world_models_makes_one_ensemble_of_their_ms_that_dreams(tmp_path):
+    first = with_member_bank(ensemble_model(2, seed=0))  # an ensemble itself, with a bank
+    second = _with_v_of(make_tiny_model(seed=1), first)
+    first.save_pretrained(tmp_path / "a")
+    second.save_pretrained(tmp_path / "b")
+    combined = combine_world_models([tmp_path / "a", tmp_path / "b"], tmp_path / "ab")
+
+    loaded = WorldModel.from_pretrained(tmp_path / "ab")
+    assert loaded.ensemble_size == 3
+    sources = [*first.members, second.rnn]
+    for member, source in zip(loaded.members, sources, strict=True):
+        for (name, got), want in zip(member.state_dict().items(), source.state_dict().values(), strict=True):
+            assert torch.equal(got, want), name
+    assert torch.equal(loaded.start_mu, first.start_mu)
+    assert not loaded.has_trajectory_starts  # the bank held the first model's Ms' states only
+    assert [entry["members"] for entry in loaded.config.training["ensemble_of"]] == [2, 1]
+    assert combined.config.training == loaded.config.training
+    # The sources are untouched, and the combined model dreams with every member.
+    assert WorldModel.from_pretrained(tmp_path / "a").ensemble_size == 2
+    dream = LatentDream(loaded, 64, ensemble=True)
+    dream.reset(np.arange(64), keys(64))
+    assert set(dream.member.tolist()) == {0, 1, 2}
+
+
+def test_combine_world_models_refuses_another_v_one_model_and_a_finished_out(tmp_path, capsys):
+    make_tiny_model(seed=0).save_pretrained(tmp_path / "a")
+    make_tiny_model(seed=1).save_pretrained(tmp_path / "other-v")
+    with pytest.raises(ValueError, match="an ensemble needs at least two world models, got 1"):
+        combine_world_models([tmp_path / "a"], tmp_path / "out")
+    with pytest.raises(ValueError, match="V of .*other-v.* differs from V of"):
+        combine_world_models([tmp_path / "a", tmp_path / "other-v"], tmp_path / "out")
+    with pytest.raises(ValueError, match="already holds a world model; give a new folder"):
+        combine_world_models([tmp_path / "a", tmp_path / "a"], tmp_path / "other-v")
+    assert not (tmp_path / "out").exists()
+    assert main(["ensemble", str(tmp_path / "a"), str(tmp_path / "other-v"), "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differs from V of" in err[0]
