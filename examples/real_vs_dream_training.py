@@ -34,7 +34,8 @@ from dreamgym.cli import arg, dataclass_args
 @dataclass
 class Args:
     runs: list[str] = arg(
-        [], "SB3 runs as LABEL=FOLDER (folders with validation.json, or copies of one: LABEL=FILE.json)"
+        [], "SB3 runs as LABEL=FOLDER (folders with validation.json, or copies of one: LABEL=FILE.json); "
+        "LABEL=A+B joins the records of a run trained on in a second process",
     )
     cmaes: list[str] = arg([], "CMA-ES runs as LABEL=FOLDER (train-controller output folders with snapshots/)")
     model: str | None = arg(None, "world model the CMA-ES controllers see the real car through (default: recorded)")
@@ -52,9 +53,26 @@ def split_run(text: str) -> tuple[str, Path]:
     return label, Path(folder)
 
 
-def load(path: Path) -> dict:
+def load_one(path: Path) -> dict:
     """A run's validation record: its folder's validation.json, or a copy of one (a .json file)."""
     return json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else load_validation(path)
+
+
+def load(path: Path) -> dict:
+    """One run's record, from one record or from several joined by '+' (a run trained on in a later process).
+
+    The parts must be scored on the same validation seeds; their checkpoints are merged in
+    order of dream steps, and the best is the best of all.
+    """
+    parts = [load_one(Path(part)) for part in str(path).split("+")]
+    record = dict(parts[0])
+    for part in parts[1:]:
+        if (part["seed"], part["episodes"]) != (record["seed"], record["episodes"]):
+            raise SystemExit(f"the parts of {str(path)!r} were scored on different validation seeds")
+        record["history"] = record["history"] + part["history"]
+    record["history"] = sorted(record["history"], key=lambda e: e["timesteps"])
+    record["best"] = max((part["best"] for part in parts), key=lambda best: best["mean"])
+    return record
 
 
 def table(label: str, record: dict) -> list[str]:

@@ -7,6 +7,8 @@ real env, and real validation while an SB3 agent trains.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -362,3 +364,30 @@ def test_exported_policy_acts_as_the_sb3_agent_and_loads_without_sb3(tmp_path, t
     (tmp_path / "policy" / "policy.safetensors").write_bytes(b"junk")
     with pytest.raises(PolicyFormatError, match="corrupt or unreadable"):
         MlpPolicyAgent.load(tmp_path / "policy")
+
+
+def _validation_record(steps_and_means: list[tuple[int, float]], seed: int = 20_000) -> dict:
+    history = [{"timesteps": t, "mean": m, "stderr": 1.0, "dream_mean": m + 10.0} for t, m in steps_and_means]
+    best = max(history, key=lambda e: e["mean"])
+    best = {**best, "checkpoint": f"step-{best['timesteps']}"}
+    return {"episodes": 3, "seed": seed, "history": history, "best": best}
+
+
+def test_curve_script_joins_a_run_trained_on_in_a_second_process(tmp_path):
+    """examples/real_vs_dream_training.py: LABEL=A+B is one run's curve, in order of dream steps, best of all."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "real_vs_dream_training.py"
+    first, later, other = tmp_path / "first.json", tmp_path / "later.json", tmp_path / "other.json"
+    first.write_text(json.dumps(_validation_record([(1_000_000, 700.0)])))
+    later.write_text(json.dumps(_validation_record([(3_000_000, 500.0), (2_000_000, 450.0)])))
+    other.write_text(json.dumps(_validation_record([(2_000_000, 100.0)], seed=30_000)))
+    run = subprocess.run([sys.executable, str(script), "--runs", f"PPO={first}+{later}", "--out", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    table = (tmp_path / "c.md").read_text()
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "," in line]
+    assert rows == ["1,000,000", "2,000,000", "3,000,000"]
+    assert "best on validation: 1,000,000 dream steps, real 700.0" in table
+    assert (tmp_path / "c.png").stat().st_size > 0
+    bad = subprocess.run([sys.executable, str(script), "--runs", f"PPO={first}+{other}", "--out", str(tmp_path / "d")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "scored on different validation seeds" in bad.stderr
