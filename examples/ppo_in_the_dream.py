@@ -10,17 +10,24 @@ checkpoint by that real score. The final score belongs on other seeds:
     python examples/ppo_in_the_dream.py --model path/to/world_model --total-timesteps 2000000
     python examples/ppo_in_the_dream.py --start trajectory --max-episode-steps 200   # short dreams from real states
     python examples/ppo_in_the_dream.py --ensemble --disagreement-penalty 1.0       # an ensemble of Ms, pessimism
+    python examples/ppo_in_the_dream.py --out RUN --total-timesteps 5000000 --resume  # train RUN on to 5M steps
 
 Writes ``checkpoints/step-N.zip``, ``best_model.zip`` (best validation score),
 ``final_model.zip`` and ``validation.json`` (real and dream score against dream steps) to
-``--out``. Load an agent with ``dreamgym.sb3.load_sb3_agent``.
+``--out``. Load an agent with ``dreamgym.sb3.load_sb3_agent``. A folder that holds a run is
+never written over: ``--resume`` trains that run on from its furthest agent to
+``--total-timesteps`` (with the PPO settings it was made with), keeping its validation record
+and its earlier final agent as ``checkpoints/step-N.zip``. SB3 loads the run's zip with
+pickle, so resume only runs you made yourself.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from stable_baselines3 import PPO
 
@@ -60,6 +67,46 @@ class Args:
     device: str = arg("auto", "torch device of the PPO policy")
     out: str = arg("runs/ppo_in_the_dream", "folder for the agent zips and evaluations")
     progress_bar: bool = arg(False, "show a progress bar (SB3 draws it with rich: pip install rich)")
+    resume: bool = arg(False, "train the run in --out on (loads its own SB3 zip, with pickle) to --total-timesteps")
+
+
+def furthest_agent(out: str) -> Path | None:
+    """The run's furthest-trained agent: final_model.zip, else its latest checkpoint; None for a new folder."""
+    final = Path(out) / "final_model.zip"
+    if final.is_file():
+        return final
+    checkpoints = sorted((Path(out) / "checkpoints").glob("step-*.zip"), key=lambda p: int(p.stem.split("-")[1]))
+    return checkpoints[-1] if checkpoints else None
+
+
+def make_agent(args: Args, venv) -> PPO:
+    return PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=args.n_steps,
+        # A minibatch larger than the rollout would only be truncated (with a warning).
+        batch_size=min(args.batch_size, args.n_steps * args.n_envs),
+        n_epochs=args.n_epochs,
+        learning_rate=args.learning_rate,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        ent_coef=args.ent_coef,
+        seed=args.seed,
+        device=args.device,
+        verbose=0,
+    )
+
+
+def resume_agent(args: Args, venv, saved: Path) -> PPO:
+    """Load the run's furthest agent to train on, keeping a final agent under its step count."""
+    agent = PPO.load(saved, env=venv, device=args.device)
+    if saved.name == "final_model.zip":
+        kept = Path(args.out) / "checkpoints" / f"step-{agent.num_timesteps}.zip"
+        if not kept.exists():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(saved, kept)
+    print(f"resuming {args.out} at {agent.num_timesteps} dream steps (from {saved})")
+    return agent
 
 
 if __name__ == "__main__":
@@ -89,23 +136,17 @@ if __name__ == "__main__":
         max_steps=args.eval_max_steps,
         temperature=args.temperature,
     )
-    agent = PPO(
-        "MlpPolicy",
-        venv,
-        n_steps=args.n_steps,
-        # A minibatch larger than the rollout would only be truncated (with a warning).
-        batch_size=min(args.batch_size, args.n_steps * args.n_envs),
-        n_epochs=args.n_epochs,
-        learning_rate=args.learning_rate,
-        gamma=args.gamma,
-        gae_lambda=args.gae_lambda,
-        ent_coef=args.ent_coef,
-        seed=args.seed,
-        device=args.device,
-        verbose=0,
-    )
+    saved = furthest_agent(args.out)
+    if saved is not None and not args.resume:
+        raise SystemExit(f"{args.out} already holds a run ({saved.name}); give --resume to train it on, or a new --out")
+    agent = resume_agent(args, venv, saved) if saved is not None else make_agent(args, venv)
+    validation.resume(agent.num_timesteps)
+    if agent.num_timesteps >= args.total_timesteps:
+        raise SystemExit(f"{args.out} is trained to {agent.num_timesteps} dream steps already; "
+                         f"give a larger --total-timesteps to train it on")
     start = time.perf_counter()
-    agent.learn(args.total_timesteps, callback=validation, progress_bar=args.progress_bar)
+    agent.learn(args.total_timesteps - agent.num_timesteps, callback=validation, progress_bar=args.progress_bar,
+                reset_num_timesteps=saved is None)
     elapsed = time.perf_counter() - start
     agent.save(os.path.join(args.out, "final_model.zip"))
     print(f"trained {agent.num_timesteps} dream steps in {elapsed:.0f}s, validations included")

@@ -19,6 +19,7 @@ from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecCheckNan, VecEnv, VecMonitor, VecTransposeImage
 
+from dreamgym.agents.real_validation import RealValidationCallback
 from dreamgym.envs import DreamCarRacingEnv
 from dreamgym.errors import ArgumentError
 from dreamgym.sb3 import DreamVecEnv, load_sb3_agent, make_dream_vec_env
@@ -316,6 +317,37 @@ def test_example_trains_ppo_at_toy_scale(tiny_model_dir, tmp_path):
     assert all(e["seeds"] == [7, 8] for e in validation["history"])
     assert (out / "best_model.zip").read_bytes() == Path(validation["best"]["checkpoint"]).read_bytes()
     assert type(load_sb3_agent(out / "final_model.zip", device="cpu")) is PPO
+
+    # A finished run is not written over; --resume trains it on, scoring where one long run would.
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(ROOT / "examples" / "ppo_in_the_dream.py"), *args, *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+    final = (out / "final_model.zip").read_bytes()
+    again = run()
+    assert again.returncode != 0 and "already holds a run (final_model.zip); give --resume" in again.stderr
+    assert (out / "final_model.zip").read_bytes() == final
+    resumed = run("--resume", "--total-timesteps", "256")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    validation = json.loads((out / "validation.json").read_text())
+    assert [e["timesteps"] for e in validation["history"]] == [64, 128, 192, 256]
+    assert load_sb3_agent(out / "final_model.zip", device="cpu").num_timesteps == 256
+    assert (out / "checkpoints" / "step-128.zip").is_file()
+    done = run("--resume", "--total-timesteps", "256")
+    assert done.returncode != 0 and "is trained to 256 dream steps already" in done.stderr
+
+
+def test_validation_resume_keeps_the_record_and_refuses_other_validation_seeds(tmp_path):
+    history = [{"timesteps": t, "mean": m} for t, m in ((10, 5.0), (20, 9.0), (30, 7.0))]
+    record = {"episodes": 3, "seed": 5, "max_steps": 1000, "history": history, "best": history[1]}
+    (tmp_path / "validation.json").write_text(json.dumps(record))
+    callback = RealValidationCallback(tmp_path, model=None, eval_freq=10, episodes=3, seed=5)
+    callback.resume(20)  # the agent kept was trained to 20 steps: what came after it is not its record
+    assert [e["timesteps"] for e in callback.history] == [10, 20] and callback.best == history[1]
+    other = RealValidationCallback(tmp_path, model=None, eval_freq=10, episodes=3, seed=6)
+    with pytest.raises(ValueError, match=r"was scored with \(episodes, seed, max_steps\) = \(3, 5, 1000\), not"):
+        other.resume(30)
 
 
 def test_every_front_end_refuses_the_same_bad_input_the_same_way(tiny_model):

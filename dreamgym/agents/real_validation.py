@@ -74,6 +74,25 @@ class RealValidationCallback(BaseCallback):
         self.best_mean = -float("inf")
         self._next = eval_freq
 
+    def resume(self, timesteps: int) -> None:
+        """Go on with a run trained to ``timesteps`` dream steps whose ``validation.json`` is in ``out``.
+
+        Its history is kept (entries scored on other validation seeds or episodes are refused,
+        not mixed in), and the next validation is the first multiple of ``eval_freq`` past
+        ``timesteps``, so a run trained on in a second process scores where one long run would.
+        """
+        if (self.out / VALIDATION_FILE).is_file():
+            saved = load_validation(self.out)
+            ran_with = (saved.get("episodes"), saved.get("seed"), saved.get("max_steps"))
+            if ran_with != (self.episodes, self.seed, self.max_steps):
+                raise ValueError(
+                    f"{str(self.out / VALIDATION_FILE)!r} was scored with (episodes, seed, max_steps) = {ran_with}, "
+                    f"not {(self.episodes, self.seed, self.max_steps)}; resume with the same validation settings"
+                )
+            self.history = [e for e in saved["history"] if e["timesteps"] <= timesteps]
+            self.best_mean = max((e["mean"] for e in self.history), default=-float("inf"))
+        self._next = (timesteps // self.eval_freq + 1) * self.eval_freq
+
     @property
     def best(self) -> dict[str, Any] | None:
         """The validation entry of the best checkpoint so far."""
