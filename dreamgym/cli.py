@@ -164,6 +164,8 @@ def _export_policy_args(p: argparse.ArgumentParser) -> None:
                    help="the world model it was trained in (folder or Hub id; default: the shipped one)")
     p.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
     p.add_argument("--out", required=True, help="folder for policy.safetensors and policy.json")
+    p.add_argument("--sample", action="store_true",
+                   help="act by drawing from the policy's Gaussian, as predict(deterministic=False), not by its mean")
 
 
 def _cmd_export_policy(args: argparse.Namespace) -> int:
@@ -174,9 +176,11 @@ def _cmd_export_policy(args: argparse.Namespace) -> int:
     agent = load_sb3_agent(source, device="cpu")
     model = str(Path(args.model).resolve()) if args.model and Path(args.model).exists() else args.model
     record = {"model": model, "revision": args.revision}
-    exported = MlpPolicyAgent.from_sb3(agent, world_model=record, training={"exported_from": str(Path(source).name)})
+    exported = MlpPolicyAgent.from_sb3(agent, world_model=record, training={"exported_from": str(Path(source).name)},
+                                       sample=args.sample)
     exported.save(args.out)
-    print(f"exported {type(agent).__name__} policy {exported.sizes} ({exported.activation}) to {args.out}")
+    how = ", drawing its actions from its Gaussian" if args.sample else ""
+    print(f"exported {type(agent).__name__} policy {exported.sizes} ({exported.activation}{how}) to {args.out}")
     return 0
 
 

@@ -366,6 +366,51 @@ def test_exported_policy_acts_as_the_sb3_agent_and_loads_without_sb3(tmp_path, t
         MlpPolicyAgent.load(tmp_path / "policy")
 
 
+def test_a_sampling_policy_draws_from_its_gaussian_reproducibly_per_episode(tmp_path, tiny_model_dir, capsys):
+    """export-policy --sample: PPO's stochastic policy, safetensors + JSON, its noise a function of the episode seed."""
+    from stable_baselines3 import PPO
+
+    from dreamgym.agents.evaluate import evaluate
+    from dreamgym.agents.mlp_policy import MlpPolicyAgent, PolicyFormatError
+    from dreamgym.sb3 import make_dream_vec_env
+
+    venv = make_dream_vec_env(n_envs=2, model=str(tiny_model_dir), max_episode_steps=10, seed=0)
+    agent = PPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0).learn(16)
+    agent.save(tmp_path / "ppo.zip")
+    assert main(["export-policy", f"sb3:{tmp_path / 'ppo.zip'}", "--model", str(tiny_model_dir),
+                 "--out", str(tmp_path / "sampled"), "--sample"]) == 0
+    assert "drawing its actions from its Gaussian" in capsys.readouterr().out
+    config = json.loads((tmp_path / "sampled" / "policy.json").read_text())
+    assert config["format_version"] == 2 and config["sample"] is True  # an older dreamgym refuses, not ignores, it
+    np.testing.assert_allclose(config["log_std"], agent.policy.log_std.detach().numpy(), atol=1e-7)
+    sampled = MlpPolicyAgent.load(tmp_path / "sampled")
+    obs = np.zeros(24, np.float32)
+    sampled.reset_episode(5)
+    first = [sampled.act(obs) for _ in range(3)]
+    sampled.reset_episode(5)
+    assert np.array_equal(first, [sampled.act(obs) for _ in range(3)])
+    assert not np.array_equal(first[0], first[1])
+    # Scored twice, the same episodes; the noise changes them from the mean-action agent's.
+    runs = [evaluate(str(tmp_path / "sampled"), episodes=2, seed=3, workers=1, max_steps=8, dream=True,
+                     progress=False) for _ in range(2)]
+    assert runs[0]["returns"] == runs[1]["returns"] and runs[0]["dream"]["returns"] == runs[1]["dream"]["returns"]
+    assert main(["export-policy", f"sb3:{tmp_path / 'ppo.zip'}", "--model", str(tiny_model_dir),
+                 "--out", str(tmp_path / "mean")]) == 0
+    by_mean = evaluate(str(tmp_path / "mean"), episodes=2, seed=3, workers=1, max_steps=8, dream=True,
+                       progress=False)
+    assert by_mean["dream"]["returns"] != runs[0]["dream"]["returns"]
+    # The draws follow the Gaussian: mean(obs) + exp(log_std) * N(0, 1), away from the bounds.
+    wide = MlpPolicyAgent([4, 8, 3], "tanh", [-100.0] * 3, [100.0] * 3, log_std=np.log([0.5, 1.0, 2.0]).tolist(),
+                          sample=True)
+    draws = wide.act(np.ones((20000, 4), np.float32))
+    mean = MlpPolicyAgent([4, 8, 3], "tanh", [-100.0] * 3, [100.0] * 3, state_dict=wide.net.state_dict()).act(
+        np.ones(4, np.float32))
+    np.testing.assert_allclose(draws.mean(0), mean, atol=0.05)
+    np.testing.assert_allclose(draws.std(0), [0.5, 1.0, 2.0], rtol=0.03)
+    with pytest.raises(PolicyFormatError, match="needs the log_std of its Gaussian"):
+        MlpPolicyAgent([4, 8, 3], "tanh", [-1.0] * 3, [1.0] * 3, sample=True)
+
+
 def _validation_record(steps_and_means: list[tuple[int, float]], seed: int = 20_000) -> dict:
     history = [{"timesteps": t, "mean": m, "stderr": 1.0, "dream_mean": m + 10.0} for t, m in steps_and_means]
     best = max(history, key=lambda e: e["mean"])

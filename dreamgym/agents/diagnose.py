@@ -36,7 +36,14 @@ import numpy as np
 import torch
 
 from dreamgym.agents.evaluate import DREAM_ENV_ID, REAL_ENV_ID, make_dream_env, single_thread
-from dreamgym.agents.specs import check_agent_fits, describe_model, load_agent, parse_agent_spec, resolve_agent_model
+from dreamgym.agents.specs import (
+    check_agent_fits,
+    describe_model,
+    load_agent,
+    parse_agent_spec,
+    resolve_agent_model,
+    start_episode,
+)
 from dreamgym.envs.common import continuous_actions
 from dreamgym.envs.dynamics import LatentDream, check_temperature
 from dreamgym.envs.observer import teacher_forced_states
@@ -214,6 +221,7 @@ def drive_real(env: Any, act: Callable[[np.ndarray], np.ndarray], seed: int) -> 
     base = env.unwrapped
     observer = base.observer
     zs, hs, cs, frames, actions, rewards = [], [], [], [], [], []
+    start_episode(act, seed)
     obs, _ = env.reset(seed=seed)
     terminated = truncated = False
     while not (terminated or truncated):
@@ -247,6 +255,7 @@ def drive_dream(env: Any, act: Callable[[np.ndarray], np.ndarray], seed: int) ->
     """
     dream = env.unwrapped.dream
     zs, rewards = [], []
+    start_episode(act, seed)
     obs, _ = env.reset(seed=seed)
     terminated = truncated = False
     while not (terminated or truncated):

@@ -39,6 +39,7 @@ from dreamgym.agents.specs import (
     load_agent,
     parse_agent_spec,
     resolve_agent_model,
+    start_episode,
 )
 from dreamgym.backends import Backend, LocalBackend, headless, make_backend, run_episodes
 from dreamgym.checkpoints import module_fingerprint
@@ -78,6 +79,7 @@ def make_dream_env(**kwargs: Any) -> gym.Env:
 # ------------------------------------------------------------------------- episodes
 def run_episode(env: Any, act: Agent, seed: int) -> tuple[float, int]:
     """Drive one episode of ``env`` (reset with ``seed``) with ``act``; return (return, length)."""
+    start_episode(act, seed)
     obs, _ = env.reset(seed=seed)
     total, length = 0.0, 0
     while True:

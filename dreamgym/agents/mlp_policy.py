@@ -4,9 +4,14 @@ An SB3 agent zip holds pickled fields, and loading one from a stranger can run c
 driving needs is much smaller: the actor network. :class:`MlpPolicyAgent` is that network,
 exported from a trained PPO or A2C ``MlpPolicy`` with Box actions, and saved as a folder
 holding ``policy.safetensors`` (the weights) and ``policy.json`` (the architecture, the
-action bounds and the world model it was trained in). It acts exactly as the SB3 agent's
-``predict(obs, deterministic=True)``: the action distribution's mean, clipped to the action
-space.
+action bounds and the world model it was trained in). By default it acts exactly as the SB3
+agent's ``predict(obs, deterministic=True)``: the action distribution's mean, clipped to the
+action space. Exported with ``sample=True`` it acts as ``predict(obs, deterministic=False)``
+does: it draws the action from the Gaussian PPO trained (mean + std * noise, clipped). That
+is the policy PPO optimised in the dream, and its noise keeps the car from freezing where
+the mean action stands still (see the README); the noise is drawn from a generator reseeded
+with each episode's seed (:meth:`MlpPolicyAgent.reset_episode`), so an evaluation is still a
+function of (agent, world model, seeds).
 
 Example::
 
@@ -36,8 +41,13 @@ from dreamgym.models.world_model import canonical_safetensors
 
 POLICY_WEIGHTS_FILE = "policy.safetensors"
 POLICY_CONFIG_FILE = "policy.json"
-POLICY_FORMAT_VERSION = 1
-"""The layout of ``policy.json`` + ``policy.safetensors`` this dreamgym reads."""
+POLICY_FORMAT_VERSION = 2
+"""The layout of ``policy.json`` + ``policy.safetensors`` this dreamgym writes for a sampling policy.
+
+Version 2 adds ``log_std`` and ``sample``; a deterministic policy is still written as version 1,
+which every dreamgym reads, and a sampling one as version 2, which an older dreamgym refuses
+rather than drive it without its noise."""
+READABLE_POLICY_FORMATS = (1, 2)
 # The names they had first.
 WEIGHTS_FILE, CONFIG_FILE, FORMAT_VERSION = POLICY_WEIGHTS_FILE, POLICY_CONFIG_FILE, POLICY_FORMAT_VERSION
 KIND = "mlp_policy"
@@ -45,7 +55,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "el
 
 
 class MlpPolicyAgent:
-    """A deterministic MLP actor: ``action = clip(mean(obs), low, high)``.
+    """An MLP actor: ``action = clip(mean(obs), low, high)``, or with ``sample``, ``clip(mean(obs) + std * noise)``.
 
     Args:
         sizes: layer widths from the observation to the action, e.g. ``[288, 64, 64, 3]``.
@@ -57,6 +67,9 @@ class MlpPolicyAgent:
         world_model: the world model the agent was trained in, recorded as a controller
             records it: ``{"model": ..., "revision": ...}``.
         training: free-form training summary kept in ``policy.json``.
+        log_std: the log standard deviations of the Gaussian the actor was trained with (SB3's
+            state-independent ``log_std``), one per action; None if unknown.
+        sample: act by drawing from that Gaussian instead of by its mean; needs ``log_std``.
     """
 
     def __init__(
@@ -68,6 +81,8 @@ class MlpPolicyAgent:
         state_dict: dict[str, torch.Tensor] | None = None,
         world_model: dict[str, Any] | None = None,
         training: dict[str, Any] | None = None,
+        log_std: list[float] | None = None,
+        sample: bool = False,
     ) -> None:
         if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
             raise PolicyFormatError(f"sizes must be at least 2 positive ints, got {sizes!r}")
@@ -87,32 +102,52 @@ class MlpPolicyAgent:
             self.net.load_state_dict(state_dict, strict=True)
         self.world_model = world_model or {}
         self.training = training or {}
+        if log_std is not None and (len(log_std) != sizes[-1] or not np.isfinite(log_std).all()):
+            raise PolicyFormatError(f"log_std must be {sizes[-1]} finite numbers, got {log_std!r}")
+        if sample and log_std is None:
+            raise PolicyFormatError("a sampling policy (sample=True) needs the log_std of its Gaussian")
+        self.log_std = None if log_std is None else np.asarray(log_std, np.float32)
+        self.sample = bool(sample)
+        self._noise = np.random.default_rng(0)
 
     @property
     def obs_dim(self) -> int:
         return self.sizes[0]
 
+    def reset_episode(self, seed: int) -> None:
+        """Reseed the action noise of a sampling policy for the episode of ``seed`` (episode drivers call it)."""
+        self._noise = np.random.default_rng(seed)
+
     @torch.inference_mode()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for an observation (obs_dim,) or a batch (N, obs_dim), float32."""
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
-        mean = self.net(x).numpy()
-        return np.clip(mean, self.low, self.high).astype(np.float32)
+        action = self.net(x).numpy()
+        if self.sample and self.log_std is not None:
+            action = action + np.exp(self.log_std) * self._noise.standard_normal(action.shape, dtype=np.float32)
+        return np.clip(action, self.low, self.high).astype(np.float32)
 
     __call__ = act
 
     def predict(
         self, obs: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = True
     ) -> tuple[np.ndarray, None]:
-        """SB3's ``predict``: the deterministic action and no recurrent state."""
+        """SB3's ``predict``: the action (drawn if the policy samples) and no recurrent state."""
         return self.act(obs), None
 
     # ----------------------------------------------------------------- SB3
     @classmethod
     def from_sb3(
-        cls, agent: Any, world_model: dict[str, Any] | None = None, training: dict[str, Any] | None = None
+        cls,
+        agent: Any,
+        world_model: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
+        sample: bool = False,
     ) -> MlpPolicyAgent:
         """The actor of a trained SB3 PPO or A2C agent with an ``MlpPolicy`` and Box actions.
+
+        Its Gaussian's ``log_std`` is exported too; ``sample=True`` makes the exported policy
+        draw its actions from that Gaussian, as ``predict(obs, deterministic=False)`` does.
 
         Raises:
             ValueError: the agent's policy is not one this export reproduces exactly.
@@ -133,7 +168,14 @@ class MlpPolicyAgent:
             )
         sizes = [linear[0].in_features] + [layer.out_features for layer in linear]
         low, high = space.low.tolist(), space.high.tolist()
-        exported = cls(sizes, activation, low, high, world_model=world_model, training=training)
+        log_std = getattr(policy, "log_std", None)
+        if getattr(policy, "use_sde", False) or not isinstance(log_std, torch.Tensor) or log_std.ndim != 1:
+            if sample:
+                raise ValueError("sample=True needs a policy with a state-independent log_std (PPO/A2C, no gSDE)")
+            log_std = None
+        log_std_list = None if log_std is None else log_std.detach().cpu().tolist()
+        exported = cls(sizes, activation, low, high, world_model=world_model, training=training,
+                       log_std=log_std_list, sample=sample)
         with torch.no_grad():
             for target, source in zip([m for m in exported.net if isinstance(m, nn.Linear)], linear, strict=True):
                 target.weight.copy_(source.weight.detach().cpu())
@@ -148,11 +190,14 @@ class MlpPolicyAgent:
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.net.state_dict().items()}
         data = canonical_safetensors(save(tensors, metadata={"format": "pt"}))
         atomic_write(folder / POLICY_WEIGHTS_FILE, data)
-        atomic_write_json(folder / POLICY_CONFIG_FILE, {
-            "format_version": POLICY_FORMAT_VERSION, "kind": KIND, "sizes": self.sizes, "activation": self.activation,
-            "low": self.low.tolist(), "high": self.high.tolist(), "world_model": self.world_model,
-            "training": self.training,
-        })
+        config: dict[str, Any] = {
+            "format_version": POLICY_FORMAT_VERSION if self.sample else 1, "kind": KIND, "sizes": self.sizes,
+            "activation": self.activation, "low": self.low.tolist(), "high": self.high.tolist(),
+            "world_model": self.world_model, "training": self.training,
+        }
+        if self.log_std is not None:
+            config.update(log_std=self.log_std.tolist(), sample=self.sample)
+        atomic_write_json(folder / POLICY_CONFIG_FILE, config)
         return folder
 
     @classmethod
@@ -169,7 +214,7 @@ class MlpPolicyAgent:
         )
         if config.get("kind") != KIND:
             raise PolicyFormatError(f"{POLICY_CONFIG_FILE} of {where!r} does not describe a dreamgym MLP policy")
-        check_format_version(config, f"policy {where!r}", (POLICY_FORMAT_VERSION,), error=PolicyFormatError,
+        check_format_version(config, f"policy {where!r}", READABLE_POLICY_FORMATS, error=PolicyFormatError,
                              hint="upgrade dreamgym or export the policy again")
         try:
             tensors = load_file(str(folder / POLICY_WEIGHTS_FILE), device="cpu")
@@ -179,7 +224,8 @@ class MlpPolicyAgent:
             ) from err
         try:
             agent = cls(config["sizes"], config["activation"], config["low"], config["high"],
-                        world_model=config.get("world_model"), training=config.get("training"))
+                        world_model=config.get("world_model"), training=config.get("training"),
+                        log_std=config.get("log_std"), sample=config.get("sample", False) is True)
             agent.net.load_state_dict(tensors, strict=True)
         except (KeyError, TypeError, RuntimeError) as err:
             raise PolicyFormatError(f"policy {where!r} does not match its {POLICY_CONFIG_FILE}: {err}") from err
@@ -189,4 +235,5 @@ class MlpPolicyAgent:
 
     def __repr__(self) -> str:
         name = type(self).__name__
-        return f"{name}(sizes={self.sizes}, activation={self.activation!r}, world_model={self.world_model})"
+        sampling = ", sample=True" if self.sample else ""
+        return f"{name}(sizes={self.sizes}, activation={self.activation!r}{sampling}, world_model={self.world_model})"

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec, resolve_agent_model
+from dreamgym.agents.specs import check_agent_fits, load_agent, parse_agent_spec, resolve_agent_model, start_episode
 from dreamgym.envs.observer import LatentObserver
 from dreamgym.hub import load_world_model
 
@@ -82,6 +82,7 @@ class ControllerPolicy:
         self._scale = self.noise * float(self._rng.random())
         self._noise = np.zeros(3)
         self._started = False
+        start_episode(self.act, seed)
 
     @property
     def exploration_noise(self) -> np.ndarray:

@@ -40,6 +40,7 @@ __all__ = [
     "load_agent",
     "parse_agent_spec",
     "resolve_agent_model",
+    "start_episode",
 ]
 
 Agent = Callable[[np.ndarray], np.ndarray]
@@ -145,6 +146,19 @@ def load_agent(spec: AgentSpec | str) -> tuple[Agent, Any]:
         return action
 
     return act, model
+
+
+def start_episode(act: Agent, seed: int) -> None:
+    """Tell an agent that keeps per-episode state that the episode of ``seed`` starts.
+
+    A sampling policy (:class:`~dreamgym.agents.mlp_policy.MlpPolicyAgent` with ``sample``)
+    reseeds its action noise, so that an episode is a function of its seed; other agents
+    have nothing to reset. Every episode driver calls it before the first action.
+    """
+    owner = getattr(act, "__self__", act)
+    reset = getattr(owner, "reset_episode", None)
+    if callable(reset):
+        reset(seed)
 
 
 def _observation_dim(loaded: Any) -> int | None:
