@@ -1,6 +1,9 @@
 """Drive the reference agent's real episode of a seed and print how it goes: return, speed, heading, tiles, action.
 
-    python results/dream_to_real/look_episode.py SEED [AGENT]
+    python results/dream_to_real/look_episode.py SEED [AGENT [mean]]
+
+With ``mean`` a sampling policy drives with its mean action instead, as every agent was
+scored before the reference drew its actions (``20001 reference mean`` shows the freeze).
 
 Prints every 25th step and writes ``episode-SEED.png``, a frame every 40 steps; with it the
 frozen-after-a-spin failure of the mean-action agent was found (seeds 20001 and 20022).
@@ -16,7 +19,9 @@ import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym.agents.specs import load_agent, start_episode
 
 seed = int(sys.argv[1])
-act, _ = load_agent(sys.argv[2] if len(sys.argv) > 2 else "reference")
+act, agent = load_agent(sys.argv[2] if len(sys.argv) > 2 else "reference")
+if len(sys.argv) > 3 and sys.argv[3] == "mean":
+    agent.sample = False
 env = gym.make("dreamgym/RealCarRacing-v0", model="dreamgym/DreamCarRacing-v1", render_mode="rgb_array")
 car_racing = env.unwrapped.car  # the CarRacing-v3 env inside
 start_episode(act, seed)
