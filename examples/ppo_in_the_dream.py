@@ -111,6 +111,9 @@ def resume_agent(args: Args, venv, saved: Path) -> PPO:
 
 if __name__ == "__main__":
     args = dataclass_args(Args, __doc__)
+    saved = furthest_agent(args.out)
+    if saved is not None and not args.resume:
+        raise SystemExit(f"{args.out} already holds a run ({saved.name}); give --resume to train it on, or a new --out")
     os.makedirs(args.out, exist_ok=True)
 
     world_model = load_world_model(args.model)
@@ -136,9 +139,6 @@ if __name__ == "__main__":
         max_steps=args.eval_max_steps,
         temperature=args.temperature,
     )
-    saved = furthest_agent(args.out)
-    if saved is not None and not args.resume:
-        raise SystemExit(f"{args.out} already holds a run ({saved.name}); give --resume to train it on, or a new --out")
     agent = resume_agent(args, venv, saved) if saved is not None else make_agent(args, venv)
     validation.resume(agent.num_timesteps)
     if agent.num_timesteps >= args.total_timesteps:

@@ -83,7 +83,7 @@ class RealValidationCallback(BaseCallback):
         """
         if (self.out / VALIDATION_FILE).is_file():
             saved = load_validation(self.out)
-            ran_with = (saved.get("episodes"), saved.get("seed"), saved.get("max_steps"))
+            ran_with = _validation_settings(saved)
             if ran_with != (self.episodes, self.seed, self.max_steps):
                 raise ValueError(
                     f"{str(self.out / VALIDATION_FILE)!r} was scored with (episodes, seed, max_steps) = {ran_with}, "
@@ -134,6 +134,11 @@ class RealValidationCallback(BaseCallback):
         return entry
 
 
+def _validation_settings(record: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """What a validation record was scored with: (episodes, first seed, step cap); its entries compare only then."""
+    return record.get("episodes"), record.get("seed"), record.get("max_steps")
+
+
 def _validation_entry(result: dict[str, Any], **where: Any) -> dict[str, Any]:
     episodes = len(result["returns"])
     entry = {
@@ -179,7 +184,7 @@ def validate_controller_snapshots(
     previous = {}
     if (out / VALIDATION_FILE).is_file():
         saved = load_validation(out)
-        if (saved.get("episodes"), saved.get("seed"), saved.get("max_steps")) == (episodes, seed, max_steps):
+        if _validation_settings(saved) == (episodes, seed, max_steps):
             previous = {e["checkpoint"]: e for e in saved["history"]}
     history = []
     for snapshot in snapshots:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from dreamgym.episodes import (  # noqa: F401
 from dreamgym.errors import CheckpointError  # noqa: F401
 from dreamgym.files import atomic_write as atomic_write_bytes  # noqa: F401
 from dreamgym.files import atomic_write_json, update_json  # noqa: F401
+from dreamgym.models.world_model import MODEL_WEIGHTS_FILE
 from dreamgym.validation import pick_device  # noqa: F401
 
 __all__ = ["batches", "seed_everything", "split_seeds"]
@@ -94,3 +96,18 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> 
     """Index batches over ``range(n)``, shuffled by ``rng`` if given; the last may be smaller."""
     order = rng.permutation(n) if rng is not None else np.arange(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def check_new_model_folder(out: str | Path, sources: Iterable[str | Path]) -> Path:
+    """Refuse an ``out`` that is one of the source models' folders or already holds a world model.
+
+    Commands that derive a world model from others write a new folder and never touch their
+    sources or a finished model. Returns ``out`` as a Path.
+    """
+    out = Path(out)
+    for source in sources:
+        if Path(source).expanduser().resolve() == out.resolve():
+            raise ValueError(f"--out {str(out)!r} is the source model's folder; give a new folder")
+    if (out / MODEL_WEIGHTS_FILE).exists():
+        raise ValueError(f"{str(out)!r} already holds a world model; give a new folder")
+    return out

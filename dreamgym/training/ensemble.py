@@ -16,21 +16,14 @@ from typing import Any
 from dreamgym.checkpoints import module_fingerprint
 from dreamgym.config import MAX_ENSEMBLE_SIZE
 from dreamgym.hub import load_world_model
-from dreamgym.models.world_model import MODEL_WEIGHTS_FILE, WorldModel
+from dreamgym.models.world_model import WorldModel
+from dreamgym.training.common import check_new_model_folder
 
 
 def _source_name(source: str | Path) -> str:
     """How a source is recorded: a local folder as its absolute path, a Hub id as it is."""
     path = Path(source).expanduser()
     return str(path.resolve()) if path.is_dir() else str(source)
-
-
-def _check_out(out: Path, sources: Sequence[str | Path]) -> None:
-    if (out / MODEL_WEIGHTS_FILE).exists():
-        raise ValueError(f"{str(out)!r} already holds a world model; give a new folder")
-    for source in sources:
-        if Path(source).expanduser().is_dir() and Path(source).expanduser().resolve() == out.resolve():
-            raise ValueError(f"--out {str(out)!r} is one of the source models' folders; give a new folder")
 
 
 def _check_compatible(first: WorldModel, other: WorldModel, name: str, first_name: str) -> None:
@@ -70,8 +63,7 @@ def combine_world_models(models: Sequence[str | Path], out: str | Path, revision
     """
     if len(models) < 2:
         raise ValueError(f"an ensemble needs at least two world models, got {len(models)}")
-    out = Path(out)
-    _check_out(out, models)
+    out = check_new_model_folder(out, models)
     names = [_source_name(source) for source in models]
     loaded = [load_world_model(source, revision=revision) for source in models]
     first = loaded[0]

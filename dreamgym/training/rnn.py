@@ -29,7 +29,7 @@ from dreamgym.errors import CheckpointError
 from dreamgym.files import atomic_write
 from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
 from dreamgym.models.world_model import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, WorldModel
-from dreamgym.training.common import batches, seed_everything, split_seeds
+from dreamgym.training.common import batches, check_new_model_folder, seed_everything, split_seeds
 from dreamgym.training.metrics import encode_frames, evaluate_world_model, teacher_forced, write_metrics
 from dreamgym.validation import check_int, pick_device
 
@@ -358,11 +358,7 @@ def add_trajectory_starts(
     with an ensemble of Ms gets every member's states. ``out`` is a new folder: the source
     model is never written to.
     """
-    source, out = Path(model), Path(out)
-    if out.resolve() == source.resolve():
-        raise ValueError(f"--out {str(out)!r} is the source model's folder; give a new folder")
-    if (out / MODEL_WEIGHTS_FILE).exists():
-        raise ValueError(f"{str(out)!r} already holds a world model; give a new folder")
+    source, out = Path(model), check_new_model_folder(out, [model])
     world_model = load_trained_vae(source)
     if "rnn" not in world_model.config.training:
         raise ValueError(f"the world model in {str(source)!r} has no trained M; run `dreamgym train-rnn` first")
