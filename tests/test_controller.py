@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym.agents import cmaes
@@ -261,9 +262,11 @@ def test_toy_run_logs_checkpoints_and_saves_the_best(tiny_model, tmp_path):
     assert loaded.training["best_fitness"] == max(e["best"] for e in log)
     assert loaded.world_model["source"] == "in-memory" and loaded.temperature == 1.0
     assert LinearController.load(out / "mean").obs_dim == OBS_DIM
-    # Nothing is ever pickled: only safetensors and JSON are written.
-    suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
-    assert suffixes == {".safetensors", ".json"}
+    # Weights and records are safetensors and JSON; the one pickle is pycma's own state, beside
+    # the checkpoint, which is read back only with unsafe_pickle=True.
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} == {".safetensors", ".json", ".pickle"}
+    assert [p.relative_to(out).as_posix() for p in files if p.suffix == ".pickle"] == ["checkpoints/cmaes_es.pickle"]
     state = json.loads((out / "checkpoints" / "cmaes_state.json").read_text())
     assert state["generation"] == 2 and len(state["history"]) == 2
 
@@ -374,3 +377,55 @@ def test_cli_train_controller(tiny_model_dir, tmp_path, capsys):
     loaded = LinearController.load(out)
     assert loaded.world_model == {"model": str(tiny_model_dir.resolve()), "revision": None, "source": "path"}
     assert "saved in" in capsys.readouterr().out
+    # Extended with --unsafe-pickle: pycma's own state is picked up (without it the covariance restarts).
+    assert main([
+        "train-controller", "--model", str(tiny_model_dir), "--out", str(out), "--generations", "2",
+        "--popsize", "4", "--rollouts", "2", "--max-steps", "5", "--eval-every", "0", "--unsafe-pickle",
+    ]) == 0
+    assert LinearController.load(out).training["generations_done"] == 2
+    assert "resuming CMA-ES exactly at generation 2/2" in capsys.readouterr().out
+
+
+def _run_record(out):
+    """What a CMA-ES run computed: its log without timings, and its ES mean and best parameters."""
+    entries = json.loads((out / "logs" / "cmaes.json").read_text())
+    log = [{k: v for k, v in e.items() if k != "seconds"} for e in entries]
+    tensors = load_file(str(out / "checkpoints" / "cmaes.safetensors"))
+    return log, tensors["mean"], tensors["best"]
+
+
+def test_resume_with_unsafe_pickle_continues_exactly_and_without_it_restarts_the_covariance(tiny_model, tmp_path):
+    options = {**TOY, "eval_every": 0}
+    straight = tmp_path / "straight"
+    train_controller(tiny_model, straight, generations=4, **options)
+    expected_log, expected_mean, expected_best = _run_record(straight)
+
+    exact = tmp_path / "exact"
+    train_controller(tiny_model, exact, generations=2, **options)
+    assert (exact / "checkpoints" / cmaes.ES_STATE_FILE).is_file()
+    np.random.seed(12345)  # noqa: NPY002 - whatever else the process drew in between must not matter
+    train_controller(tiny_model, exact, generations=4, unsafe_pickle=True, **options)
+    log, mean, best = _run_record(exact)
+    assert log == expected_log
+    assert torch.equal(mean, expected_mean) and torch.equal(best, expected_best)
+
+    # Without consent nothing is unpickled: the run goes on from mean and sigma, a different path.
+    restarted = tmp_path / "restarted"
+    train_controller(tiny_model, restarted, generations=2, **options)
+    train_controller(tiny_model, restarted, generations=4, **options)
+    log, mean, _ = _run_record(restarted)
+    assert log[:2] == expected_log[:2] and len(log) == 4
+    assert not torch.equal(mean, expected_mean)
+
+    # A pycma state of another generation (a kill between the two writes) is passed over, as is a broken one.
+    lagging = tmp_path / "lagging"
+    train_controller(tiny_model, lagging, generations=2, **options)
+    state_path = lagging / "checkpoints" / cmaes.ES_STATE_FILE
+    state_path.write_bytes(pickle.dumps({**pickle.loads(state_path.read_bytes()), "generation": 1}))
+    train_controller(tiny_model, lagging, generations=4, unsafe_pickle=True, **options)
+    assert _run_record(lagging)[0] == log
+    broken = tmp_path / "broken"
+    train_controller(tiny_model, broken, generations=2, **options)
+    (broken / "checkpoints" / cmaes.ES_STATE_FILE).write_bytes(b"not a pickle")
+    train_controller(tiny_model, broken, generations=4, unsafe_pickle=True, **options)
+    assert _run_record(broken)[0] == log

@@ -14,16 +14,21 @@ and the ranking pycma sees is far less noisy. Episode ``r`` of generation ``g`` 
 single env.
 
 Checkpoints hold the ES mean, its step size sigma and the best parameters found so far
-(safetensors + a JSON sidecar, written atomically). pycma's full state (covariance matrix,
-evolution paths) is NOT saved, because pycma serialises it only through pickle: a resumed
-run restarts CMA-ES from the saved mean and sigma with a fresh, isotropic covariance, which
-it re-learns within a few dozen generations.
+(safetensors + a JSON sidecar, written atomically). pycma serialises its full state
+(covariance matrix, evolution paths) only through pickle, so that state is written beside
+the checkpoint (``checkpoints/cmaes_es.pickle``, with numpy's global random state, which
+pycma draws from) but read back only when the caller passes ``unsafe_pickle=True``:
+unpickling runs whatever code the file names, so it is for folders you wrote yourself.
+With it, a resumed run continues exactly as if it had never stopped; without it, CMA-ES
+restarts from the saved mean and sigma with a fresh, isotropic covariance, which it
+re-learns within a few dozen generations.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +62,7 @@ from dreamgym.envs.dynamics import (
     episode_keys,
 )
 from dreamgym.errors import CheckpointError
-from dreamgym.files import read_json
+from dreamgym.files import atomic_write, read_json
 from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
 from dreamgym.validation import check_int, pick_device
@@ -69,6 +74,7 @@ CMAES_CHECKPOINT_FORMAT = 1
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 # Options that change what a generation computes: a checkpoint made with others cannot be resumed.
 SNAPSHOT_DIR = "snapshots"
+ES_STATE_FILE = "cmaes_es.pickle"
 _RESUME_OPTIONS = (
     "popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay", "start", "dropout",
     "ensemble", "disagreement_penalty",
@@ -173,6 +179,32 @@ def _save_checkpoint(out: Path, mean: np.ndarray, best: np.ndarray, state: dict[
         "best": torch.from_numpy(np.ascontiguousarray(best, dtype=np.float32)),
     }
     write_checkpoint(out, STAGE, tensors, state, CMAES_CHECKPOINT_FORMAT)
+
+
+def _es_state_path(out: Path) -> Path:
+    return out / CHECKPOINT_DIR / ES_STATE_FILE
+
+
+def _save_es_state(out: Path, generation: int, es: Any) -> None:
+    # numpy's global generator goes with it: pycma draws its candidates from np.random.
+    blob = pickle.dumps({"generation": generation, "es": es, "np_random": np.random.get_state()})  # noqa: NPY002 - pycma's generator
+    atomic_write(_es_state_path(out), blob)
+
+
+def _load_es_state(out: Path, generation: int) -> Any | None:
+    """The pycma ES saved after ``generation`` (numpy's global generator restored with it), or None."""
+    path = _es_state_path(out)
+    if not path.is_file():
+        return None
+    try:
+        saved = pickle.loads(path.read_bytes())  # only reached with unsafe_pickle=True
+    except Exception as err:  # any unpickling failure means: no usable state
+        tqdm.write(f"pycma state {str(path)!r} is unreadable ({type(err).__name__}); restarting the covariance")
+        return None
+    if not isinstance(saved, dict) or saved.get("generation") != generation:
+        return None  # written for another generation: the run was killed between the two writes
+    np.random.set_state(saved["np_random"])  # noqa: NPY002 - pycma's generator
+    return saved["es"]
 
 
 def _load_checkpoint(out: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
@@ -313,11 +345,26 @@ class _ControllerRun:
         self.sigma, self.best_fitness = float(state["sigma"]), float(state["best_fitness"])
         # The controller in `out` may lag its checkpoint if a run was killed between the two writes.
         self.best().save(self.out)
-        if self.done < options["generations"] and self.progress:
+
+    def evolution_strategy(self, unsafe_pickle: bool) -> Any:
+        """The pycma ES to run the generations left with: the saved one (``unsafe_pickle``), else a new one."""
+        import cma  # deferred: pycma takes most of a second to import, and only training needs it
+
+        if self.done and unsafe_pickle:
+            es = _load_es_state(self.out, self.done)
+            if es is not None:
+                if self.progress:
+                    tqdm.write(f"resuming CMA-ES exactly at generation {self.done + 1}/{self.options['generations']}")
+                return es
+        if self.done and self.progress:
+            how = "" if unsafe_pickle else "; pass unsafe_pickle (--unsafe-pickle) to resume pycma's saved state"
             tqdm.write(
-                f"resuming CMA-ES at generation {self.done + 1}/{options['generations']} "
-                "(covariance restarts from identity)"
+                f"resuming CMA-ES at generation {self.done + 1}/{self.options['generations']} "
+                f"(covariance restarts from identity{how})"
             )
+        cma_options = {"popsize": self.options["popsize"], "seed": _cma_seed(self.options["seed"], self.done),
+                       "verbose": -9}
+        return cma.CMAEvolutionStrategy(self.mean, self.sigma, cma_options)
 
     def dream_returns(self, params: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
         """(P, len(seeds)) dream returns of the controllers ``params`` on the episodes of ``seeds``."""
@@ -383,7 +430,10 @@ class _ControllerRun:
             "world_model": self.record,
             "world_model_fingerprint": self.fingerprint,
         }
-        # Checkpoint first: a kill between the writes then leaves a controller that resume rewrites.
+        # pycma's state, then the checkpoint: a kill between them leaves a pycma state of a
+        # generation the checkpoint does not hold, which resume sees and passes over.
+        _save_es_state(self.out, state["generation"], self.es)
+        # Checkpoint before the controller: a kill between them leaves a controller that resume rewrites.
         _save_checkpoint(self.out, np.asarray(self.es.mean), self.best_params, state)
         self.best().save(self.out)  # `history` is the run's own
 
@@ -433,6 +483,7 @@ def train_controller(
     dropout: float = 0.0,
     ensemble: bool = False,
     disagreement_penalty: float = 0.0,
+    unsafe_pickle: bool = False,
 ) -> LinearController:
     """Train the paper's linear controller in the dream with CMA-ES and save the best one to ``out``.
 
@@ -447,6 +498,7 @@ def train_controller(
       generation fitness, without the penalty), loadable with ``LinearController.load(out)``;
     - ``checkpoints/cmaes.safetensors`` + ``cmaes_state.json``: ES mean, sigma, best
       parameters, generation, history and options;
+    - ``checkpoints/cmaes_es.pickle``: pycma's whole state, read only with ``unsafe_pickle``;
     - ``logs/cmaes.json``: one entry per generation (generation, best, mean, std, sigma,
       seconds, and every ``eval_every`` generations the scores of the ES mean and of the best
       candidate on ``eval_rollouts`` fixed held-out dream episodes).
@@ -456,9 +508,10 @@ def train_controller(
     the best candidate's fitness is the maximum of noisy estimates and so biased upwards, and
     the mean is often the better controller; the held-out scores in the log tell which.
 
-    Calling again with the same ``out`` resumes after the last finished generation (pycma
-    restarts from the saved mean and sigma with a fresh covariance; see the module doc), and
-    does nothing if all ``generations`` are done. Raising ``generations`` extends a run.
+    Calling again with the same ``out`` resumes after the last finished generation, and
+    does nothing if all ``generations`` are done. Raising ``generations`` extends a run. The
+    resumed run is the one that never stopped with ``unsafe_pickle=True``; without it pycma
+    restarts from the saved mean and sigma with a fresh covariance (see the module doc).
 
     Args:
         model: the world model to dream in: a :class:`~dreamgym.WorldModel`, a folder, a
@@ -487,6 +540,8 @@ def train_controller(
         disagreement_penalty: with ``ensemble``, each step's reward minus this times the
             members' disagreement (MOPO's pessimism; see
             :class:`~dreamgym.envs.dynamics.LatentDream`).
+        unsafe_pickle: on resuming, unpickle pycma's saved state, so that the run goes on
+            exactly; unpickling runs any code in the file, so only for a folder you trust.
 
     Returns:
         the best controller found.
@@ -497,8 +552,6 @@ def train_controller(
         generations, popsize, rollouts, sigma0, temperature, max_steps, seed, weight_decay, eval_every, eval_rollouts,
         dropout,
     )
-    import cma  # deferred: pycma takes most of a second to import, and only training needs it
-
     out = Path(out)
     device = pick_device(device)
     world_model = load_world_model(model, revision=revision, device=str(device))
@@ -517,9 +570,7 @@ def train_controller(
     run.resume()
     if run.done >= options["generations"]:
         return run.best()
-    cma_options = {"popsize": options["popsize"], "seed": _cma_seed(options["seed"], run.done), "verbose": -9}
-    es = cma.CMAEvolutionStrategy(run.mean, run.sigma, cma_options)
-    return run.run(es)
+    return run.run(run.evolution_strategy(unsafe_pickle))
 
 
 def select_controller(out: str | os.PathLike) -> Path:
