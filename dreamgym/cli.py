@@ -169,13 +169,12 @@ def _export_policy_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_export_policy(args: argparse.Namespace) -> int:
-    from dreamgym.agents.mlp_policy import MlpPolicyAgent
+    from dreamgym.agents.mlp_policy import MlpPolicyAgent, world_model_record
     from dreamgym.agents.sb3 import load_sb3_agent
 
     source = args.agent[len("sb3:"):] if args.agent.startswith("sb3:") else args.agent
     agent = load_sb3_agent(source, device="cpu")
-    model = str(Path(args.model).resolve()) if args.model and Path(args.model).exists() else args.model
-    record = {"model": model, "revision": args.revision}
+    record = world_model_record(args.model, args.revision)
     exported = MlpPolicyAgent.from_sb3(agent, world_model=record, training={"exported_from": str(Path(source).name)},
                                        sample=args.sample)
     exported.save(args.out)

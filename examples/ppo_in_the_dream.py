@@ -11,6 +11,7 @@ checkpoint by that real score. The final score belongs on other seeds:
     python examples/ppo_in_the_dream.py --start trajectory --max-episode-steps 200   # short dreams from real states
     python examples/ppo_in_the_dream.py --ensemble --disagreement-penalty 1.0       # an ensemble of Ms, pessimism
     python examples/ppo_in_the_dream.py --out RUN --total-timesteps 5000000 --resume  # train RUN on to 5M steps
+    python examples/ppo_in_the_dream.py --eval-sample   # validate as `export-policy --sample` will drive
 
 Writes ``checkpoints/step-N.zip``, ``best_model.zip`` (best validation score),
 ``final_model.zip`` and ``validation.json`` (real and dream score against dream steps) to
@@ -63,6 +64,9 @@ class Args:
     eval_seed: int = arg(VALIDATION_SEED, "first real validation seed (keep the final test seeds apart)")
     eval_workers: int = arg(2, "real validation episodes run at once, in worker processes")
     eval_max_steps: int = arg(1000, "real episode length cap")
+    eval_sample: bool = arg(
+        False, "score checkpoints drawing actions from the policy's Gaussian, as `export-policy --sample` drives"
+    )
     seed: int = arg(0, "seed of PPO and the dream")
     device: str = arg("auto", "torch device of the PPO policy")
     out: str = arg("runs/ppo_in_the_dream", "folder for the agent zips and evaluations")
@@ -138,6 +142,7 @@ if __name__ == "__main__":
         workers=args.eval_workers,
         max_steps=args.eval_max_steps,
         temperature=args.temperature,
+        sample=args.eval_sample,
     )
     agent = resume_agent(args, venv, saved) if saved is not None else make_agent(args, venv)
     validation.resume(agent.num_timesteps)

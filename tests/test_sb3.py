@@ -346,8 +346,38 @@ def test_validation_resume_keeps_the_record_and_refuses_other_validation_seeds(t
     callback.resume(20)  # the agent kept was trained to 20 steps: what came after it is not its record
     assert [e["timesteps"] for e in callback.history] == [10, 20] and callback.best == history[1]
     other = RealValidationCallback(tmp_path, model=None, eval_freq=10, episodes=3, seed=6)
-    with pytest.raises(ValueError, match=r"was scored with \(episodes, seed, max_steps\) = \(3, 5, 1000\), not"):
+    with pytest.raises(ValueError, match=r"with \(episodes, seed, max_steps, sample\) = \(3, 5, 1000, False\), not"):
         other.resume(30)
+    drawing = RealValidationCallback(tmp_path, model=None, eval_freq=10, episodes=3, seed=5, sample=True)
+    with pytest.raises(ValueError, match=r"\(3, 5, 1000, False\), not \(3, 5, 1000, True\)"):
+        drawing.resume(30)
+
+
+def test_sampling_validation_scores_the_exported_drawing_policy(tiny_model_dir, tmp_path, monkeypatch):
+    from dreamgym.agents import real_validation
+    from dreamgym.agents.mlp_policy import MlpPolicyAgent
+
+    venv = make_dream_vec_env(n_envs=2, model=str(tiny_model_dir), max_episode_steps=5, seed=0)
+    agent = PPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    scored, real_evaluate = [], real_validation.evaluate
+    monkeypatch.setattr(real_validation, "evaluate", lambda spec, **kw: scored.append(spec) or real_evaluate(spec, **kw))  # noqa: E501
+    callback = RealValidationCallback(tmp_path / "run", model=str(tiny_model_dir), eval_freq=16, episodes=2, seed=3,
+                                      workers=1, max_steps=5, dream=False, sample=True, verbose=0)
+    agent.learn(16, callback=callback)
+    (entry,) = callback.history
+
+    folder = tmp_path / "run" / "checkpoints" / "step-16-sample"
+    assert scored == [str(folder)] and entry["seeds"] == [3, 4] and len(entry["returns"]) == 2
+    exported = MlpPolicyAgent.load(folder)
+    assert exported.sample and exported.world_model == {"model": str(tiny_model_dir.resolve()), "revision": None}
+    saved = load_sb3_agent(tmp_path / "run" / "checkpoints" / "step-16.zip", device="cpu")
+    np.testing.assert_allclose(exported.log_std, saved.policy.log_std.detach().numpy())
+    obs = np.random.default_rng(0).normal(size=OBS_DIM).astype(np.float32)
+    exported.sample = False  # its mean is the saved checkpoint's deterministic action
+    np.testing.assert_allclose(exported.act(obs), saved.predict(obs, deterministic=True)[0], atol=1e-5)
+    record = json.loads((tmp_path / "run" / "validation.json").read_text())
+    assert record["sample"] is True and record["history"][0]["checkpoint"].endswith("step-16.zip")
+    venv.close()
 
 
 def test_every_front_end_refuses_the_same_bad_input_the_same_way(tiny_model):

@@ -54,6 +54,15 @@ KIND = "mlp_policy"
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
 
 
+def world_model_record(model: Any, revision: str | None = None) -> dict[str, Any]:
+    """How an exported policy names the world model it was trained in: a folder by its full path, else as given."""
+    if isinstance(model, (str, os.PathLike)) and Path(model).exists():
+        model = str(Path(model).resolve())
+    elif model is not None and not isinstance(model, str):
+        model = None  # an in-memory world model has no name a worker could load it by
+    return {"model": model, "revision": revision}
+
+
 class MlpPolicyAgent:
     """An MLP actor: ``action = clip(mean(obs), low, high)``, or with ``sample``, ``clip(mean(obs) + std * noise)``.
 

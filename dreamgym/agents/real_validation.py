@@ -10,6 +10,10 @@ checkpoint over the validation seeds in ``dreamgym/RealCarRacing-v0`` (in parall
 processes, through :func:`~dreamgym.agents.evaluate.evaluate`), logs it to SB3's logger, and
 keeps the best one as ``best_model.zip``. Everything it measured is in ``validation.json``:
 the real score against dream training, the curve users need to see.
+
+With ``sample=True`` a checkpoint is scored as ``dreamgym export-policy --sample`` will drive
+it: its actions drawn from the policy's Gaussian (the policy PPO optimised), not its mean,
+with the noise seeded by each episode's seed. The exported policy is kept beside the zip.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from dreamgym.agents.cmaes import SNAPSHOT_DIR, STAGE
 from dreamgym.agents.evaluate import evaluate
+from dreamgym.agents.mlp_policy import MlpPolicyAgent, world_model_record
 from dreamgym.checkpoints import CHECKPOINT_DIR, checkpoint_paths
 from dreamgym.files import atomic_write, atomic_write_json, read_json
 from dreamgym.validation import check_int
@@ -48,6 +53,9 @@ class RealValidationCallback(BaseCallback):
         dream: also score each checkpoint in the first-frame dream at ``temperature`` for the
             same seeds, so ``validation.json`` holds the dream-vs-real gap as training goes on.
         temperature: the dream's temperature for ``dream``.
+        sample: score each checkpoint drawing its actions from the policy's Gaussian, as the
+            policy exported with ``sample=True`` drives (PPO/A2C ``MlpPolicy``); the exported
+            policy is saved as ``checkpoints/step-N-sample``.
         verbose: print a line per validation.
     """
 
@@ -62,6 +70,7 @@ class RealValidationCallback(BaseCallback):
         max_steps: int = 1000,
         dream: bool = True,
         temperature: float = 1.0,
+        sample: bool = False,
         verbose: int = 1,
     ) -> None:
         super().__init__(verbose)
@@ -70,6 +79,7 @@ class RealValidationCallback(BaseCallback):
         self.world_model = model
         self.eval_freq, self.episodes, self.seed, self.workers = eval_freq, episodes, seed, workers
         self.max_steps, self.dream, self.temperature = max_steps, dream, temperature
+        self.sample = bool(sample)
         self.history: list[dict[str, Any]] = []
         self.best_mean = -float("inf")
         self._next = eval_freq
@@ -83,11 +93,11 @@ class RealValidationCallback(BaseCallback):
         """
         if (self.out / VALIDATION_FILE).is_file():
             saved = load_validation(self.out)
-            ran_with = _validation_settings(saved)
-            if ran_with != (self.episodes, self.seed, self.max_steps):
+            ran_with, settings = _validation_settings(saved), (self.episodes, self.seed, self.max_steps, self.sample)
+            if ran_with != settings:
                 raise ValueError(
-                    f"{str(self.out / VALIDATION_FILE)!r} was scored with (episodes, seed, max_steps) = {ran_with}, "
-                    f"not {(self.episodes, self.seed, self.max_steps)}; resume with the same validation settings"
+                    f"{str(self.out / VALIDATION_FILE)!r} was scored with (episodes, seed, max_steps, sample) = "
+                    f"{ran_with}, not {settings}; resume with the same validation settings"
                 )
             self.history = [e for e in saved["history"] if e["timesteps"] <= timesteps]
             self.best_mean = max((e["mean"] for e in self.history), default=-float("inf"))
@@ -110,8 +120,15 @@ class RealValidationCallback(BaseCallback):
         checkpoint = self.out / CHECKPOINT_DIR / f"step-{steps}.zip"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         self.model.save(checkpoint)
+        agent = f"sb3:{checkpoint}"
+        if self.sample:
+            exported = MlpPolicyAgent.from_sb3(
+                self.model, world_model=world_model_record(self.world_model),
+                training={"exported_from": checkpoint.name}, sample=True,
+            )
+            agent = str(exported.save(checkpoint.with_name(f"{checkpoint.stem}-sample")))
         result = evaluate(
-            f"sb3:{checkpoint}", episodes=self.episodes, seed=self.seed, workers=self.workers,
+            agent, episodes=self.episodes, seed=self.seed, workers=self.workers,
             model=self.world_model, dream=self.dream, temperature=self.temperature,
             max_steps=self.max_steps, progress=False,
         )
@@ -126,7 +143,7 @@ class RealValidationCallback(BaseCallback):
             self.logger.record("validation/dream_mean_return", entry["dream_mean"])
         atomic_write_json(self.out / VALIDATION_FILE, {
             "episodes": self.episodes, "seed": self.seed, "max_steps": self.max_steps,
-            "temperature": self.temperature, "history": self.history, "best": self.best,
+            "temperature": self.temperature, "sample": self.sample, "history": self.history, "best": self.best,
         })
         if self.verbose:
             dream = f", dream {entry['dream_mean']:.1f}" if self.dream else ""
@@ -134,9 +151,9 @@ class RealValidationCallback(BaseCallback):
         return entry
 
 
-def _validation_settings(record: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """What a validation record was scored with: (episodes, first seed, step cap); its entries compare only then."""
-    return record.get("episodes"), record.get("seed"), record.get("max_steps")
+def _validation_settings(record: dict[str, Any]) -> tuple[Any, Any, Any, bool]:
+    """What a validation record was scored with: (episodes, first seed, step cap, sample); entries compare only then."""
+    return record.get("episodes"), record.get("seed"), record.get("max_steps"), record.get("sample", False) is True
 
 
 def _validation_entry(result: dict[str, Any], **where: Any) -> dict[str, Any]:
@@ -184,7 +201,7 @@ def validate_controller_snapshots(
     previous = {}
     if (out / VALIDATION_FILE).is_file():
         saved = load_validation(out)
-        if _validation_settings(saved) == (episodes, seed, max_steps):
+        if _validation_settings(saved) == (episodes, seed, max_steps, False):
             previous = {e["checkpoint"]: e for e in saved["history"]}
     history = []
     for snapshot in snapshots:
