@@ -16,13 +16,16 @@ import imageio.v2 as imageio
 import numpy as np
 
 import dreamgym  # noqa: F401  (registers the envs)
-from dreamgym.agents.specs import load_agent, start_episode
+from dreamgym.agents.specs import load_agent, parse_agent_spec, resolve_agent_model, start_episode
 
 seed = int(sys.argv[1])
-act, agent = load_agent(sys.argv[2] if len(sys.argv) > 2 else "reference")
+spec = parse_agent_spec(sys.argv[2] if len(sys.argv) > 2 else "reference")
+act, agent = load_agent(spec)
 if len(sys.argv) > 3 and sys.argv[3] == "mean":
     agent.sample = False
-env = gym.make("dreamgym/RealCarRacing-v0", model="dreamgym/DreamCarRacing-v1", render_mode="rgb_array")
+# The agent sees the car through the world model it was trained in, as `dreamgym evaluate` does.
+model, revision = resolve_agent_model(spec, agent, None, None)
+env = gym.make("dreamgym/RealCarRacing-v0", model=model, revision=revision, render_mode="rgb_array")
 car_racing = env.unwrapped.car  # the CarRacing-v3 env inside
 start_episode(act, seed)
 obs, _ = env.reset(seed=seed)
