@@ -12,14 +12,15 @@ checkpoint by that real score. The final score belongs on other seeds:
     python examples/ppo_in_the_dream.py --ensemble --disagreement-penalty 1.0       # an ensemble of Ms, pessimism
     python examples/ppo_in_the_dream.py --out RUN --total-timesteps 5000000 --resume  # train RUN on to 5M steps
     python examples/ppo_in_the_dream.py --eval-sample   # validate as `export-policy --sample` will drive
+    python examples/ppo_in_the_dream.py --log-std-init -0.36 --fixed-std --eval-sample   # action noise kept at std 0.7
 
 Writes ``checkpoints/step-N.zip``, ``best_model.zip`` (best validation score),
 ``final_model.zip`` and ``validation.json`` (real and dream score against dream steps) to
 ``--out``. Load an agent with ``dreamgym.sb3.load_sb3_agent``. A folder that holds a run is
 never written over: ``--resume`` trains that run on from its furthest agent to
 ``--total-timesteps`` (with the PPO settings it was made with), keeping its validation record
-and its earlier final agent as ``checkpoints/step-N.zip``. SB3 loads the run's zip with
-pickle, so resume only runs you made yourself.
+and its earlier final agent as ``checkpoints/step-N.zip`` (give ``--fixed-std`` again if the
+run had it). SB3 loads the run's zip with pickle, so resume only runs you made yourself.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Args:
     gamma: float = arg(0.99, "discount factor")
     gae_lambda: float = arg(0.95, "GAE lambda")
     ent_coef: float = arg(0.0, "entropy bonus coefficient")
+    log_std_init: float = arg(0.0, "initial log std of the policy's Gaussian (SB3's default 0: std 1)")
+    fixed_std: bool = arg(
+        False, "keep the policy's std at exp(--log-std-init) throughout: it never shrinks, so the agent learns to "
+        "drive under that much action noise (pair with --eval-sample and export-policy --sample)"
+    )
     eval_freq: int = arg(500_000, "save and score on the real car every this many dream timesteps")
     eval_episodes: int = arg(30, "real validation episodes per checkpoint")
     eval_seed: int = arg(VALIDATION_SEED, "first real validation seed (keep the final test seeds apart)")
@@ -83,6 +89,13 @@ def furthest_agent(out: str) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def fix_std(agent: PPO, args: Args) -> PPO:
+    """With --fixed-std, take the policy's log std out of training (Adam skips a parameter without a gradient)."""
+    if args.fixed_std:
+        agent.policy.log_std.requires_grad_(False)
+    return agent
+
+
 def make_agent(args: Args, venv) -> PPO:
     return PPO(
         "MlpPolicy",
@@ -95,6 +108,7 @@ def make_agent(args: Args, venv) -> PPO:
         gamma=args.gamma,
         gae_lambda=args.gae_lambda,
         ent_coef=args.ent_coef,
+        policy_kwargs={"log_std_init": args.log_std_init},
         seed=args.seed,
         device=args.device,
         verbose=0,
@@ -144,7 +158,7 @@ if __name__ == "__main__":
         temperature=args.temperature,
         sample=args.eval_sample,
     )
-    agent = resume_agent(args, venv, saved) if saved is not None else make_agent(args, venv)
+    agent = fix_std(resume_agent(args, venv, saved) if saved is not None else make_agent(args, venv), args)
     validation.resume(agent.num_timesteps)
     if agent.num_timesteps >= args.total_timesteps:
         raise SystemExit(f"{args.out} is trained to {agent.num_timesteps} dream steps already; "

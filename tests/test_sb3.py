@@ -338,6 +338,33 @@ def test_example_trains_ppo_at_toy_scale(tiny_model_dir, tmp_path):
     assert done.returncode != 0 and "is trained to 256 dream steps already" in done.stderr
 
 
+@pytest.mark.slow
+def test_example_keeps_a_fixed_std_and_validates_drawing(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SDL_VIDEODRIVER": "dummy", "HF_HUB_OFFLINE": "1"}
+    args = [
+        "--model", str(tiny_model_dir), "--total-timesteps", "128", "--n-envs", "8", "--n-steps", "16",
+        "--n-epochs", "2", "--learning-rate", "0.01", "--eval-freq", "128", "--eval-episodes", "1",
+        "--eval-max-steps", "5", "--eval-workers", "1", "--device", "cpu", "--out", str(out),
+        "--log-std-init", "-1.0", "--fixed-std", "--eval-sample",
+    ]  # fmt: skip
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "ppo_in_the_dream.py"), *args],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = load_sb3_agent(out / "final_model.zip", device="cpu")
+    np.testing.assert_array_equal(trained.policy.log_std.detach().numpy(), -1.0)  # std exp(-1) throughout
+    free = subprocess.run(  # without --fixed-std the same run trains its std
+        [sys.executable, str(ROOT / "examples" / "ppo_in_the_dream.py"), *args[:-2], "--out", str(tmp_path / "free")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert free.returncode == 0, free.stderr[-3000:]
+    free_std = load_sb3_agent(tmp_path / "free" / "final_model.zip", device="cpu").policy.log_std.detach().numpy()
+    assert not np.allclose(free_std, -1.0)
+    validation = json.loads((out / "validation.json").read_text())
+    assert validation["sample"] is True
+    assert json.loads((out / "checkpoints" / "step-128-sample" / "policy.json").read_text())["log_std"] == [-1.0] * 3
+
+
 def test_validation_resume_keeps_the_record_and_refuses_other_validation_seeds(tmp_path):
     history = [{"timesteps": t, "mean": m} for t, m in ((10, 5.0), (20, 9.0), (30, 7.0))]
     record = {"episodes": 3, "seed": 5, "max_steps": 1000, "history": history, "best": history[1]}
