@@ -132,7 +132,7 @@ class RealValidationCallback(BaseCallback):
             model=self.world_model, dream=self.dream, temperature=self.temperature,
             max_steps=self.max_steps, progress=False,
         )
-        entry = _validation_entry(result, timesteps=steps, checkpoint=str(checkpoint))
+        entry = validation_entry(result, timesteps=steps, checkpoint=str(checkpoint))
         self.history.append(entry)
         if entry["mean"] > self.best_mean:
             self.best_mean = entry["mean"]
@@ -156,7 +156,13 @@ def _validation_settings(record: dict[str, Any]) -> tuple[Any, Any, Any, bool]:
     return record.get("episodes"), record.get("seed"), record.get("max_steps"), record.get("sample", False) is True
 
 
-def _validation_entry(result: dict[str, Any], **where: Any) -> dict[str, Any]:
+def validation_entry(result: dict[str, Any], **where: Any) -> dict[str, Any]:
+    """One checkpoint's entry of a ``validation.json``, from an :func:`~dreamgym.agents.evaluate.evaluate` result.
+
+    ``where`` says which checkpoint it is (``timesteps``, ``checkpoint``, and ``generation``
+    for a CMA-ES snapshot); the entry adds the real mean, std, standard error, returns and
+    seeds, and the dream's mean and std when the evaluation scored the dream too.
+    """
     episodes = len(result["returns"])
     entry = {
         **where,
@@ -209,7 +215,7 @@ def validate_controller_snapshots(
             result = evaluate(str(snapshot), episodes=episodes, seed=seed, workers=workers, model=model, dream=True,
                               temperature=temperature, max_steps=max_steps, progress=progress)
             generation = int(snapshot.name.split("-")[1])
-            previous[str(snapshot)] = _validation_entry(
+            previous[str(snapshot)] = validation_entry(
                 result, generation=generation, timesteps=generation * steps_per_generation, checkpoint=str(snapshot)
             )
         history.append(previous[str(snapshot)])
