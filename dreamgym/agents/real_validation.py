@@ -106,7 +106,7 @@ class RealValidationCallback(BaseCallback):
     @property
     def best(self) -> dict[str, Any] | None:
         """The validation entry of the best checkpoint so far."""
-        return max(self.history, key=lambda e: e["mean"]) if self.history else None
+        return best_entry(self.history)
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
@@ -141,10 +141,10 @@ class RealValidationCallback(BaseCallback):
         self.logger.record("validation/std_return", entry["std"])
         if self.dream:
             self.logger.record("validation/dream_mean_return", entry["dream_mean"])
-        atomic_write_json(self.out / VALIDATION_FILE, {
-            "episodes": self.episodes, "seed": self.seed, "max_steps": self.max_steps,
-            "temperature": self.temperature, "sample": self.sample, "history": self.history, "best": self.best,
-        })
+        atomic_write_json(self.out / VALIDATION_FILE, validation_record(
+            self.history, episodes=self.episodes, seed=self.seed, max_steps=self.max_steps,
+            temperature=self.temperature, sample=self.sample,
+        ))
         if self.verbose:
             dream = f", dream {entry['dream_mean']:.1f}" if self.dream else ""
             print(f"validation at {steps} dream steps: real {entry['mean']:.1f} +/- {entry['std']:.1f}{dream}")
@@ -154,6 +154,25 @@ class RealValidationCallback(BaseCallback):
 def _validation_settings(record: dict[str, Any]) -> tuple[Any, Any, Any, bool]:
     """What a validation record was scored with: (episodes, first seed, step cap, sample); entries compare only then."""
     return record.get("episodes"), record.get("seed"), record.get("max_steps"), record.get("sample", False) is True
+
+
+def best_entry(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The entry of the checkpoint with the highest real mean, or None for an empty history."""
+    return max(history, key=lambda e: e["mean"]) if history else None
+
+
+def validation_record(
+    history: list[dict[str, Any]], *, episodes: int, seed: int, max_steps: int, temperature: float | None,
+    sample: bool | None = None,
+) -> dict[str, Any]:
+    """A ``validation.json``: what the checkpoints were scored with, their entries, and the best of them.
+
+    ``sample`` is written only when given (a record without it was scored with the mean action).
+    """
+    record: dict[str, Any] = {"episodes": episodes, "seed": seed, "max_steps": max_steps, "temperature": temperature}
+    if sample is not None:
+        record["sample"] = sample
+    return {**record, "history": history, "best": best_entry(history)}
 
 
 def validation_entry(result: dict[str, Any], **where: Any) -> dict[str, Any]:
@@ -219,8 +238,8 @@ def validate_controller_snapshots(
                 result, generation=generation, timesteps=generation * steps_per_generation, checkpoint=str(snapshot)
             )
         history.append(previous[str(snapshot)])
-        record = {"episodes": episodes, "seed": seed, "max_steps": max_steps, "temperature": temperature,
-                  "history": history, "best": max(history, key=lambda e: e["mean"])}
+        record = validation_record(history, episodes=episodes, seed=seed, max_steps=max_steps,
+                                   temperature=temperature)
         atomic_write_json(out / VALIDATION_FILE, record)
     return record
 

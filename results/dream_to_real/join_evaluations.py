@@ -10,7 +10,7 @@ writes, so ``examples/real_vs_dream_training.py --runs "LABEL=OUT.json"`` draws 
 import json
 import sys
 
-from dreamgym.agents.real_validation import validation_entry
+from dreamgym.agents.real_validation import validation_entry, validation_record
 from dreamgym.files import atomic_write_json
 
 out, parts = sys.argv[1], [arg.partition("=") for arg in sys.argv[2:]]
@@ -20,9 +20,8 @@ if any((r["seeds"], r["max_steps"]) != (first["seeds"], first["max_steps"]) for 
     raise SystemExit("the results were not scored on the same seeds and step cap")
 entries = [validation_entry(r, timesteps=steps, checkpoint=r["agent"], results=path) for steps, path, r in results]
 history = sorted(entries, key=lambda e: e["timesteps"])
-atomic_write_json(out, {"episodes": len(first["seeds"]), "seed": first["seed"], "max_steps": first["max_steps"],
-                        "temperature": first.get("temperature"),
-                        "history": history, "best": max(history, key=lambda e: e["mean"])})
+atomic_write_json(out, validation_record(history, episodes=len(first["seeds"]), seed=first["seed"],
+                                         max_steps=first["max_steps"], temperature=first.get("temperature")))
 for e in history:
     dream = e.get("dream_mean", float("nan"))
     print(f"{e['timesteps']:>9,} steps: real {e['mean']:.1f} +/- {e['stderr']:.1f}, dream {dream:.1f}")

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from dreamgym.agents.real_validation import validation_entry
+from dreamgym.agents.real_validation import validation_entry, validation_record
 from dreamgym.files import atomic_write_json
 
 args = sys.argv[1:]
@@ -40,10 +40,8 @@ for extra in extras:
     where = {k: entry[k] for k in ("timesteps", "generation", "checkpoint") if k in entry}
     history.append(validation_entry(joined, **where))
 history.sort(key=lambda e: e["timesteps"])
-atomic_write_json(out, {
-    "episodes": len(history[0]["returns"]), "seed": record["seed"], "max_steps": record["max_steps"],
-    "temperature": record.get("temperature"), "history": history, "best": max(history, key=lambda e: e["mean"]),
-})
+atomic_write_json(out, validation_record(history, episodes=len(history[0]["returns"]), seed=record["seed"],
+                                         max_steps=record["max_steps"], temperature=record.get("temperature")))
 for e in history:
     print(f"{e['checkpoint']}: real {e['mean']:.1f} +/- {e['stderr']:.1f} over {len(e['returns'])}, "
           f"dream {e.get('dream_mean', float('nan')):.1f}")
