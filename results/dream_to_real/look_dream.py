@@ -1,8 +1,8 @@
 """Drive an agent through the dream of a seed and show what M shows it: return every 100 steps and a frame every 40.
 
-    python results/dream_to_real/look_dream.py SEED AGENT OUT.png
+    python results/dream_to_real/look_dream.py SEED AGENT OUT.png [MODEL]
 
-The dream is the agent's own world model (first-frame start, 1000 steps, temperature 1), as
+The dream is the agent's own world model, or MODEL (first-frame start, 1000 steps, temperature 1), as
 ``dreamgym evaluate --dream`` scores it; ``look_episode.py SEED AGENT`` drives the real
 episode of the same seed. Side by side they showed what CMA-ES exploits in v1's dream: the
 real car leaves the road at the first fast bend and circles on the grass, while in the dream
@@ -20,7 +20,7 @@ from dreamgym.agents.specs import load_agent, parse_agent_spec, resolve_agent_mo
 
 seed, spec, out = int(sys.argv[1]), parse_agent_spec(sys.argv[2]), sys.argv[3]
 act, agent = load_agent(spec)
-model, revision = resolve_agent_model(spec, agent, None, None)
+model, revision = resolve_agent_model(spec, agent, sys.argv[4] if len(sys.argv) > 4 else None, None)
 env = gym.make("dreamgym/DreamCarRacing-v0", model=model, revision=revision, render_mode="rgb_array")
 start_episode(act, seed)
 obs, _ = env.reset(seed=seed)
