@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from dreamgym.backends import make_backend
 from dreamgym.episodes import EpisodeSubset
 from dreamgym.errors import DreamgymError
+from dreamgym.validation import parse_start
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -309,8 +310,9 @@ def _train_controller_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=25, help="generations between held-out scores (0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--start", choices=["first_frame", "trajectory"], default="first_frame",
-                   help="dream episodes start at real first frames, or at real states along real trajectories")
+    p.add_argument("--start", type=parse_start, default="first_frame",
+                   help="dream episodes start at real first frames (first_frame), at real states along real "
+                        "trajectories (trajectory), or a number p: from trajectory states with probability p")
     p.add_argument("--dropout", type=float, default=0.0, help="dream-time dropout of M, a new mask per episode")
     p.add_argument("--ensemble", action="store_true",
                    help="dream with the world model's ensemble of Ms (train-rnn --ensemble-size), "

@@ -17,7 +17,7 @@ from dreamgym.errors import ArgumentError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_device", "check_int", "check_number", "check_seed", "pick_device"]
+__all__ = ["check_device", "check_int", "check_number", "check_seed", "parse_start", "pick_device"]
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -106,3 +106,14 @@ def pick_device(device: Any = None) -> torch.device:
     if parsed is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return parsed
+
+
+def parse_start(text: str) -> str | float:
+    """A dream's ``start`` from the command line: a number is the fraction of trajectory starts, anything else a mode.
+
+    The dream checks it (:func:`dreamgym.envs.dynamics.check_start`).
+    """
+    try:
+        return float(text)
+    except ValueError:
+        return text

@@ -9,6 +9,7 @@ checkpoint by that real score. The final score belongs on other seeds:
 
     python examples/ppo_in_the_dream.py --model path/to/world_model --total-timesteps 2000000
     python examples/ppo_in_the_dream.py --start trajectory --max-episode-steps 200   # short dreams from real states
+    python examples/ppo_in_the_dream.py --start 0.5   # half the episodes from real states, half from first frames
     python examples/ppo_in_the_dream.py --ensemble --disagreement-penalty 1.0       # an ensemble of Ms, pessimism
     python examples/ppo_in_the_dream.py --out RUN --total-timesteps 5000000 --resume  # train RUN on to 5M steps
     python examples/ppo_in_the_dream.py --eval-sample   # validate as `export-policy --sample` will drive
@@ -38,6 +39,7 @@ from dreamgym import load_world_model
 from dreamgym.agents.real_validation import VALIDATION_SEED, RealValidationCallback
 from dreamgym.cli import arg, dataclass_args
 from dreamgym.sb3 import make_dream_vec_env
+from dreamgym.validation import parse_start
 
 
 @dataclass
@@ -48,7 +50,9 @@ class Args:
     temperature: float = arg(1.0, "dream temperature tau")
     max_episode_steps: int = arg(1000, "dream episode length cap (CarRacing's is 1000); short with --start trajectory")
     start: str = arg(
-        "first_frame", "where dream episodes start: first_frame, or trajectory (real states; needs a bank)"
+        "first_frame",
+        "where dream episodes start: first_frame, trajectory (real states; needs a bank), "
+        "or a number p: from trajectory states with probability p, else from first frames",
     )
     dropout: float = arg(0.0, "dream-time dropout of M, a new mask per episode (for an M trained with dropout)")
     ensemble: bool = arg(False, "dream with the model's ensemble of Ms (train-rnn --ensemble-size K), one per episode")
@@ -140,7 +144,7 @@ if __name__ == "__main__":
         model=world_model,
         temperature=args.temperature,
         max_episode_steps=args.max_episode_steps,
-        start=args.start,
+        start=parse_start(args.start),
         dropout=args.dropout,
         ensemble=args.ensemble,
         disagreement_penalty=args.disagreement_penalty,

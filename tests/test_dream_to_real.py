@@ -124,7 +124,47 @@ def test_first_frame_dream_is_unchanged_by_the_new_options():
     np.testing.assert_array_equal(*trajectories)
 
 
-@pytest.mark.parametrize("start", ["first_frame", "trajectory"])
+def test_mixed_start_draws_each_episode_from_one_bank_at_the_given_rate():
+    """start=p: an episode starts from a real trajectory state with probability p, else from a first frame."""
+    model = with_bank(make_tiny_model())
+    dream = LatentDream(model, 400, start=0.3)
+    dream.reset(np.arange(400), np.arange(400, dtype=np.uint64) + 7)
+    from_bank = (dream.h[:, None, :] == model.trajectory_h[None]).all(-1)
+    trajectory = from_bank.any(1)
+    assert 80 <= int(trajectory.sum()) <= 160  # 120 expected, sd 9
+    index = from_bank.float().argmax(1)[trajectory]
+    torch.testing.assert_close(dream.c[trajectory], model.trajectory_c[index])
+    # The others start as first-frame episodes do: M's state at zero, z near a first frame's.
+    first = ~trajectory
+    assert (dream.h[first] == 0).all() and (dream.c[first] == 0).all()
+    distance = (dream.z[first, None, :] - model.start_mu[None]).abs().amax(-1).amin(1)
+    assert float(distance.max()) < 6 * float(torch.exp(0.5 * model.start_logvar).max())
+    # Which episodes start where is the episode's key's: the same keys, the same starts.
+    again = LatentDream(model, 400, start=0.3)
+    again.reset(np.arange(400), np.arange(400, dtype=np.uint64) + 7)
+    assert torch.equal(again.z, dream.z) and torch.equal(again.h, dream.h)
+
+
+def test_start_fractions_0_and_1_are_the_two_modes_and_others_are_refused(tiny_model):
+    from dreamgym.validation import parse_start
+
+    model = with_bank(make_tiny_model())
+    for fraction, mode in ((0, "first_frame"), (1.0, "trajectory")):
+        dreams = [LatentDream(model, 8, start=start) for start in (fraction, mode)]
+        assert dreams[0].start == mode
+        for dream in dreams:
+            dream.reset(np.arange(8), np.arange(8, dtype=np.uint64))
+        assert torch.equal(dreams[0].z, dreams[1].z) and torch.equal(dreams[0].h, dreams[1].h)
+    with pytest.raises(ValueError, match=r"start as a fraction of trajectory starts must be in \[0, 1\], got 1.5"):
+        LatentDream(model, 2, start=1.5)
+    with pytest.raises(TypeError, match="start must be a number, got bool"):
+        LatentDream(model, 2, start=True)
+    with pytest.raises(ValueError, match="start=0.5 needs a world model with a bank"):
+        gym.make("dreamgym/DreamCarRacing-v0", model=tiny_model, start=0.5)
+    assert parse_start("0.25") == 0.25 and parse_start("trajectory") == "trajectory"
+
+
+@pytest.mark.parametrize("start", ["first_frame", "trajectory", 0.5])
 def test_vector_sub_env_equals_single_env_with_trajectory_starts_and_dropout(start):
     model = with_bank(make_tiny_model())
     kwargs = dict(model=model, start=start, dropout=0.2, max_episode_steps=30)

@@ -244,7 +244,7 @@ def test_trajectory_starts_start_each_member_from_its_own_state():
 
 
 # ----------------------------------------------------------------------------- envs and agents
-@pytest.mark.parametrize("start", ["first_frame", "trajectory"])
+@pytest.mark.parametrize("start", ["first_frame", "trajectory", 0.5])
 def test_vector_and_sb3_sub_envs_equal_single_envs_with_an_ensemble(start):
     from dreamgym.sb3 import DreamVecEnv
 

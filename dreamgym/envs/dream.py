@@ -112,7 +112,7 @@ class DreamCarRacingEnv(WorldModelEnv):
         sample_termination: bool = False,
         render_mode: str | None = None,
         device: str = "cpu",
-        start: str = "first_frame",
+        start: str | float = "first_frame",
         dropout: float = 0.0,
         ensemble: bool = False,
         disagreement_penalty: float = 0.0,

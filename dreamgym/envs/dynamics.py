@@ -78,13 +78,26 @@ draws up to ``MAX_NOISE_AHEAD`` steps ahead, a batch of 256 or more one step at 
 MAX_NOISE_AHEAD = 64
 
 
-def check_start(start: str, world_model: WorldModel) -> str:
-    """Check a dream's ``start`` mode against what the world model carries."""
-    if start not in START_MODES:
-        raise ValueError(f"start must be one of {list(START_MODES)}, got {start!r}")
-    if start == "trajectory" and not world_model.has_trajectory_starts:
+def check_start(start: str | float, world_model: WorldModel) -> str | float:
+    """Check a dream's ``start``: a mode of ``START_MODES``, or the fraction of trajectory starts.
+
+    A number ``p`` in [0, 1] mixes the two: each episode starts from the bank of real trajectory
+    states with probability ``p``, else from a first frame; ``0`` and ``1`` are returned as
+    ``"first_frame"`` and ``"trajectory"``, whose dreams they are.
+    """
+    if isinstance(start, str):
+        if start not in START_MODES:
+            raise ValueError(
+                f"start must be one of {list(START_MODES)} or a fraction of trajectory starts in [0, 1], got {start!r}"
+            )
+    else:
+        fraction = check_number("start", start)
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"start as a fraction of trajectory starts must be in [0, 1], got {fraction!r}")
+        start = "first_frame" if fraction == 0.0 else "trajectory" if fraction == 1.0 else fraction
+    if start != "first_frame" and not world_model.has_trajectory_starts:
         raise ValueError(
-            "start='trajectory' needs a world model with a bank of real trajectory states, and this one has none; "
+            f"start={start!r} needs a world model with a bank of real trajectory states, and this one has none; "
             "add one with `dreamgym start-bank MODEL --data DATA --out OUT`, or use start='first_frame'"
         )
     return start
@@ -132,7 +145,9 @@ class LatentDream:
         sample_termination: draw termination from M's probability instead of thresholding it at 0.5.
         start: ``"first_frame"``: ``z`` from the bank of real first frames, M's state at zero
             (the paper's start). ``"trajectory"``: ``(z, h, c)`` from the bank of real states
-            along real trajectories, so episodes start where the real car goes.
+            along real trajectories, so episodes start where the real car goes. A number ``p``
+            in [0, 1]: each episode starts from the trajectory bank with probability ``p``
+            (one more draw from its key, after all others), else from a first frame.
         dropout: dream-time dropout on M's input and output (Dropout's Dream Land): each
             episode draws one mask at reset and keeps it, so each episode is dreamt by a
             slightly different M. 0 turns it off. With ``ensemble=True`` the episode's mask
@@ -176,7 +191,7 @@ class LatentDream:
         num_envs: int,
         temperature: float = 1.0,
         sample_termination: bool = False,
-        start: str = "first_frame",
+        start: str | float = "first_frame",
         dropout: float = 0.0,
         ensemble: bool = False,
         disagreement_penalty: float = 0.0,
@@ -273,27 +288,26 @@ class LatentDream:
         self._noise, self._noise_used, self._noise_ahead = [], 0, 1  # drawn from the old keys
         # Only the draws a setting needs are made, so a model's first-frame dream without
         # dropout or ensemble stays the same, bit for bit, whatever else the dream can do.
-        # The member lane comes last, so adding it leaves every other draw where it was.
+        # The member lane, then the lane choosing a mixed dream's start, come last, so adding
+        # them leaves every other draw where it was.
         mask_lanes = self._input_dim + self.hidden if self.dropout else 0
-        draws = self._draw(index, 1 + self._normal_lanes + mask_lanes + (1 if self.ensemble else 0))
+        member_lane = 1 + self._normal_lanes + mask_lanes
+        mix_lane = member_lane + (1 if self.ensemble else 0)
+        fraction = None if isinstance(self.start, str) else self.start
+        draws = self._draw(index, mix_lane + (0 if fraction is None else 1))
         device = self.z.device
         idx = torch.from_numpy(index).to(device)
-        if self.start == "trajectory":
-            bank_mu, bank_logvar = self.model.trajectory_mu, self.model.trajectory_logvar
-        else:
-            bank_mu, bank_logvar = self.model.start_mu, self.model.start_logvar
-        start = np.minimum((draws[:, 0] * len(bank_mu)).astype(np.int64), len(bank_mu) - 1)
         noise = torch.from_numpy(counter_normal(draws[:, 1 : 1 + self._normal_lanes])[:, : self.z_dim]).to(device)
-        start_t = torch.from_numpy(start).to(device)
-        self.z[idx] = bank_mu[start_t] + torch.exp(0.5 * bank_logvar[start_t]) * noise
-        if self.ensemble:
-            self._reset_members(idx, start_t, draws[:, -1])
-        elif self.start == "trajectory":
-            self.h[idx] = self.model.trajectory_h[start_t]
-            self.c[idx] = self.model.trajectory_c[start_t]
+        if fraction is not None:
+            from_trajectory = draws[:, mix_lane] < fraction
         else:
-            self.h[idx] = 0.0
-            self.c[idx] = 0.0
+            from_trajectory = np.full(len(index), self.start == "trajectory")
+        for trajectory in (False, True):
+            rows = np.flatnonzero(from_trajectory == trajectory)
+            if rows.size:
+                rows_t = torch.from_numpy(rows).to(device)
+                member_uniform = draws[rows, member_lane] if self.ensemble else None
+                self._start(idx[rows_t], draws[rows, 0], noise[rows_t], member_uniform, trajectory)
         if self.dropout:
             lanes = slice(1 + self._normal_lanes, 1 + self._normal_lanes + mask_lanes)
             keep = torch.from_numpy(draws[:, lanes] >= self.dropout).to(device)
@@ -303,12 +317,37 @@ class LatentDream:
         self.steps[index] = 0
         _check_finite(self.z[idx], torch.zeros(len(index), device=device), self.steps[index], "at reset")
 
-    def _reset_members(self, idx: torch.Tensor, start: torch.Tensor, uniform: np.ndarray) -> None:
+    def _start(
+        self,
+        idx: torch.Tensor,
+        uniform: np.ndarray,
+        noise: torch.Tensor,
+        member_uniform: np.ndarray | None,
+        trajectory: bool,
+    ) -> None:
+        """Start the episodes in slots ``idx`` from a first frame or, if ``trajectory``, a real trajectory state."""
+        if trajectory:
+            bank_mu, bank_logvar = self.model.trajectory_mu, self.model.trajectory_logvar
+        else:
+            bank_mu, bank_logvar = self.model.start_mu, self.model.start_logvar
+        start = np.minimum((uniform * len(bank_mu)).astype(np.int64), len(bank_mu) - 1)
+        start_t = torch.from_numpy(start).to(idx.device)
+        self.z[idx] = bank_mu[start_t] + torch.exp(0.5 * bank_logvar[start_t]) * noise
+        if member_uniform is not None:
+            self._reset_members(idx, start_t, member_uniform, trajectory)
+        elif trajectory:
+            self.h[idx] = self.model.trajectory_h[start_t]
+            self.c[idx] = self.model.trajectory_c[start_t]
+        else:
+            self.h[idx] = 0.0
+            self.c[idx] = 0.0
+
+    def _reset_members(self, idx: torch.Tensor, start: torch.Tensor, uniform: np.ndarray, trajectory: bool) -> None:
         """Draw the dreaming member of new episodes and start every member's state."""
         k = self.members.size
         member = np.minimum((uniform * k).astype(np.int64), k - 1)
         self.member[idx] = torch.from_numpy(member).to(idx.device)
-        if self.start == "trajectory":
+        if trajectory:
             self.member_h[0, idx] = self.model.trajectory_h[start]
             self.member_c[0, idx] = self.model.trajectory_c[start]
             self.member_h[1:, idx] = self.model.trajectory_member_h[start].transpose(0, 1)

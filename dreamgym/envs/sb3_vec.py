@@ -136,7 +136,7 @@ class DreamVecEnv(VecEnv):
         device: str = "cpu",
         render_mode: str | None = None,
         revision: str | None = None,
-        start: str = "first_frame",
+        start: str | float = "first_frame",
         dropout: float = 0.0,
         ensemble: bool = False,
         disagreement_penalty: float = 0.0,
