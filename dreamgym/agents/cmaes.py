@@ -128,7 +128,7 @@ def evaluate_population(
         temperature: the dream's temperature tau.
         max_steps: truncation horizon.
         return_lengths: also return the episodes' lengths.
-        start: where dream episodes start, ``"first_frame"`` or ``"trajectory"``.
+        start: where dream episodes start, ``"first_frame"``, ``"trajectory"`` or the fraction of trajectory starts.
         dropout: dream-time dropout of M, one mask per episode.
         ensemble: dream with the world model's ensemble of Ms, one member per episode.
         disagreement_penalty: with ``ensemble``, rewards minus this times the members'
@@ -532,7 +532,8 @@ def train_controller(
         revision: branch, tag or commit when ``model`` is a Hub repo id.
         start: where dream episodes start: ``"first_frame"`` (the paper) or
             ``"trajectory"`` (real states along real trajectories; pair it with a short
-            ``max_steps``, so that the fitness averages many short segments).
+            ``max_steps``, so that the fitness averages many short segments), or a number ``p``:
+            from trajectory states with probability ``p``, else from first frames.
         dropout: dream-time dropout of M, a new mask per episode (Dropout's Dream Land).
         ensemble: dream with the world model's ensemble of Ms (``train-rnn
             --ensemble-size K``), one member drawn per episode, so that a candidate scores well

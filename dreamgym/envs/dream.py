@@ -51,6 +51,10 @@ class DreamCarRacingEnv(WorldModelEnv):
       anywhere the real car went, with M's memory of how it got there. Pair it with a short
       horizon (``max_episode_steps=100..250``): many short dreams branched from real states
       give an optimiser less room to drift into what M never saw (as Dreamer and MBPO do).
+    - ``start=p``, a number in [0, 1]: each episode starts from the trajectory bank with
+      probability ``p``, else from a first frame. Full laps from the start line stay in
+      training while a share of episodes begins where real cars got into trouble (a bank taken
+      from the real episodes of agents that exploited the dream holds their spins and stops).
 
     ## Episode End
     - Termination: M's termination probability exceeds 0.5, or, with
@@ -71,7 +75,8 @@ class DreamCarRacingEnv(WorldModelEnv):
     - ``continuous``: Box(3) or Discrete(5) actions.
     - ``max_episode_steps``: truncation horizon of a directly constructed env (None: none).
     - ``sample_termination``: see Episode End.
-    - ``start``: ``"first_frame"`` or ``"trajectory"``; see Starting State.
+    - ``start``: ``"first_frame"``, ``"trajectory"`` or the fraction of trajectory starts;
+      see Starting State.
     - ``dropout``: dream-time dropout on M's input and output (Dropout's Dream Land): one
       mask per episode, drawn at reset, so each episode is dreamt by a slightly different M
       and a policy cannot rely on one M's quirks. Meant for an M trained with dropout
@@ -94,7 +99,7 @@ class DreamCarRacingEnv(WorldModelEnv):
 
     ## Version History
     - v0: initial version; ``start`` and ``dropout``, then ``ensemble`` and
-      ``disagreement_penalty``, added without changing the default dream.
+      ``disagreement_penalty``, then ``start=p``, added without changing the default dream.
     - v1: the same env, whose default ``model`` is the embedded world model of six rounds of
       the paper's loop with a PPO agent (M fine-tuned on the episodes the agent drove; V
       unchanged), registered where that model is installed. The reference agent was

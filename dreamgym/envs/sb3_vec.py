@@ -114,7 +114,7 @@ class DreamVecEnv(VecEnv):
         render_mode: None, or ``"rgb_array"`` for :meth:`render` to return a grid of the
             decoded frames (``render("human")`` then shows it with OpenCV, as SB3 does).
         revision: branch, tag or commit when ``model`` is a Hub repo id.
-        start: ``"first_frame"`` or ``"trajectory"`` (see ``DreamCarRacingEnv``).
+        start: ``"first_frame"``, ``"trajectory"`` or the fraction of trajectory starts (see ``DreamCarRacingEnv``).
         dropout: dream-time dropout, one mask per episode (see ``DreamCarRacingEnv``).
         ensemble: dream with the world model's ensemble of Ms, one member per episode (see
             ``DreamCarRacingEnv``); ``infos[i]["disagreement"]`` then holds the members'
@@ -186,7 +186,9 @@ class DreamVecEnv(VecEnv):
     sample_termination: _Shared[bool] = _Shared(
         "dream", "Whether termination is drawn from M's probability rather than thresholded.", bool
     )
-    start: _Shared[str] = _Shared("dream", '''Where episodes start, ``"first_frame"`` or ``"trajectory"``.''')
+    start: _Shared[str | float] = _Shared(
+        "dream", '''Where episodes start: ``"first_frame"``, ``"trajectory"`` or the fraction of trajectory starts.'''
+    )
     dropout: _Shared[float] = _Shared("dream", "Dream-time dropout of M, one mask per episode.")
     ensemble: _Shared[bool] = _Shared(
         "dream", "Whether episodes are dreamt by the world model's ensemble of Ms, one member each."
