@@ -16,6 +16,13 @@ import numpy as np
 from dreamgym.agents.real_validation import validation_entry, validation_record
 from dreamgym.files import atomic_write_json
 
+
+def scored_checkpoint(checkpoint: str, agent: str) -> bool:
+    """Whether ``agent`` is ``checkpoint`` or the policy a sampling validation exported beside it."""
+    agent = agent.rstrip("/")
+    return checkpoint.endswith(agent) or agent.endswith(checkpoint.removesuffix(".zip") + "-sample")
+
+
 args = sys.argv[1:]
 out = args[args.index("--out") + 1]
 paths = [a for a in args if a not in ("--out", out)]
@@ -23,7 +30,7 @@ record = json.load(open(paths[0], encoding="utf-8"))
 extras = [json.load(open(p, encoding="utf-8")) for p in paths[1:]]
 history = []
 for extra in extras:
-    (entry,) = [e for e in record["history"] if e["checkpoint"].endswith(extra["agent"].rstrip("/"))]
+    (entry,) = [e for e in record["history"] if scored_checkpoint(e["checkpoint"], extra["agent"])]
     if set(entry["seeds"]) & set(extra["seeds"]) or extra["max_steps"] != record["max_steps"]:
         raise SystemExit(f"{extra['agent']}: the extra episodes must be on new seeds with the same step cap")
     returns = list(entry["returns"]) + list(extra["returns"])
