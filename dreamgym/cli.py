@@ -319,6 +319,9 @@ def _train_controller_args(p: argparse.ArgumentParser) -> None:
                         "one member per episode")
     p.add_argument("--disagreement-penalty", type=float, default=0.0,
                    help="with --ensemble: reward minus this times the members' disagreement (MOPO-style pessimism)")
+    p.add_argument("--action-noise", type=float, default=0.0,
+                   help="std of Gaussian noise on every action in the dream, the same for every candidate on an "
+                        "episode: candidates must drive well under it (the saved controller drives without it)")
     p.add_argument("--unsafe-pickle", action="store_true",
                    help="on resuming, unpickle pycma's saved state (checkpoints/cmaes_es.pickle) so that the run "
                         "goes on exactly; unpickling runs any code in the file, so only for a folder you trust "
@@ -333,7 +336,8 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
         popsize=args.popsize, rollouts=args.rollouts, sigma0=args.sigma0, temperature=args.temperature,
         max_steps=args.max_steps, seed=args.seed, weight_decay=args.weight_decay, device=args.device,
         eval_every=args.eval_every, start=args.start, dropout=args.dropout, ensemble=args.ensemble,
-        disagreement_penalty=args.disagreement_penalty, unsafe_pickle=args.unsafe_pickle,
+        disagreement_penalty=args.disagreement_penalty, action_noise=args.action_noise,
+        unsafe_pickle=args.unsafe_pickle,
     )
     summary = controller.training
     print(f"best controller (dream fitness {summary.get('best_fitness', float('nan')):.1f} after "

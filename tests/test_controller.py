@@ -247,7 +247,43 @@ def test_members_share_episodes_within_a_generation_not_across():
     assert len(set(generation_seeds(0, 3, 4))) == 4
 
 
+def test_action_noise_is_the_same_for_every_member_and_reproducible(tiny_model):
+    params = np.random.default_rng(5).normal(0, 0.5, (2, 3 * OBS_DIM + 3))
+    params = np.concatenate([params, params[:1]])  # member 2 is member 0
+    seeds = generation_seeds(0, 1, 3)
+    plain = evaluate_population(tiny_model, params, seeds, max_steps=20)
+    np.testing.assert_array_equal(evaluate_population(tiny_model, params, seeds, max_steps=20, action_noise=0.0), plain)
+    noisy = evaluate_population(tiny_model, params, seeds, max_steps=20, action_noise=0.5)
+    np.testing.assert_array_equal(evaluate_population(tiny_model, params, seeds, max_steps=20, action_noise=0.5), noisy)
+    np.testing.assert_array_equal(noisy[2], noisy[0])  # equal members, equal noise: equal returns
+    assert not np.allclose(noisy, plain)
+    other = evaluate_population(tiny_model, params, generation_seeds(0, 2, 3), max_steps=20, action_noise=0.5)
+    assert not np.allclose(other, noisy)
+
+
+def test_action_noise_keeps_actions_in_the_action_space():
+    noise = cmaes._ActionNoise([1, 2], 10.0, torch.device("cpu"))
+    actions = noise(torch.zeros(3, 2, 3))
+    low, high = torch.tensor([-1.0, 0.0, 0.0]), torch.tensor([1.0, 1.0, 1.0])
+    assert bool(((actions >= low) & (actions <= high)).all())
+    assert torch.equal(actions[0], actions[1]) and torch.equal(actions[1], actions[2])  # one draw per episode
+    assert bool(((actions == low) | (actions == high)).any())  # noise of std 10 is clipped
+
+
 TOY = dict(popsize=4, rollouts=2, max_steps=10, progress=False)
+
+
+def test_action_noise_is_a_run_option(tiny_model, tmp_path, capsys):
+    out = tmp_path / "noisy"
+    controller = train_controller(tiny_model, out, generations=1, eval_every=0, action_noise=0.3, **TOY)
+    assert controller.training["options"]["action_noise"] == 0.3
+    with pytest.raises(CheckpointError, match="action_noise: 0.3 -> 0.0"):
+        train_controller(tiny_model, out, generations=2, eval_every=0, **TOY)
+    with pytest.raises(ValueError, match="action_noise must be a finite number >= 0"):
+        train_controller(tiny_model, tmp_path / "bad", generations=1, action_noise=-0.1, **TOY)
+    rc = main(["train-controller", "--out", str(tmp_path / "cli"), "--action-noise", "nan", "--generations", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "action_noise must be a finite number >= 0" in err
 
 
 def test_toy_run_logs_checkpoints_and_saves_the_best(tiny_model, tmp_path):

@@ -53,6 +53,7 @@ from dreamgym.checkpoints import (
     run_stage,
     write_checkpoint,
 )
+from dreamgym.envs.common import CONTINUOUS_HIGH, CONTINUOUS_LOW
 from dreamgym.envs.dynamics import (
     LatentDream,
     check_dropout,
@@ -77,10 +78,12 @@ SNAPSHOT_DIR = "snapshots"
 ES_STATE_FILE = "cmaes_es.pickle"
 _RESUME_OPTIONS = (
     "popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay", "start", "dropout",
-    "ensemble", "disagreement_penalty",
+    "ensemble", "disagreement_penalty", "action_noise",
 )
 # Options added after the first release: a checkpoint that lacks them was made with these.
-_NEW_OPTION_DEFAULTS = {"start": "first_frame", "dropout": 0.0, "ensemble": False, "disagreement_penalty": 0.0}
+_NEW_OPTION_DEFAULTS = {
+    "start": "first_frame", "dropout": 0.0, "ensemble": False, "disagreement_penalty": 0.0, "action_noise": 0.0,
+}
 
 
 # ------------------------------------------------------------------ seeds and keys
@@ -113,6 +116,7 @@ def evaluate_population(
     dropout: float = 0.0,
     ensemble: bool = False,
     disagreement_penalty: float = 0.0,
+    action_noise: float = 0.0,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Dream returns of ``P`` controllers, each on the same episodes (one per env seed).
 
@@ -133,6 +137,10 @@ def evaluate_population(
         ensemble: dream with the world model's ensemble of Ms, one member per episode.
         disagreement_penalty: with ``ensemble``, rewards minus this times the members'
             disagreement (see :class:`~dreamgym.envs.dynamics.LatentDream`).
+        action_noise: the std of Gaussian noise added to every action, which is then clipped
+            to the action space: the counterpart of a PPO policy's fixed std. Episode ``r``
+            gets the same noise for every member, drawn from ``seeds``, so members are still
+            compared on equal terms.
 
     Returns:
         float64 (P, len(seeds)) returns, and with ``return_lengths`` int64 (P, len(seeds)) lengths.
@@ -154,10 +162,14 @@ def evaluate_population(
     returns = torch.zeros(n, dtype=torch.float64, device=device)
     alive = torch.ones(n, dtype=torch.bool, device=device)
     lengths = torch.zeros(n, dtype=torch.int64, device=device)
+    noise = _ActionNoise(seeds, action_noise, device) if action_noise > 0 else None
     z, h = dream.z, dream.h
     for _ in range(max_steps):
         obs = torch.cat([z, h], dim=1).view(population, rollouts, obs_dim)
-        actions = population_actions(weights, biases, obs).reshape(n, 3)
+        actions = population_actions(weights, biases, obs)
+        if noise is not None:
+            actions = noise(actions)
+        actions = actions.reshape(n, 3)
         out = dream.step(actions)
         # The reward of the terminating step still counts, as in the env.
         returns += torch.where(alive, out.reward.double(), 0.0)
@@ -170,6 +182,22 @@ def evaluate_population(
     if return_lengths:
         return returns_array, lengths.view(population, rollouts).cpu().numpy()
     return returns_array
+
+
+class _ActionNoise:
+    """Gaussian action noise for :func:`evaluate_population`, the same for every member on an episode."""
+
+    def __init__(self, seeds: Sequence[int], std: float, device: torch.device) -> None:
+        entropy = np.random.SeedSequence([3, *map(int, seeds)]).generate_state(1)[0]
+        self.generator = torch.Generator().manual_seed(int(entropy))
+        self.std, self.rollouts, self.device = std, len(seeds), device
+        self.low = torch.as_tensor(CONTINUOUS_LOW, device=device)
+        self.high = torch.as_tensor(CONTINUOUS_HIGH, device=device)
+
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        """(P, R, 3) actions plus this step's (R, 3) noise, clipped to CarRacing's action space."""
+        noise = torch.randn(self.rollouts, 3, generator=self.generator).to(self.device, actions.dtype)
+        return torch.clamp(actions + self.std * noise, self.low.to(actions.dtype), self.high.to(actions.dtype))
 
 
 # -------------------------------------------------------------------- checkpoints
@@ -252,6 +280,7 @@ def _checked_options(
     eval_every: int,
     eval_rollouts: int,
     dropout: float,
+    action_noise: float = 0.0,
 ) -> dict[str, Any]:
     """The options of :func:`train_controller` that need no world model, checked."""
     options = {
@@ -269,6 +298,10 @@ def _checked_options(
         raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0!r}")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if not (isinstance(action_noise, int | float) and math.isfinite(action_noise) and action_noise >= 0):
+        raise ValueError(f"action_noise must be a finite number >= 0 (the std of each action's noise), "
+                         f"got {action_noise!r}")
+    options["action_noise"] = float(action_noise)
     return options
 
 
@@ -372,6 +405,7 @@ class _ControllerRun:
         returns = evaluate_population(
             self.world_model, params, seeds, o["temperature"], o["max_steps"], start=o["start"],
             dropout=o["dropout"], ensemble=o["ensemble"], disagreement_penalty=o["disagreement_penalty"],
+            action_noise=o["action_noise"],
         )
         return cast(np.ndarray, returns)
 
@@ -483,6 +517,7 @@ def train_controller(
     dropout: float = 0.0,
     ensemble: bool = False,
     disagreement_penalty: float = 0.0,
+    action_noise: float = 0.0,
     unsafe_pickle: bool = False,
 ) -> LinearController:
     """Train the paper's linear controller in the dream with CMA-ES and save the best one to ``out``.
@@ -541,6 +576,10 @@ def train_controller(
         disagreement_penalty: with ``ensemble``, each step's reward minus this times the
             members' disagreement (MOPO's pessimism; see
             :class:`~dreamgym.envs.dynamics.LatentDream`).
+        action_noise: the std of Gaussian noise added to every action in the dream (then
+            clipped to the action space), so that a candidate scores well only by driving well
+            under that much noise, as PPO with a fixed std does. The saved controller drives
+            without it.
         unsafe_pickle: on resuming, unpickle pycma's saved state, so that the run goes on
             exactly; unpickling runs any code in the file, so only for a folder you trust.
 
@@ -551,7 +590,7 @@ def train_controller(
         raise TypeError("train_controller() needs out= (the output folder)")
     checked = _checked_options(
         generations, popsize, rollouts, sigma0, temperature, max_steps, seed, weight_decay, eval_every, eval_rollouts,
-        dropout,
+        dropout, action_noise,
     )
     out = Path(out)
     device = pick_device(device)
@@ -566,6 +605,7 @@ def train_controller(
         "obs_dim": obs_dim, "n_params": 3 * obs_dim + 3,
         "start": start, "dropout": checked["dropout"],
         "ensemble": ensemble, "disagreement_penalty": disagreement_penalty,
+        "action_noise": checked["action_noise"],
     }
     run = _ControllerRun(world_model, out, options, _describe_model(model, revision), device, progress)
     run.resume()
