@@ -281,7 +281,9 @@ def test_action_noise_is_a_run_option(tiny_model, tmp_path, capsys):
         train_controller(tiny_model, out, generations=2, eval_every=0, **TOY)
     with pytest.raises(ValueError, match="action_noise must be a finite number >= 0"):
         train_controller(tiny_model, tmp_path / "bad", generations=1, action_noise=-0.1, **TOY)
-    rc = main(["train-controller", "--out", str(tmp_path / "cli"), "--action-noise", "nan", "--generations", "1"])
+    with pytest.raises(ValueError, match="action_noise must be finite"):
+        train_controller(tiny_model, tmp_path / "bad", generations=1, action_noise=float("nan"), **TOY)
+    rc = main(["train-controller", "--out", str(tmp_path / "cli"), "--action-noise", "-1", "--generations", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "action_noise must be a finite number >= 0" in err
 

@@ -66,7 +66,7 @@ from dreamgym.errors import CheckpointError
 from dreamgym.files import atomic_write, read_json
 from dreamgym.hub import ModelSource, load_world_model
 from dreamgym.models.world_model import WorldModel
-from dreamgym.validation import check_int, pick_device
+from dreamgym.validation import check_int, check_number, pick_device
 
 __all__ = ["dream_keys", "evaluate_population", "generation_seeds", "select_controller", "train_controller"]
 
@@ -195,9 +195,10 @@ class _ActionNoise:
         self.high = torch.as_tensor(CONTINUOUS_HIGH, device=device)
 
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
-        """(P, R, 3) actions plus this step's (R, 3) noise, clipped to CarRacing's action space."""
-        noise = torch.randn(self.rollouts, 3, generator=self.generator).to(self.device, actions.dtype)
-        return torch.clamp(actions + self.std * noise, self.low.to(actions.dtype), self.high.to(actions.dtype))
+        """(P, R, 3) float32 actions plus this step's (R, 3) noise, clipped to CarRacing's action space."""
+        # Drawn on the CPU, so that a run's noise does not depend on the device it dreams on.
+        noise = torch.randn(self.rollouts, 3, generator=self.generator).to(self.device)
+        return torch.clamp(actions + self.std * noise, self.low, self.high)
 
 
 # -------------------------------------------------------------------- checkpoints
@@ -298,10 +299,10 @@ def _checked_options(
         raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0!r}")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    if not (isinstance(action_noise, int | float) and math.isfinite(action_noise) and action_noise >= 0):
+    options["action_noise"] = check_number("action_noise", action_noise)
+    if options["action_noise"] < 0:
         raise ValueError(f"action_noise must be a finite number >= 0 (the std of each action's noise), "
                          f"got {action_noise!r}")
-    options["action_noise"] = float(action_noise)
     return options
 
 
