@@ -58,8 +58,8 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--policy", default="random",
                    help="'random' (temporally correlated random actions), 'random?gas_mean=0.3&gas_mean_max=0.8', "
-                        "or 'controller:DIR?noise=0.3' (a trained controller plus exploration noise; "
-                        "DIR may be 'reference')")
+                        "'controller:DIR?noise=0.3' (a trained controller plus exploration noise; "
+                        "DIR may be 'reference'), or 'replay:DATA' (the actions stored for each seed in DATA)")
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--out", required=True,
@@ -67,6 +67,9 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="on resume, do not re-hash the stored shards of these seeds "
                         "(by default a corrupt one is collected again)")
+    p.add_argument("--keep-dashboard", dest="crop_dashboard", action="store_false",
+                   help="keep CarRacing's dashboard strip (speed, ABS, steering bars) in the frames; "
+                        "by default it is cut, as the paper's V and the shipped models see them")
     _add_backend_args(p)
 
 
@@ -76,6 +79,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     store = collect(
         env_id=args.env, episodes=args.episodes, out=args.out, workers=args.workers,
         policy=args.policy, seed=args.seed, max_steps=args.max_steps, backend=_backend(args), verify=args.verify,
+        crop_dashboard=args.crop_dashboard,
     )
     print(f"{len(store)} episodes in {args.out}")
     return 0

@@ -63,6 +63,8 @@ __all__ = [
     "load_episodes",
     "open_store",
     "shard_name",
+    "check_store_preprocessing",
+    "stored_crop_dashboard",
 ]
 
 #: Version of both the manifest and the shard layout.
@@ -77,7 +79,7 @@ _SHARD_KEYS = frozenset({"frames", "actions", "rewards", "terminated", "truncate
 _ENTRY_KEYS = ("file", "seed", "length", "return", "sha256")
 # How an episode was collected, recorded by `collect` so that re-collecting its seed with other
 # settings is refused instead of silently skipped (older manifests lack them).
-PROVENANCE_KEYS = ("env_id", "policy", "max_steps")
+PROVENANCE_KEYS = ("env_id", "policy", "max_steps", "crop_dashboard")
 
 
 def shard_name(seed: int) -> str:
@@ -654,3 +656,46 @@ def episode_frame_counts(store: EpisodeStoreLike, seeds: Iterable[int]) -> int |
         return None
     wanted = set(int(s) for s in seeds)
     return sum(int(e["length"]) + 1 for e in entries() if int(e["seed"]) in wanted)
+
+
+def stored_crop_dashboard(store: EpisodeStoreLike) -> bool | None:
+    """Whether the store's frames were made with CarRacing's dashboard cut (True) or kept (False).
+
+    ``collect`` records it in every manifest entry; entries written before it did were all
+    cut (the only way then). None if the store has no manifest to tell (a store-like object
+    without ``entries``).
+
+    Raises:
+        FileFormatError: the store mixes frames made both ways.
+    """
+    # A view of some seeds (EpisodeSubset) answers for the store it views.
+    entries = getattr(getattr(store, "store", store), "entries", None)
+    if entries is None:
+        return None
+    kinds = {bool(entry.get("crop_dashboard", True)) for entry in entries()}
+    if len(kinds) > 1:
+        where = getattr(store, "root", store)
+        raise FileFormatError(
+            f"episode store {where} mixes frames with the dashboard cut and kept; V must see one kind: "
+            "collect them into separate stores"
+        )
+    return kinds.pop() if kinds else None
+
+
+def check_store_preprocessing(store: EpisodeStoreLike, crop_dashboard: bool, who: str) -> None:
+    """Refuse a store whose frames were made otherwise than ``who`` (a world model's V) expects.
+
+    Raises:
+        FileFormatError: the store's frames keep the dashboard where ``who`` cuts it, or the
+            other way round.
+    """
+    stored = stored_crop_dashboard(store)
+    if stored is None or stored == crop_dashboard:
+        return
+    where = getattr(store, "root", store)
+    have, want = ("cut", "kept") if stored else ("kept", "cut")
+    raise FileFormatError(
+        f"the frames of {where} have the dashboard {have}, but {who} sees frames with it {want} "
+        f"(crop_dashboard={crop_dashboard}); use data collected {'with' if not crop_dashboard else 'without'} "
+        "`collect --keep-dashboard`"
+    )

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from dreamgym.backends import Backend, headless, make_backend, run_episodes
 from dreamgym.data.policies import Policy, make_policy
-from dreamgym.episodes import PROVENANCE_KEYS, Episode, EpisodeStore
+from dreamgym.episodes import PROVENANCE_KEYS, Episode, EpisodeStore, stored_crop_dashboard
 from dreamgym.errors import CollectionConflictError, CollectorBusyError
 from dreamgym.files import atomic_write_json, read_json
 from dreamgym.preprocessing import CARRACING_FRAME_SHAPE, preprocess_frames
@@ -50,6 +50,7 @@ class _WorkerConfig:
     policy: str
     max_steps: int
     root: str
+    crop_dashboard: bool = True
 
 
 def make_env(env_id: str, max_steps: int) -> Any:
@@ -57,7 +58,7 @@ def make_env(env_id: str, max_steps: int) -> Any:
     return gym.make(env_id, continuous=True, max_episode_steps=max_steps)
 
 
-def run_episode(env: Any, policy: Policy, seed: int) -> Episode:
+def run_episode(env: Any, policy: Policy, seed: int, crop_dashboard: bool = True) -> Episode:
     """Drive one episode of ``env`` with ``policy`` and return it with preprocessed frames.
 
     Args:
@@ -65,6 +66,8 @@ def run_episode(env: Any, policy: Policy, seed: int) -> Episode:
             episode itself (``max_episode_steps`` truncation included).
         policy: reset with ``seed``, then called on each raw 96x96 frame.
         seed: env and policy seed of the episode.
+        crop_dashboard: cut CarRacing's dashboard strip before resizing (see
+            :mod:`dreamgym.preprocessing`); a world model's V must see frames made the same way.
 
     Returns:
         the episode; frames go through :func:`~dreamgym.preprocessing.preprocess_frames`.
@@ -85,7 +88,7 @@ def run_episode(env: Any, policy: Policy, seed: int) -> Episode:
             break
     # One batched resize per episode is several times faster than one per step.
     return Episode(
-        frames=preprocess_frames(np.stack(raw)),
+        frames=preprocess_frames(np.stack(raw), crop_dashboard=crop_dashboard),
         actions=np.stack(actions).astype(np.float32, copy=False),
         rewards=np.asarray(rewards, dtype=np.float32),
         terminated=np.asarray(terminated, dtype=bool),
@@ -102,7 +105,7 @@ def _collect_worker(config: _WorkerConfig) -> Iterator[Callable[[int], dict[str,
     try:
         policy = make_policy(config.policy, 0)
         store = EpisodeStore(config.root)
-        yield lambda seed: store.write_shard(run_episode(env, policy, seed))
+        yield lambda seed: store.write_shard(run_episode(env, policy, seed, config.crop_dashboard))
     finally:
         env.close()
 
@@ -180,6 +183,7 @@ def collect(
     backend: str | Backend[Any, Any] = "local",
     address: str | None = None,
     verify: bool = True,
+    crop_dashboard: bool = True,
 ) -> EpisodeStore:
     """Collect ``episodes`` episodes of the real env into the store at ``out``, resuming.
 
@@ -216,13 +220,18 @@ def collect(
         verify: before resuming, re-hash the stored shards of the requested seeds and collect
             again those that fail their sha256 (a corrupt or truncated shard); hashing is cheap
             next to driving.
+        crop_dashboard: cut the dashboard strip off every frame before resizing, as V of the
+            paper and of the shipped models sees them (the default); False keeps it, for a V
+            that sees the speed, ABS and steering bars. Recorded in the manifest: one store
+            holds frames made one way only.
 
     Returns:
         the store.
 
     Raises:
         CollectionConflictError: seeds of this call are already stored, collected with
-            another ``env_id``, ``policy`` or ``max_steps``; nothing is collected.
+            another ``env_id``, ``policy``, ``max_steps`` or ``crop_dashboard``, or the store
+            holds frames made the other way; nothing is collected.
         WorkerFailedError: (a ``RuntimeError``) a worker failed on an episode, or died on
             it more than the backend's ``max_retries`` times; the episodes finished before are kept.
     """
@@ -232,16 +241,26 @@ def collect(
     workers = check_int("workers", workers, 1)
     seed = check_int("seed", seed, 0)
     max_steps = check_int("max_steps", max_steps, 1)
+    if not isinstance(crop_dashboard, bool):
+        raise TypeError(f"crop_dashboard must be True or False, got {crop_dashboard!r}")
     runner = make_backend(backend, workers, address)
-    make_policy(policy, seed)  # a bad spec, option or controller path fails here, not in every worker
+    # A bad spec, option or controller path fails here, not in every worker.
+    checked = make_policy(policy, seed)
+    check_seeds = getattr(checked, "check_seeds", None)
+    if check_seeds is not None:
+        check_seeds(range(seed, seed + episodes))
     _check_env(env_id, max_steps)
 
     store = EpisodeStore(out)
     with collector_lock(store):
-        settings = {"env_id": env_id, "policy": policy, "max_steps": max_steps}
+        _check_preprocessing(store, crop_dashboard)
+        settings = {"env_id": env_id, "policy": policy, "max_steps": max_steps, "crop_dashboard": crop_dashboard}
         todo = _seeds_to_collect(store, range(seed, seed + episodes), settings, verify)
         # Absolute: a Ray worker may not share this process's working directory.
-        config = _WorkerConfig(env_id=env_id, policy=policy, max_steps=max_steps, root=os.path.abspath(store.root))
+        config = _WorkerConfig(
+            env_id=env_id, policy=policy, max_steps=max_steps, root=os.path.abspath(store.root),
+            crop_dashboard=crop_dashboard,
+        )
         used = min(runner.workers, len(todo))
         if todo:
             runner.start()  # starting or joining a Ray cluster is not collection time
@@ -258,6 +277,19 @@ def collect(
         else:
             logger.info("nothing to collect: %s already holds seeds %d..%d", store.root, seed, seed + episodes - 1)
     return store
+
+
+def _check_preprocessing(store: EpisodeStore, crop_dashboard: bool) -> None:
+    """Refuse to add frames made one way to a store of frames made the other: V trains on them all."""
+    if len(store) == 0:
+        return
+    stored = stored_crop_dashboard(store)
+    if stored is not None and stored != crop_dashboard:
+        kept = "cut" if stored else "kept"
+        raise CollectionConflictError(
+            f"{store.root} holds frames with the dashboard {kept}, and one store holds frames made one way only; "
+            f"collect {'without' if stored else 'with'} --keep-dashboard, or into another --out"
+        )
 
 
 def _seeds_to_collect(store: EpisodeStore, wanted: range, settings: dict[str, Any], verify: bool) -> list[int]:

@@ -12,6 +12,9 @@ re-run and produce the same shards.
   ``"random?gas_mean=0.3&gas_mean_max=0.8"`` varies the speed from episode to episode.
 - ``"agent:SPEC?model=DIR"``: any agent ``dreamgym evaluate`` takes, SB3 included, the same
   way: :class:`~dreamgym.agents.policies.AgentPolicy`.
+- ``"replay:DATA"``: :class:`ReplayPolicy`, the actions stored for the same seed in the
+  episode store ``DATA``, so that an earlier collection is driven again step for step, for
+  example to record it with other preprocessing (``dreamgym collect --keep-dashboard``).
 - ``"controller:PATH"``: a trained controller (a folder written by ``dreamgym
   train-controller``, or ``reference``) driving through its world model's V and M, with
   exploration noise (``"controller:PATH?noise=0.3"``):
@@ -27,12 +30,22 @@ agent-driven policies that way (see ``dreamgym/__init__.py``).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["POLICIES", "CorrelatedRandomPolicy", "Policy", "make_policy", "parse_policy_spec", "register_policy"]
+from dreamgym.episodes import EpisodeStoreLike, open_store
+
+__all__ = [
+    "POLICIES",
+    "CorrelatedRandomPolicy",
+    "Policy",
+    "ReplayPolicy",
+    "make_policy",
+    "parse_policy_spec",
+    "register_policy",
+]
 
 
 @runtime_checkable
@@ -175,6 +188,76 @@ class CorrelatedRandomPolicy:
         )
 
 
+class ReplayPolicy:
+    """The actions an episode store holds for each seed, played back in order.
+
+    CarRacing is deterministic given its seed and its actions, so driving seed ``s`` with the
+    actions stored for ``s`` reproduces that episode frame for frame, whatever policy first
+    drove it (a noisy controller, a PPO agent, random driving). Collecting with this policy
+    therefore records an existing collection again, for example with the dashboard kept
+    (``dreamgym collect --policy replay:data/carracing --keep-dashboard``), at the cost of
+    stepping the env but not of running the original agents.
+
+    Args:
+        seed: the first episode's seed; :meth:`reset` picks each episode's actions.
+        data: the episode store to replay (a folder written by ``dreamgym collect``).
+
+    Raises:
+        FileNotFoundError: ``data`` holds no episodes.
+    """
+
+    def __init__(self, seed: int = 0, data: str | None = None) -> None:
+        if data is None:
+            raise ValueError("the replay policy needs the store to replay, as 'replay:DATA'")
+        self.data = data
+        self._store: EpisodeStoreLike = open_store(data)
+        self._actions = np.zeros((0, 3), dtype=np.float32)
+        self._step = 0
+        self._seed = seed
+
+    def check_seeds(self, seeds: Iterable[int]) -> None:
+        """Refuse, before anything runs, seeds the store has no episode of."""
+        stored = self._store.seeds()
+        missing = sorted(int(s) for s in seeds if int(s) not in stored)
+        if missing:
+            raise ValueError(
+                f"replay: {self.data} holds no episode of {len(missing)} of the requested seeds "
+                f"(first {missing[0]}); replay only seeds it holds ({_seed_ranges(stored)})"
+            )
+
+    def reset(self, seed: int) -> None:
+        """Load the stored actions of episode ``seed``."""
+        self.check_seeds([seed])
+        self._actions = np.asarray(self._store.load(seed).actions, dtype=np.float32)
+        self._step, self._seed = 0, int(seed)
+
+    def __call__(self, obs: Any = None) -> np.ndarray:
+        """The next stored action; the env must end the episode where the stored one ended."""
+        if self._step >= len(self._actions):
+            raise RuntimeError(
+                f"replay of seed {self._seed} diverged: the env went on past the {len(self._actions)} stored "
+                f"steps (another env version or physics than the one that collected {self.data})"
+            )
+        action = self._actions[self._step]
+        self._step += 1
+        return action.copy()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(data={self.data!r})"
+
+
+def _seed_ranges(seeds: Iterable[int]) -> str:
+    """``"0..99, 100000..100059"``: a set of seeds as its runs of consecutive seeds."""
+    ordered = sorted(seeds)
+    runs: list[list[int]] = []
+    for s in ordered:
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    return ", ".join(f"{a}..{b}" if a != b else f"{a}" for a, b in runs)
+
+
 # The car sits at rows 66-77, columns 45-50 of CarRacing's 96x96 frame, pointing up; rows
 # 40-63 are the road just ahead of it, whatever the zoom.
 _LOOKAHEAD_ROWS = slice(40, 64)
@@ -201,6 +284,7 @@ def _road_offset(obs: np.ndarray) -> float | None:
 #: Names may not contain ':' or '?', which introduce a spec's argument and options.
 POLICIES: dict[str, Callable[..., Policy] | str] = {
     "random": CorrelatedRandomPolicy,
+    "replay": ReplayPolicy,
 }
 
 

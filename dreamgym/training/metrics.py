@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from dreamgym.envs.observer import teacher_forced_states
-from dreamgym.episodes import DataSource, episode_frame_counts, load_episodes, open_store
+from dreamgym.episodes import (
+    DataSource,
+    check_store_preprocessing,
+    episode_frame_counts,
+    load_episodes,
+    open_store,
+)
 from dreamgym.files import update_json
 from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
 from dreamgym.models.world_model import WorldModel
@@ -141,6 +147,7 @@ def evaluate_world_model(
     if unknown:
         raise ValueError(f"parts must be among 'vae' and 'rnn', got {sorted(unknown)}")
     store = open_store(data)
+    check_store_preprocessing(store, model.config.crop_dashboard, "this world model's V")
     train_seeds, heldout_seeds = split_seeds(store.seeds(), holdout, seed)
     if max_episodes is not None:
         heldout_seeds = heldout_seeds[:max_episodes]

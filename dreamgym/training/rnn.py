@@ -24,7 +24,7 @@ from dreamgym.checkpoints import (
 from dreamgym.config import MAX_ENSEMBLE_SIZE, WorldModelConfig
 from dreamgym.envs.dynamics import check_dropout
 from dreamgym.envs.observer import teacher_forced_states
-from dreamgym.episodes import DataSource, EpisodeStoreLike, open_store
+from dreamgym.episodes import DataSource, EpisodeStoreLike, check_store_preprocessing, open_store
 from dreamgym.errors import CheckpointError
 from dreamgym.files import atomic_write
 from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, mixture_nll
@@ -363,6 +363,7 @@ def add_trajectory_starts(
     if "rnn" not in world_model.config.training:
         raise ValueError(f"the world model in {str(source)!r} has no trained M; run `dreamgym train-rnn` first")
     store = open_store(data)
+    check_store_preprocessing(store, world_model.config.crop_dashboard, f"the V of {source}")
     train_seeds, _ = split_seeds(store.seeds(), holdout, seed)
     latents = encode_episodes(world_model, store, out / CHECKPOINT_DIR / LATENTS_FILE, progress)
     train_eps = latents.select(train_seeds)
@@ -657,6 +658,7 @@ def train_rnn(
     device = pick_device(device)
     store = open_store(data)
     model = load_trained_vae(vae).to(device)
+    check_store_preprocessing(store, model.config.crop_dashboard, f"the V of {vae}")
     fingerprint = module_fingerprint(model.vae)
     cfg = model.config
     if dropout is not None:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from dreamgym.checkpoints import CHECKPOINT_DIR, epoch_checkpoint, load_checkpoint, resume_training, run_stage
 from dreamgym.config import WorldModelConfig
-from dreamgym.episodes import DataSource, open_store
+from dreamgym.episodes import DataSource, check_store_preprocessing, open_store, stored_crop_dashboard
 from dreamgym.errors import CheckpointError, DreamgymError, WouldOverwriteError
 from dreamgym.files import read_json
 from dreamgym.models.vae import vae_loss
@@ -228,7 +228,8 @@ def train_vae(
         data: a folder written by ``dreamgym collect`` or an ``EpisodeStore``.
         out: output folder; receives a world model (``save_pretrained``) whose V is
             trained and whose M is freshly initialised, ready for :func:`train_rnn`.
-        config: sizes of the model; None means the paper's (or the checkpoint's on resume).
+        config: sizes of the model; None means the paper's (or the checkpoint's on resume),
+            with ``crop_dashboard`` as the data's frames were collected.
         epochs: total number of passes over the training frames.
         batch_size: frames per gradient step.
         lr: Adam learning rate.
@@ -253,7 +254,11 @@ def train_vae(
         raise ValueError(f"no training episodes left after holding out {holdout:.0%} of {len(store)}")
 
     checkpoint = load_checkpoint(out, STAGE)
+    stored_crop = stored_crop_dashboard(store)
+    if config is None and checkpoint is None and stored_crop is not None:
+        config = WorldModelConfig(crop_dashboard=stored_crop)  # V sees frames as they were collected
     config = _resolve_config(config, checkpoint[2]["config"] if checkpoint else None, out)
+    check_store_preprocessing(store, config.crop_dashboard, f"the V of {out}")
 
     seed_everything(seed)
     model = WorldModel(config)
