@@ -326,6 +326,9 @@ def _train_controller_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--action-noise", type=float, default=0.0,
                    help="std of Gaussian noise on every action in the dream, the same for every candidate on an "
                         "episode: candidates must drive well under it (the saved controller drives without it)")
+    p.add_argument("--output-noise", type=float, default=0.0,
+                   help="std of Gaussian noise on the controller's raw outputs before the squash into the action "
+                        "space (PPO's fixed std for a linear controller; it can still keep the brake off)")
     p.add_argument("--unsafe-pickle", action="store_true",
                    help="on resuming, unpickle pycma's saved state (checkpoints/cmaes_es.pickle) so that the run "
                         "goes on exactly; unpickling runs any code in the file, so only for a folder you trust "
@@ -341,7 +344,7 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, seed=args.seed, weight_decay=args.weight_decay, device=args.device,
         eval_every=args.eval_every, start=args.start, dropout=args.dropout, ensemble=args.ensemble,
         disagreement_penalty=args.disagreement_penalty, action_noise=args.action_noise,
-        unsafe_pickle=args.unsafe_pickle,
+        output_noise=args.output_noise, unsafe_pickle=args.unsafe_pickle,
     )
     summary = controller.training
     print(f"best controller (dream fitness {summary.get('best_fitness', float('nan')):.1f} after "

@@ -81,7 +81,8 @@ class Case:
 
 CASES = {
     "collect": Case(
-        lambda m, t: ["collect", "--episodes", "1", "--max-steps", "10", "--workers", "1", "--out", str(t / "new")],
+        lambda m, t: ["collect", "--episodes", "1", "--max-steps", "10", "--workers", "1", "--out", str(t / "new"),
+                      "--policy", f"replay:{m.store}", "--seed", "100", "--keep-dashboard"],
         "1 episodes in", "new/manifest.json",
     ),
     "verify-data": Case(lambda m, t: ["verify-data", m.store], "4 intact episodes"),

@@ -270,6 +270,31 @@ def test_action_noise_keeps_actions_in_the_action_space():
     assert bool(((actions == low) | (actions == high)).any())  # noise of std 10 is clipped
 
 
+def test_output_noise_is_the_same_for_every_member_reproducible_and_not_action_noise(tiny_model):
+    params = np.random.default_rng(6).normal(0, 0.5, (2, 3 * OBS_DIM + 3))
+    params = np.concatenate([params, params[:1]])  # member 2 is member 0
+    seeds = generation_seeds(0, 1, 3)
+    plain = evaluate_population(tiny_model, params, seeds, max_steps=20)
+    noisy = evaluate_population(tiny_model, params, seeds, max_steps=20, output_noise=0.5)
+    np.testing.assert_array_equal(evaluate_population(tiny_model, params, seeds, max_steps=20, output_noise=0.5), noisy)
+    np.testing.assert_array_equal(noisy[2], noisy[0])
+    assert not np.allclose(noisy, plain)
+    assert not np.allclose(noisy, evaluate_population(tiny_model, params, seeds, max_steps=20, action_noise=0.5))
+
+
+def test_output_noise_lets_a_controller_keep_the_brake_off_where_action_noise_cannot():
+    obs = torch.zeros(1, 500, 4)
+    weights = torch.zeros(1, 3, 4)
+    biases = torch.tensor([[0.0, 3.0, -20.0]])  # full gas, brake far below 0
+    noise = cmaes._EpisodeNoise(range(500), 1.0, torch.device("cpu"), stream=4).draw()
+    before = controller_mod.population_actions(weights, biases, obs, noise)
+    assert bool((before[..., 2] == 0).all())  # tanh(-20 + noise) < 0: never brakes
+    assert bool((before[..., 0].abs() > 0.05).any())  # yet the steering is noisy
+    actions = controller_mod.population_actions(weights, biases, obs)
+    after = cmaes._ActionNoise(range(500), 1.0, torch.device("cpu"))(actions)
+    assert 0.4 < float((after[..., 2] > 0).float().mean()) < 0.6  # noise after the squash brakes half the time
+
+
 TOY = dict(popsize=4, rollouts=2, max_steps=10, progress=False)
 
 
@@ -286,6 +311,13 @@ def test_action_noise_is_a_run_option(tiny_model, tmp_path, capsys):
     rc = main(["train-controller", "--out", str(tmp_path / "cli"), "--action-noise", "-1", "--generations", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "action_noise must be a finite number >= 0" in err
+    quiet = train_controller(tiny_model, tmp_path / "output", generations=1, eval_every=0, output_noise=0.4, **TOY)
+    assert quiet.training["options"]["output_noise"] == 0.4
+    with pytest.raises(CheckpointError, match="output_noise: 0.4 -> 0.0"):
+        train_controller(tiny_model, tmp_path / "output", generations=2, eval_every=0, **TOY)
+    rc = main(["train-controller", "--out", str(tmp_path / "cli"), "--output-noise", "-1", "--generations", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "output_noise must be a finite number >= 0" in err
 
 
 def test_toy_run_logs_checkpoints_and_saves_the_best(tiny_model, tmp_path):

@@ -281,7 +281,8 @@ def test_random_policy_is_deterministic_and_correlated() -> None:
 
 
 def test_make_policy_rejects_unknown_specs() -> None:
-    with pytest.raises(ValueError, match=r"unknown policy 'nope'; expected one of \['agent', 'controller', 'random'\]"):
+    expected = r"unknown policy 'nope'; expected one of \['agent', 'controller', 'random', 'replay'\]"
+    with pytest.raises(ValueError, match=expected):
         make_policy("nope", seed=0)
     with pytest.raises(ValueError, match=r"'random\?speed=3' does not fit CorrelatedRandomPolicy.*'speed'"):
         make_policy("random?speed=3", seed=0)
@@ -440,6 +441,91 @@ def test_collect_with_a_controller_policy(tmp_path: Path, controller_dir) -> Non
     finally:
         env.close()
     assert not np.array_equal(store.load(7).actions, store.load(8).actions)
+
+
+def test_replay_records_a_collection_again_step_for_step(tmp_path: Path) -> None:
+    """Replaying a store's actions reproduces its episodes; with the dashboard kept only the frames change."""
+    first = collect(
+        episodes=2, out=tmp_path / "first", workers=1, max_steps=MAX_STEPS, seed=3,
+        policy="random?gas_mean=0.8", progress=False,
+    )
+    spec = f"replay:{tmp_path / 'first'}"
+    again = collect(episodes=2, out=tmp_path / "again", workers=1, max_steps=MAX_STEPS, seed=3, policy=spec,
+                    progress=False)
+    dashboard = collect(episodes=2, out=tmp_path / "dashboard", workers=1, max_steps=MAX_STEPS, seed=3, policy=spec,
+                        progress=False, crop_dashboard=False)
+    for seed in (3, 4):
+        original = first.load(seed)
+        assert_same_episode(again.load(seed), original)
+        kept = dashboard.load(seed)
+        for name in ("actions", "rewards", "terminated", "truncated"):
+            np.testing.assert_array_equal(getattr(kept, name), getattr(original, name))
+        assert kept.frames.shape == original.frames.shape
+        # The whole 96 rows are resized instead of the top 84: every frame is another picture.
+        assert all(not np.array_equal(a, b) for a, b in zip(kept.frames, original.frames, strict=True))
+    entries = json.loads((tmp_path / "dashboard" / "manifest.json").read_text())["episodes"]
+    assert [e["crop_dashboard"] for e in entries] == [False, False]
+    assert [e["policy"] for e in entries] == [spec, spec]
+
+
+def test_replay_refuses_seeds_it_lacks_and_episodes_that_diverge(tmp_path: Path) -> None:
+    collect(episodes=1, out=tmp_path / "first", workers=1, max_steps=MAX_STEPS, seed=3, progress=False)
+    spec = f"replay:{tmp_path / 'first'}"
+    with pytest.raises(ValueError, match=r"holds no episode of 1 of the requested seeds \(first 4\); .*\(3\)"):
+        collect(episodes=2, out=tmp_path / "missing", workers=1, max_steps=MAX_STEPS, seed=3, policy=spec,
+                progress=False)
+    assert not (tmp_path / "missing" / "manifest.json").exists()
+    # A longer episode than the stored one cannot be replayed: the actions run out.
+    with pytest.raises(RuntimeError, match="replay of seed 3 diverged: the env went on past the 20 stored steps"):
+        collect(episodes=1, out=tmp_path / "longer", workers=1, max_steps=MAX_STEPS + 5, seed=3, policy=spec,
+                progress=False)
+    with pytest.raises(FileNotFoundError, match="no episodes found"):
+        make_policy(f"replay:{tmp_path / 'nowhere'}", 0)
+    with pytest.raises(ValueError, match="needs the store to replay"):
+        make_policy("replay", 0)
+
+
+def test_one_store_holds_frames_made_one_way(tmp_path: Path) -> None:
+    """Frames with and without the dashboard never meet in a store, and V and M refuse the other kind."""
+    from dreamgym import WorldModelConfig
+    from dreamgym.errors import CollectionConflictError, FileFormatError
+    from dreamgym.training import train_rnn, train_vae
+
+    from conftest import TINY_CONFIG
+
+    root = tmp_path / "dashboard"
+    collect(episodes=3, out=root, workers=1, max_steps=MAX_STEPS, seed=0, progress=False, crop_dashboard=False)
+    with pytest.raises(CollectionConflictError, match="dashboard kept.*collect with --keep-dashboard"):
+        collect(episodes=1, out=root, workers=1, max_steps=MAX_STEPS, seed=10, progress=False)
+    assert EpisodeStore(root).seeds() == {0, 1, 2}
+
+    # V takes the data's preprocessing unless told otherwise; told otherwise, it refuses.
+    sizes = dict(TINY_CONFIG)
+    with pytest.raises(FileFormatError, match="have the dashboard kept, but the V of .* sees frames with it cut"):
+        train_vae(root, tmp_path / "cut", WorldModelConfig(**sizes), epochs=1, batch_size=8, progress=False)
+    kept = train_vae(root, tmp_path / "kept", WorldModelConfig(**sizes, crop_dashboard=False), epochs=1,
+                     batch_size=8, holdout=0.34, progress=False)
+    assert kept.config.crop_dashboard is False
+    cut_store = tmp_path / "cut-store"
+    collect(episodes=2, out=cut_store, workers=1, max_steps=MAX_STEPS, seed=0, progress=False)
+    with pytest.raises(FileFormatError, match="have the dashboard cut, but the V of .* sees frames with it kept"):
+        train_rnn(cut_store, tmp_path / "kept", tmp_path / "m", epochs=1, batch_size=2, seq_len=4, progress=False)
+
+
+def test_stored_crop_dashboard_reads_old_and_mixed_manifests(tmp_path: Path) -> None:
+    from dreamgym.episodes import stored_crop_dashboard
+    from dreamgym.errors import FileFormatError
+
+    store = EpisodeStore(tmp_path / "old")
+    assert stored_crop_dashboard(store) is None
+    store.write(make_episode(0))
+    assert stored_crop_dashboard(store) is True  # written before the key existed: cut, the only way then
+    entry = store.write_shard(make_episode(1))
+    store.record({**entry, "crop_dashboard": False})
+    with pytest.raises(FileFormatError, match="mixes frames with the dashboard cut and kept"):
+        stored_crop_dashboard(store)
+    with pytest.raises(FileFormatError, match="mixes"):  # a view of some seeds answers for its store
+        stored_crop_dashboard(EpisodeSubset(store, [0]))
 
 
 # -- collect -----------------------------------------------------------------------------------

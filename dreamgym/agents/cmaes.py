@@ -78,11 +78,12 @@ SNAPSHOT_DIR = "snapshots"
 ES_STATE_FILE = "cmaes_es.pickle"
 _RESUME_OPTIONS = (
     "popsize", "rollouts", "temperature", "max_steps", "seed", "weight_decay", "start", "dropout",
-    "ensemble", "disagreement_penalty", "action_noise",
+    "ensemble", "disagreement_penalty", "action_noise", "output_noise",
 )
 # Options added after the first release: a checkpoint that lacks them was made with these.
 _NEW_OPTION_DEFAULTS = {
     "start": "first_frame", "dropout": 0.0, "ensemble": False, "disagreement_penalty": 0.0, "action_noise": 0.0,
+    "output_noise": 0.0,
 }
 
 
@@ -117,6 +118,7 @@ def evaluate_population(
     ensemble: bool = False,
     disagreement_penalty: float = 0.0,
     action_noise: float = 0.0,
+    output_noise: float = 0.0,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Dream returns of ``P`` controllers, each on the same episodes (one per env seed).
 
@@ -141,6 +143,13 @@ def evaluate_population(
             to the action space: the counterpart of a PPO policy's fixed std. Episode ``r``
             gets the same noise for every member, drawn from ``seeds``, so members are still
             compared on equal terms.
+        output_noise: the std of Gaussian noise added to the controller's raw outputs,
+            before the squash into the action space: PPO's Gaussian is drawn around an
+            unbounded mean and then clipped, and this is its counterpart for the linear
+            controller. Unlike ``action_noise`` a candidate can keep the brake off under it
+            (a raw brake far below 0 stays below 0), where noise added after the squash
+            brakes on half of all steps whatever the candidate does. Drawn like ``action_noise``,
+            from its own stream.
 
     Returns:
         float64 (P, len(seeds)) returns, and with ``return_lengths`` int64 (P, len(seeds)) lengths.
@@ -163,10 +172,11 @@ def evaluate_population(
     alive = torch.ones(n, dtype=torch.bool, device=device)
     lengths = torch.zeros(n, dtype=torch.int64, device=device)
     noise = _ActionNoise(seeds, action_noise, device) if action_noise > 0 else None
+    raw_noise = _EpisodeNoise(seeds, output_noise, device, stream=4) if output_noise > 0 else None
     z, h = dream.z, dream.h
     for _ in range(max_steps):
         obs = torch.cat([z, h], dim=1).view(population, rollouts, obs_dim)
-        actions = population_actions(weights, biases, obs)
+        actions = population_actions(weights, biases, obs, raw_noise.draw() if raw_noise is not None else None)
         if noise is not None:
             actions = noise(actions)
         actions = actions.reshape(n, 3)
@@ -184,21 +194,35 @@ def evaluate_population(
     return returns_array
 
 
-class _ActionNoise:
+class _EpisodeNoise:
+    """Gaussian noise of std ``std``, (R, 3) per step: row ``r`` for episode ``r`` of every member.
+
+    Drawn from ``seeds`` and ``stream`` alone, so that the same episodes get the same noise
+    (members compare on equal terms, a rerun is the same), and on the CPU, so that a run's
+    noise does not depend on the device it dreams on.
+    """
+
+    def __init__(self, seeds: Sequence[int], std: float, device: torch.device, stream: int) -> None:
+        entropy = np.random.SeedSequence([stream, *map(int, seeds)]).generate_state(1)[0]
+        self.generator = torch.Generator().manual_seed(int(entropy))
+        self.std, self.rollouts, self.device = std, len(seeds), device
+
+    def draw(self) -> torch.Tensor:
+        """This step's (R, 3) float32 noise."""
+        return self.std * torch.randn(self.rollouts, 3, generator=self.generator).to(self.device)
+
+
+class _ActionNoise(_EpisodeNoise):
     """Gaussian action noise for :func:`evaluate_population`, the same for every member on an episode."""
 
     def __init__(self, seeds: Sequence[int], std: float, device: torch.device) -> None:
-        entropy = np.random.SeedSequence([3, *map(int, seeds)]).generate_state(1)[0]
-        self.generator = torch.Generator().manual_seed(int(entropy))
-        self.std, self.rollouts, self.device = std, len(seeds), device
+        super().__init__(seeds, std, device, stream=3)
         self.low = torch.as_tensor(CONTINUOUS_LOW, device=device)
         self.high = torch.as_tensor(CONTINUOUS_HIGH, device=device)
 
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
         """(P, R, 3) float32 actions plus this step's (R, 3) noise, clipped to CarRacing's action space."""
-        # Drawn on the CPU, so that a run's noise does not depend on the device it dreams on.
-        noise = torch.randn(self.rollouts, 3, generator=self.generator).to(self.device)
-        return torch.clamp(actions + self.std * noise, self.low, self.high)
+        return torch.clamp(actions + self.draw(), self.low, self.high)
 
 
 # -------------------------------------------------------------------- checkpoints
@@ -282,6 +306,7 @@ def _checked_options(
     eval_rollouts: int,
     dropout: float,
     action_noise: float = 0.0,
+    output_noise: float = 0.0,
 ) -> dict[str, Any]:
     """The options of :func:`train_controller` that need no world model, checked."""
     options = {
@@ -299,10 +324,10 @@ def _checked_options(
         raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0!r}")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    options["action_noise"] = check_number("action_noise", action_noise)
-    if options["action_noise"] < 0:
-        raise ValueError(f"action_noise must be a finite number >= 0 (the std of each action's noise), "
-                         f"got {action_noise!r}")
+    for name, value in (("action_noise", action_noise), ("output_noise", output_noise)):
+        options[name] = check_number(name, value)
+        if options[name] < 0:
+            raise ValueError(f"{name} must be a finite number >= 0 (the std of the noise), got {value!r}")
     return options
 
 
@@ -406,7 +431,7 @@ class _ControllerRun:
         returns = evaluate_population(
             self.world_model, params, seeds, o["temperature"], o["max_steps"], start=o["start"],
             dropout=o["dropout"], ensemble=o["ensemble"], disagreement_penalty=o["disagreement_penalty"],
-            action_noise=o["action_noise"],
+            action_noise=o["action_noise"], output_noise=o.get("output_noise", 0.0),
         )
         return cast(np.ndarray, returns)
 
@@ -519,6 +544,7 @@ def train_controller(
     ensemble: bool = False,
     disagreement_penalty: float = 0.0,
     action_noise: float = 0.0,
+    output_noise: float = 0.0,
     unsafe_pickle: bool = False,
 ) -> LinearController:
     """Train the paper's linear controller in the dream with CMA-ES and save the best one to ``out``.
@@ -580,7 +606,11 @@ def train_controller(
         action_noise: the std of Gaussian noise added to every action in the dream (then
             clipped to the action space), so that a candidate scores well only by driving well
             under that much noise, as PPO with a fixed std does. The saved controller drives
-            without it.
+            without it. Measured in v1's dream at 1.0: a negative result, since noise after
+            the squash brakes on half of all steps whatever a candidate does.
+        output_noise: the std of Gaussian noise added to the controller's raw outputs
+            before the squash (see :func:`evaluate_population`): the closer counterpart of
+            PPO's fixed std, under which a candidate can still keep the brake off.
         unsafe_pickle: on resuming, unpickle pycma's saved state, so that the run goes on
             exactly; unpickling runs any code in the file, so only for a folder you trust.
 
@@ -591,7 +621,7 @@ def train_controller(
         raise TypeError("train_controller() needs out= (the output folder)")
     checked = _checked_options(
         generations, popsize, rollouts, sigma0, temperature, max_steps, seed, weight_decay, eval_every, eval_rollouts,
-        dropout, action_noise,
+        dropout, action_noise, output_noise,
     )
     out = Path(out)
     device = pick_device(device)
@@ -606,7 +636,7 @@ def train_controller(
         "obs_dim": obs_dim, "n_params": 3 * obs_dim + 3,
         "start": start, "dropout": checked["dropout"],
         "ensemble": ensemble, "disagreement_penalty": disagreement_penalty,
-        "action_noise": checked["action_noise"],
+        "action_noise": checked["action_noise"], "output_noise": checked["output_noise"],
     }
     run = _ControllerRun(world_model, out, options, _describe_model(model, revision), device, progress)
     run.resume()

@@ -105,13 +105,16 @@ def unflatten_population(params: np.ndarray | torch.Tensor, obs_dim: int) -> tup
     return weights, params[:, ACTION_DIM * obs_dim :]
 
 
-def population_actions(weights: torch.Tensor, biases: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+def population_actions(
+    weights: torch.Tensor, biases: torch.Tensor, obs: torch.Tensor, output_noise: torch.Tensor | None = None
+) -> torch.Tensor:
     """Actions of ``P`` controllers at once, each on its own group of observations.
 
     Args:
         weights: (P, 3, obs_dim).
         biases: (P, 3).
         obs: (P, N, obs_dim): member ``p`` acts on ``obs[p]``.
+        output_noise: (N, 3) or (P, N, 3), added to the raw outputs before the squash.
 
     Returns:
         (P, N, 3) squashed actions.
@@ -119,6 +122,8 @@ def population_actions(weights: torch.Tensor, biases: torch.Tensor, obs: torch.T
     # One batched matmul for the whole population: this is what makes evaluating 64
     # controllers x 16 rollouts as cheap as one big dream.
     raw = torch.baddbmm(biases.unsqueeze(1), obs, weights.transpose(1, 2))
+    if output_noise is not None:
+        raw = raw + output_noise
     return squash_actions(raw)
 
 
