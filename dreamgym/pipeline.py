@@ -85,6 +85,14 @@ def load_build_config(path: str | Path) -> dict[str, Any]:
     model = raw.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError("build config section 'model' must be a mapping of WorldModelConfig fields")
+    if "crop_dashboard" in collect_kwargs:
+        # V must see the frames as they are collected: one setting, in either section, serves both.
+        if model.get("crop_dashboard", collect_kwargs["crop_dashboard"]) != collect_kwargs["crop_dashboard"]:
+            raise ConfigError(
+                f"build config {str(path)!r}: collect.crop_dashboard is {collect_kwargs['crop_dashboard']} but "
+                f"model.crop_dashboard is {model['crop_dashboard']}; V must see frames as they are collected"
+            )
+        model = {**model, "crop_dashboard": collect_kwargs["crop_dashboard"]}
     model_config = WorldModelConfig.from_dict({"format_version": 1, **model}, complete=False)
     controller_kwargs = _stage_kwargs(
         "controller", raw.get("controller"), train_controller, ("model", "out", "revision")

@@ -141,6 +141,15 @@ def test_bad_build_config_is_refused_clearly(tmp_path, change, message):
         load_build_config(path)
 
 
+def test_collect_crop_dashboard_reaches_v_and_must_agree_with_model(tmp_path):
+    collect = {**TOY["collect"], "out": str(tmp_path / "data"), "crop_dashboard": False}
+    config = load_build_config(write_config(tmp_path, collect=collect))
+    assert config["collect"]["crop_dashboard"] is False
+    assert config["model"].crop_dashboard is False  # V sees the frames as they are collected
+    with pytest.raises(ConfigError, match="collect.crop_dashboard is False but model.crop_dashboard is True"):
+        load_build_config(write_config(tmp_path, collect=collect, model={**TOY["model"], "crop_dashboard": True}))
+
+
 def test_unreadable_build_configs(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_build_config(tmp_path / "missing.yaml")

@@ -14,6 +14,7 @@ import sys
 
 import gymnasium as gym
 import numpy as np
+from probes import held_out_r_squared
 
 import dreamgym  # noqa: F401  (registers the envs)
 from dreamgym.agents.specs import load_agent, parse_agent_spec, resolve_agent_model, start_episode
@@ -39,24 +40,10 @@ for seed in range(50100, 50100 + episodes):
 z_dim = env.unwrapped.world_model.config.z_dim
 
 
-def r_squared(columns: slice, alpha: float) -> float:
-    """Mean over episodes of R^2 on that episode of a ridge regression (penalty ``alpha``) fitted on the others."""
-    scores = []
-    for held in range(len(speeds)):
-        rest = [i for i in range(len(speeds)) if i != held]
-        train_x = np.concatenate([observations[i] for i in rest])[:, columns]
-        train_y = np.concatenate([speeds[i] for i in rest])
-        test_x, test_y = observations[held][:, columns], speeds[held]
-        mean, scale = train_x.mean(0), train_x.std(0) + 1e-6
-        a, b = (train_x - mean) / scale, (test_x - mean) / scale
-        a, b = np.hstack([a, np.ones((len(a), 1))]), np.hstack([b, np.ones((len(b), 1))])
-        w = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ train_y)
-        scores.append(1 - ((b @ w - test_y) ** 2).sum() / ((test_y - test_y.mean()) ** 2).sum())
-    return float(np.mean(scores))
-
-
 every = np.concatenate(speeds)
 print(f"speed over {len(every)} steps: mean {every.mean():.1f}, max {every.max():.1f}")
 for name, columns in (("z", slice(0, z_dim)), ("h", slice(z_dim, None)), ("[z, h]", slice(None))):
-    scores = ", ".join(f"{r_squared(columns, alpha):.3f}" for alpha in (1.0, 100.0, 1000.0))
+    scores = ", ".join(
+        f"{held_out_r_squared(observations, speeds, columns, alpha):.3f}" for alpha in (1.0, 100.0, 1000.0)
+    )
     print(f"R^2 of the speed from {name:6s} on held-out episodes (ridge penalty 1, 100, 1000): {scores}")
