@@ -431,7 +431,7 @@ class _ControllerRun:
         returns = evaluate_population(
             self.world_model, params, seeds, o["temperature"], o["max_steps"], start=o["start"],
             dropout=o["dropout"], ensemble=o["ensemble"], disagreement_penalty=o["disagreement_penalty"],
-            action_noise=o["action_noise"], output_noise=o.get("output_noise", 0.0),
+            action_noise=o["action_noise"], output_noise=o["output_noise"],
         )
         return cast(np.ndarray, returns)
 

@@ -281,8 +281,6 @@ def collect(
 
 def _check_preprocessing(store: EpisodeStore, crop_dashboard: bool) -> None:
     """Refuse to add frames made one way to a store of frames made the other: V trains on them all."""
-    if len(store) == 0:
-        return
     stored = stored_crop_dashboard(store)
     if stored is not None and stored != crop_dashboard:
         kept = "cut" if stored else "kept"
